@@ -1,0 +1,909 @@
+//! [`ProfileDb`]: open, configure, write, read, flush.
+//!
+//! # The write path
+//! One writer at a time (a mutex), any number of readers. Every public write, and every
+//! [`write_batch`](ProfileDb::write_batch), is staged in memory, checked whole, encoded
+//! once per record, and committed as one sled transaction over every tree it touches:
+//! after a crash all of it is there or none of it. Each commit carries a sequence number
+//! stored in the `meta` family.
+//!
+//! # Durability
+//! - [`Durability::Flush`] (the default): when a write returns `Ok`, it is on disk:
+//!   sled has flushed its log, the files and directory are fsynced (sled 0.34's own flush
+//!   only issues `sync_file_range`), and the `COMMIT` file beside the data records the
+//!   commit's sequence number.
+//! - [`Durability::Buffered`]: a write returning `Ok` is in sled's log buffers and is
+//!   written out by sled's background flush (every 500 ms) but not fsynced; a crash of the
+//!   process usually keeps it, a power loss may not. [`ProfileDb::flush`] makes every
+//!   write so far durable as above. Dropping the handle (or [`ProfileDb::close`]) flushes.
+//!
+//! On open, the sequence number sled recovered is compared with the one in `COMMIT`. If
+//! sled came back with less than was durable (sled cuts its log at the first damaged
+//! entry without an error), open fails with [`Error::DataLoss`] instead of serving a
+//! quietly smaller database; [`Builder::salvage`] opens it anyway.
+//!
+//! # Files
+//! A database is a directory holding `PROFILEDB` (the marker: format version), `COMMIT`
+//! (the last durable commit's sequence number, replaced atomically) and `sled/`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, OpenError, Result, StorageError};
+use crate::limits::Limits;
+use crate::model::{Activity, ActivityCursor, Ident, IdentKind, Person};
+use crate::people::{self, Counters, Ctx, Identify, IdentityOptions, Outcome};
+use crate::store::kv::{FaultKv, Faults, Kv, SledKv};
+use crate::store::records::MetaValue;
+use crate::store::{
+    corrupted, ident_key, meta_keys, pid_key, ActivityF, AttributesF, Family, MetaF, PeopleF,
+    Store, SuppressedF, Txn,
+};
+
+/// The on-disk format version this build reads and writes (see `src/store/FORMAT.md`).
+pub const FORMAT_VERSION: u32 = 1;
+
+const MARKER: &str = "PROFILEDB";
+const COMMIT_FILE: &str = "COMMIT";
+const SLED_DIR: &str = "sled";
+
+/// When a write is durable. See the [module docs](crate::db#durability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Durable (fsynced) before the write returns.
+    #[default]
+    Flush,
+    /// Written to sled's buffers; durable after the next [`ProfileDb::flush`].
+    Buffered,
+}
+
+/// One write operation, for [`ProfileDb::write_batch`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Add or update a person.
+    Identify(Identify),
+    /// Delete a person and all their data.
+    Delete(Ident),
+    /// Delete a person and block their identifiers.
+    Suppress(Ident),
+    /// Free suppressed identifiers.
+    Unsuppress(Ident),
+}
+
+impl From<Identify> for Op {
+    fn from(op: Identify) -> Op {
+        Op::Identify(op)
+    }
+}
+
+/// Configures and opens a [`ProfileDb`].
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), profiledb::Error> {
+/// use profiledb::{Durability, ProfileDb};
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = ProfileDb::builder()
+///     .durability(Durability::Buffered)
+///     .cache_bytes(16 << 20)
+///     .open(dir.path())?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Builder {
+    cache_bytes: u64,
+    durability: Durability,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    faults: Option<Faults>,
+    salvage: bool,
+    identity: IdentityOptions,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            cache_bytes: 64 << 20,
+            durability: Durability::Flush,
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            faults: None,
+            salvage: false,
+            identity: IdentityOptions::default(),
+        }
+    }
+}
+
+impl Builder {
+    /// sled's page cache size in bytes. Default 64 MiB.
+    pub fn cache_bytes(mut self, bytes: u64) -> Builder {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// When writes are durable. Default [`Durability::Flush`].
+    pub fn durability(mut self, durability: Durability) -> Builder {
+        self.durability = durability;
+        self
+    }
+
+    /// Input limits. Default: Customer.io's published limits.
+    pub fn limits(mut self, limits: Limits) -> Builder {
+        self.limits = limits;
+        self
+    }
+
+    /// The clock that stamps activity and attribute times. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Builder {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs the database over a storage wrapper that injects the faults `faults` is told
+    /// to (for tests).
+    pub fn faults(mut self, faults: Faults) -> Builder {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Opens even when acknowledged commits are missing ([`Error::DataLoss`]), to read
+    /// what is left. The next flush records the smaller state as durable.
+    pub fn salvage(mut self, yes: bool) -> Builder {
+        self.salvage = yes;
+        self
+    }
+
+    /// Customer.io's workspace setting "Allow updates to email using ID": an identify
+    /// addressed by `id` may change an existing email. Default off.
+    pub fn allow_email_update_by_id(mut self, yes: bool) -> Builder {
+        self.identity.allow_email_update_by_id = yes;
+        self
+    }
+
+    /// Opens the database in directory `path`, creating it if the directory is missing
+    /// or empty.
+    ///
+    /// # Errors
+    /// [`Error::Open`] when the directory is not a profiledb database, has an unknown
+    /// format version, is locked, or is damaged (none of which modifies it);
+    /// [`Error::DataLoss`] when sled recovered fewer commits than were durable;
+    /// [`Error::Corrupted`] when a stored counter is damaged.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<ProfileDb> {
+        ProfileDb::open_with(self, path.as_ref())
+    }
+}
+
+struct Writer {
+    counters: Counters,
+    commit_seq: u64,
+}
+
+struct Inner {
+    store: Store,
+    writer: Mutex<Writer>,
+    /// Held for writing while a commit lands, for reading by multi-record reads, so a
+    /// reader never sees half of a commit.
+    gate: RwLock<()>,
+    /// The sequence number of the last commit applied to sled.
+    committed: AtomicU64,
+    /// The sequence number of the last commit known durable (and written to `COMMIT`).
+    durable: Mutex<u64>,
+    poisoned: AtomicBool,
+    config: Builder,
+    dir: PathBuf,
+}
+
+/// An open profile database. Cheap to clone; clones share one database. `Send + Sync`:
+/// share it between threads freely.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), profiledb::Error> {
+/// use profiledb::{Ident, Identify, ProfileDb};
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = ProfileDb::open(dir.path())?;
+/// db.identify(Identify::new(Ident::id("u-1")).set("email", "ann@example.com").set("plan", "pro"))?;
+/// let ann = db.person(&Ident::email("ANN@example.com"))?.expect("found by email, any case");
+/// assert_eq!(ann.id.as_deref(), Some("u-1"));
+/// assert_eq!(ann.attributes["plan"], "pro".into());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ProfileDb {
+    inner: Arc<Inner>,
+}
+
+/// Counts and sequence numbers, for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// People stored.
+    pub people: u64,
+    /// Sequence number of the last commit.
+    pub commit_seq: u64,
+    /// Sequence number of the last commit known durable.
+    pub durable_seq: u64,
+    /// Bytes on disk, as sled counts them.
+    pub size_on_disk: u64,
+}
+
+/// What [`ProfileDb::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records read, per family name.
+    pub records: Vec<(&'static str, u64)>,
+    /// Every problem found, one sentence each. Empty means the database is sound.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Open(OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `dir/name` atomically: a temp file, fsync, rename, fsync of `dir`.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+fn marker_text() -> String {
+    format!("profiledb\nformat {FORMAT_VERSION}\n")
+}
+
+/// Reads the marker; `Ok(version)` or why the directory is not ours.
+fn read_marker(dir: &Path) -> Result<u32> {
+    let path = dir.join(MARKER);
+    let text = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let sample = fs::read_dir(dir)
+                .ok()
+                .and_then(|mut it| it.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(OpenError::NotADatabase {
+                path: dir.to_path_buf(),
+                reason: format!("the directory is not empty (it holds `{sample}`, among others) and has no {MARKER} file"),
+            }
+            .into());
+        }
+        Err(e) => return Err(io_err(&path, e)),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines();
+    let version = match (lines.next(), lines.next()) {
+        (Some("profiledb"), Some(v)) => v
+            .strip_prefix("format ")
+            .and_then(|n| n.trim().parse::<u32>().ok()),
+        _ => None,
+    };
+    version.ok_or_else(|| {
+        OpenError::NotADatabase {
+            path: dir.to_path_buf(),
+            reason: format!("its {MARKER} file is not a profiledb marker"),
+        }
+        .into()
+    })
+}
+
+/// `COMMIT`: the sequence number (u64 big-endian) and its crc32 inverted (u32 BE).
+fn commit_file_bytes(seq: u64) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    let (s, c) = out.split_at_mut(8);
+    s.copy_from_slice(&seq.to_be_bytes());
+    c.copy_from_slice(&(crc32fast::hash(&seq.to_be_bytes()) ^ 0xFFFF_FFFF).to_be_bytes());
+    out
+}
+
+fn read_commit_file(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(COMMIT_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path, e)),
+    };
+    let arr: [u8; 12] = bytes.as_slice().try_into().map_err(|_| Error::Corrupted {
+        family: "COMMIT file",
+        key: String::new(),
+        reason: format!("is {} bytes, not 12", bytes.len()),
+    })?;
+    let seq = u64::from_be_bytes(arr.first_chunk::<8>().copied().unwrap_or_default());
+    if commit_file_bytes(seq) != arr {
+        return Err(Error::Corrupted {
+            family: "COMMIT file",
+            key: String::new(),
+            reason: "checksum mismatch".into(),
+        });
+    }
+    Ok(Some(seq))
+}
+
+impl ProfileDb {
+    /// Opens (or creates) the database in `path` with the default configuration.
+    ///
+    /// # Errors
+    /// As [`Builder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<ProfileDb> {
+        Builder::default().open(path)
+    }
+
+    /// A builder for opening with a configuration.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn open_with(config: Builder, dir: &Path) -> Result<ProfileDb> {
+        let fresh = match fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+                true
+            }
+            Err(e) => return Err(io_err(dir, e)),
+        };
+        if fresh {
+            replace_file(dir, MARKER, marker_text().as_bytes()).map_err(|e| io_err(dir, e))?;
+        } else {
+            let found = read_marker(dir)?;
+            if found != FORMAT_VERSION {
+                return Err(OpenError::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                }
+                .into());
+            }
+        }
+        let durable_seq = read_commit_file(dir)?;
+
+        let sled_dir = dir.join(SLED_DIR);
+        let sled = SledKv::open(&sled_dir, config.cache_bytes).map_err(|e| match e {
+            StorageError::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                Error::Open(OpenError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            other => Error::Open(OpenError::Damaged {
+                reason: other.to_string(),
+            }),
+        })?;
+        let kv: Box<dyn Kv> = match &config.faults {
+            Some(f) => Box::new(FaultKv::new(sled, f.clone())),
+            None => Box::new(sled),
+        };
+        let store = Store::new(kv);
+
+        let counter = |key: &[u8]| -> Result<Option<u64>> {
+            match store.get::<MetaF>(key)? {
+                None => Ok(None),
+                Some(MetaValue::Counter(n)) => Ok(Some(n)),
+                Some(_) => Err(corrupted(Family::Meta, key, "expected a counter")),
+            }
+        };
+        let format = store.get::<MetaF>(meta_keys::FORMAT)?;
+        let initialized = match format {
+            Some(MetaValue::Format { version, .. }) if version == FORMAT_VERSION => true,
+            Some(MetaValue::Format { version, .. }) => {
+                return Err(OpenError::UnsupportedFormat {
+                    found: version,
+                    supported: FORMAT_VERSION,
+                }
+                .into())
+            }
+            Some(_) => {
+                return Err(corrupted(
+                    Family::Meta,
+                    meta_keys::FORMAT,
+                    "expected the format record",
+                ))
+            }
+            None => false,
+        };
+        let commit_seq = counter(meta_keys::COMMIT_SEQ)?.unwrap_or(0);
+        let counters = Counters {
+            next_pid: counter(meta_keys::NEXT_PID)?.unwrap_or(1),
+            next_seq: counter(meta_keys::NEXT_SEQ)?.unwrap_or(1),
+        };
+        let durable_seq = durable_seq.unwrap_or(0);
+        let salvaged = durable_seq > commit_seq;
+        if salvaged && !config.salvage {
+            return Err(Error::DataLoss {
+                durable_seq,
+                recovered_seq: commit_seq,
+            });
+        }
+
+        let db = ProfileDb {
+            inner: Arc::new(Inner {
+                store,
+                writer: Mutex::new(Writer {
+                    counters,
+                    commit_seq,
+                }),
+                gate: RwLock::new(()),
+                committed: AtomicU64::new(commit_seq),
+                durable: Mutex::new(if salvaged { 0 } else { durable_seq }),
+                poisoned: AtomicBool::new(false),
+                config,
+                dir: dir.to_path_buf(),
+            }),
+        };
+        if !initialized {
+            let now = db.inner.config.clock.now();
+            let mut writer = db.writer()?;
+            let mut txn = Txn::new(&db.inner.store);
+            txn.put::<MetaF>(
+                meta_keys::FORMAT.to_vec(),
+                MetaValue::Format {
+                    version: FORMAT_VERSION,
+                    created: now,
+                },
+            );
+            db.commit(&mut writer, txn, counters)?;
+            drop(writer);
+            db.make_durable()?;
+        } else if salvaged {
+            db.make_durable()?;
+        }
+        Ok(db)
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let guard = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(guard)
+    }
+
+    fn poison(&self) {
+        self.inner.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    /// Commits `txn` (plus the counters and a new commit sequence number).
+    fn commit(&self, writer: &mut Writer, mut txn: Txn<'_>, counters: Counters) -> Result<()> {
+        let seq = writer.commit_seq + 1;
+        if counters.next_pid != writer.counters.next_pid {
+            txn.put::<MetaF>(
+                meta_keys::NEXT_PID.to_vec(),
+                MetaValue::Counter(counters.next_pid),
+            );
+        }
+        if counters.next_seq != writer.counters.next_seq {
+            txn.put::<MetaF>(
+                meta_keys::NEXT_SEQ.to_vec(),
+                MetaValue::Counter(counters.next_seq),
+            );
+        }
+        txn.put::<MetaF>(meta_keys::COMMIT_SEQ.to_vec(), MetaValue::Counter(seq));
+        let writes = txn.into_write_set()?;
+        {
+            let _gate = self
+                .inner
+                .gate
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(e) = self.inner.store.kv().commit(&writes) {
+                self.poison();
+                return Err(e.into());
+            }
+        }
+        writer.counters = counters;
+        writer.commit_seq = seq;
+        self.inner.committed.store(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Flushes and fsyncs everything committed so far, then records it in `COMMIT`.
+    fn make_durable(&self) -> Result<()> {
+        let mut durable = self
+            .inner
+            .durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = self.inner.committed.load(Ordering::SeqCst);
+        if seq == *durable {
+            return Ok(());
+        }
+        let result = self
+            .inner
+            .store
+            .kv()
+            .flush()
+            .and_then(|()| {
+                replace_file(&self.inner.dir, COMMIT_FILE, &commit_file_bytes(seq))
+                    .map_err(StorageError::from)
+            });
+        if let Err(e) = result {
+            // After a failed fsync the state on disk is unknown: refuse to guess.
+            self.poison();
+            return Err(e.into());
+        }
+        *durable = seq;
+        Ok(())
+    }
+
+    /// Applies `ops` as one atomic unit: every operation or none. Operations see the
+    /// effects of the ones before them in the batch.
+    ///
+    /// # Errors
+    /// [`Error::InBatch`] naming the first operation that failed (nothing of the batch
+    /// is written); [`Error::Storage`] when the commit or flush fails (the handle then
+    /// refuses further writes, [`Error::Poisoned`], until reopened).
+    pub fn write_batch(&self, ops: &[Op]) -> Result<Vec<Outcome>> {
+        self.apply(ops, true)
+    }
+
+    fn apply(&self, ops: &[Op], wrap: bool) -> Result<Vec<Outcome>> {
+        let mut writer = self.writer()?;
+        let now = self.inner.config.clock.now();
+        let mut counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        let mut outcomes = Vec::with_capacity(ops.len());
+        {
+            let mut cx = Ctx {
+                txn: &mut txn,
+                now,
+                limits: &self.inner.config.limits,
+                options: &self.inner.config.identity,
+                counters: &mut counters,
+            };
+            for (index, op) in ops.iter().enumerate() {
+                let result = match op {
+                    Op::Identify(i) => people::identify(&mut cx, i),
+                    Op::Delete(i) => people::delete(&mut cx, i),
+                    Op::Suppress(i) => people::suppress(&mut cx, i),
+                    Op::Unsuppress(i) => people::unsuppress(&mut cx, i),
+                };
+                match result {
+                    Ok(o) => outcomes.push(o),
+                    Err(e) if wrap => {
+                        return Err(Error::InBatch {
+                            index,
+                            source: Box::new(e),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if txn.is_clean() {
+            return Ok(outcomes);
+        }
+        self.commit(&mut writer, txn, counters)?;
+        drop(writer);
+        if self.inner.config.durability == Durability::Flush {
+            self.make_durable()?;
+        }
+        Ok(outcomes)
+    }
+
+    fn one(&self, op: Op) -> Result<Outcome> {
+        self.apply(std::slice::from_ref(&op), false)?
+            .pop()
+            .ok_or_else(|| Error::Storage(StorageError::Sled("no outcome".into())))
+    }
+
+    /// Adds or updates a person (Track API v1 identify). See [`crate::people`] for the
+    /// rules.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the field for bad input or a limit; [`Error::Suppressed`]
+    /// when an identifier is suppressed. Nothing is written on error.
+    pub fn identify(&self, op: Identify) -> Result<Outcome> {
+        self.one(Op::Identify(op))
+    }
+
+    /// Deletes a person and all their data. Identifying them again creates a new person.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the identifier is malformed.
+    pub fn delete(&self, ident: &Ident) -> Result<Outcome> {
+        self.one(Op::Delete(ident.clone()))
+    }
+
+    /// Deletes a person and blocks their `id`, `email` and `phone` from use.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the identifier is malformed.
+    pub fn suppress(&self, ident: &Ident) -> Result<Outcome> {
+        self.one(Op::Suppress(ident.clone()))
+    }
+
+    /// Frees a suppressed identifier (and those suppressed with it).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the identifier is malformed.
+    pub fn unsuppress(&self, ident: &Ident) -> Result<Outcome> {
+        self.one(Op::Unsuppress(ident.clone()))
+    }
+
+    /// Makes every write so far durable: sled's flush, fsync of the files and
+    /// directories, then the `COMMIT` file. See the [module docs](crate::db#durability).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when flushing or fsync fails; the handle then refuses writes.
+    pub fn flush(&self) -> Result<()> {
+        self.make_durable()
+    }
+
+    /// Flushes (as [`flush`](ProfileDb::flush)) and closes this handle.
+    ///
+    /// # Errors
+    /// As [`flush`](ProfileDb::flush).
+    pub fn close(self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.make_durable()
+    }
+
+    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.inner
+            .gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn resolve(&self, ident: &Ident) -> Result<Option<u32>> {
+        let norm = people::normalize(&self.inner.config.limits, ident)?;
+        let store = &self.inner.store;
+        if ident.kind == IdentKind::CioId {
+            let Some(pid) = crate::model::PersonId::from_cio_id(&norm) else {
+                return Ok(None);
+            };
+            return Ok(store.get::<PeopleF>(&pid_key(pid.0))?.map(|_| pid.0));
+        }
+        store.get::<crate::store::IdentifiersF>(&ident_key(ident.kind, &norm))
+    }
+
+    /// The person with identifier `ident` (emails match in any case), or `None`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the identifier is malformed; [`Error::Corrupted`] when a
+    /// record is damaged.
+    pub fn person(&self, ident: &Ident) -> Result<Option<Person>> {
+        let _gate = self.read_gate();
+        let Some(pid) = self.resolve(ident)? else {
+            return Ok(None);
+        };
+        let store = &self.inner.store;
+        let Some(rec) = store.get::<PeopleF>(&pid_key(pid))? else {
+            return Ok(None);
+        };
+        let attrs = store.get::<AttributesF>(&pid_key(pid))?;
+        Ok(Some(people::to_person(pid, rec, attrs)))
+    }
+
+    /// Up to `limit` entries of a person's timeline, newest first, older than `before`
+    /// when given (pass the last entry's [`cursor`](Activity::cursor) to read on).
+    /// An unknown person has no activity.
+    ///
+    /// # Errors
+    /// As [`person`](ProfileDb::person).
+    pub fn activities(
+        &self,
+        ident: &Ident,
+        limit: usize,
+        before: Option<ActivityCursor>,
+    ) -> Result<Vec<Activity>> {
+        let _gate = self.read_gate();
+        let Some(pid) = self.resolve(ident)? else {
+            return Ok(Vec::new());
+        };
+        let from = before.map(|c| ActivityF::key(pid, c.timestamp, c.seq));
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .store
+            .scan::<ActivityF>(&pid_key(pid), true, from.as_deref())
+            .take(limit)
+        {
+            let (key, rec) = item?;
+            let (_, timestamp, seq) = ActivityF::decode_key(&key)?;
+            out.push(Activity {
+                kind: rec.kind,
+                name: rec.name,
+                timestamp,
+                data: rec.data,
+                cursor: ActivityCursor { timestamp, seq },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether `ident` is suppressed.
+    ///
+    /// # Errors
+    /// As [`person`](ProfileDb::person).
+    pub fn is_suppressed(&self, ident: &Ident) -> Result<bool> {
+        if ident.kind == IdentKind::CioId {
+            return Ok(false);
+        }
+        let norm = people::normalize(&self.inner.config.limits, ident)?;
+        Ok(self
+            .inner
+            .store
+            .get::<SuppressedF>(&ident_key(ident.kind, &norm))?
+            .is_some())
+    }
+
+    /// Every person, in id order.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a record is damaged.
+    pub fn people(&self) -> Result<Vec<Person>> {
+        let _gate = self.read_gate();
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        for item in store.scan::<PeopleF>(&[], false, None) {
+            let (key, rec) = item?;
+            let pid = crate::store::pid_from_key(Family::People, &key)?;
+            let attrs = store.get::<AttributesF>(&key)?;
+            out.push(people::to_person(pid, rec, attrs));
+        }
+        Ok(out)
+    }
+
+    /// Counts and sequence numbers.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled fails.
+    pub fn stats(&self) -> Result<Stats> {
+        let people = self.inner.store.keys(Family::People, &[])?.len() as u64;
+        Ok(Stats {
+            people,
+            commit_seq: self.inner.committed.load(Ordering::SeqCst),
+            durable_seq: *self
+                .inner
+                .durable
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            size_on_disk: self.inner.store.kv().size_on_disk()?,
+        })
+    }
+
+    /// Reads and checks every record of every family: envelopes, checksums, keys, and
+    /// that identifiers, attributes and activity belong to people who exist.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when reading fails; damage is reported in the report, not as
+    /// an error.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _gate = self.read_gate();
+        let kv = self.inner.store.kv();
+        let mut report = VerifyReport::default();
+        let mut people = std::collections::BTreeSet::new();
+        for item in kv.range(
+            Family::People,
+            (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+            false,
+        ) {
+            let (k, _) = item?;
+            if let Ok(pid) = crate::store::pid_from_key(Family::People, &k) {
+                people.insert(pid);
+            }
+        }
+        for family in Family::ALL {
+            let mut n = 0u64;
+            for item in kv.range(
+                family,
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+                false,
+            ) {
+                let (k, v) = item?;
+                n += 1;
+                if let Err(e) = family.check_value(&k, &v) {
+                    report.problems.push(e.to_string());
+                    continue;
+                }
+                let owner = match family {
+                    Family::Identifiers => crate::store::decode_value::<crate::store::IdentifiersF>(&k, &v).ok(),
+                    Family::Attributes => crate::store::pid_from_key(family, &k).ok(),
+                    Family::Activity => ActivityF::decode_key(&k).ok().map(|(p, _, _)| p),
+                    _ => None,
+                };
+                if let Some(pid) = owner {
+                    if !people.contains(&pid) {
+                        report.problems.push(format!(
+                            "family `{}` key {} belongs to person {pid}, who does not exist",
+                            family.name(),
+                            crate::store::codec::hex(&k)
+                        ));
+                    }
+                }
+            }
+            report.records.push((family.name(), n));
+        }
+        let seq = self.inner.committed.load(Ordering::SeqCst);
+        let durable = *self
+            .inner
+            .durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if durable > seq {
+            report.problems.push(format!(
+                "data loss: durable commit #{durable} but only #{seq} recovered"
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Every raw (key, value) record of `family`, for diagnostics and tests.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when reading fails.
+    pub fn raw_records(&self, family: Family) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner
+            .store
+            .kv()
+            .range(
+                family,
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+                false,
+            )
+            .map(|r| r.map_err(Error::from))
+            .collect()
+    }
+
+    /// Overwrites one raw record, bypassing every check: for corruption tests only.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when writing fails.
+    #[doc(hidden)]
+    pub fn raw_put(&self, family: Family, key: &[u8], value: &[u8]) -> Result<()> {
+        let _writer = self.writer()?;
+        let writes = crate::store::kv::WriteSet {
+            families: vec![(family, vec![(key.to_vec(), Some(value.to_vec()))])],
+        };
+        self.inner.store.kv().commit(&writes)?;
+        Ok(())
+    }
+
+    /// The directory the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: a handle dropped without close() still ends durable, as far as
+        // the disk allows. Errors cannot be reported from here.
+        if self.poisoned.load(Ordering::SeqCst) {
+            return;
+        }
+        let seq = self.committed.load(Ordering::SeqCst);
+        let durable = self.durable.get_mut().map(|d| *d).unwrap_or(seq);
+        if seq != durable && self.store.kv().flush().is_ok() {
+            let _ = replace_file(&self.dir, COMMIT_FILE, &commit_file_bytes(seq));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The record envelope and the key codecs: the only code that turns records into bytes.
+//!
+//! Envelope: `[RECORD_VERSION u8][crc32(payload) ^ 0xFFFF_FFFF, u32 big-endian][payload]`,
+//! payload = bincode 2.0.1 with [`config`]. Storing the checksum inverted means an all-zero
+//! value never validates. Decoding checks, in order: length, version byte, checksum,
+//! payload decode under the size limit, no trailing bytes.
+
+use bincode::config::{Configuration, LittleEndian, Limit, Varint};
+
+/// The envelope version byte of every value written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+/// The largest payload a record may have; decoding never allocates more than this.
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+
+const HEADER: usize = 5;
+
+/// The one bincode configuration used for every payload: bincode's standard
+/// configuration (little-endian, variable-length integers) with a decode limit.
+pub type Config = Configuration<LittleEndian, Varint, Limit<MAX_RECORD_BYTES>>;
+
+/// The pinned bincode configuration.
+pub const fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_RECORD_BYTES>()
+}
+
+/// Encodes `value` into an envelope.
+///
+/// # Errors
+/// A message when the payload cannot be encoded or is over [`MAX_RECORD_BYTES`].
+pub fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, String> {
+    let mut out = vec![RECORD_VERSION, 0, 0, 0, 0];
+    bincode::encode_into_std_write(value, &mut out, config()).map_err(|e| e.to_string())?;
+    let payload_len = out.len() - HEADER;
+    if payload_len > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record payload of {payload_len} bytes is over the limit of {MAX_RECORD_BYTES}"
+        ));
+    }
+    let crc = crc32fast::hash(out.get(HEADER..).unwrap_or_default()) ^ 0xFFFF_FFFF;
+    if let Some(slot) = out.get_mut(1..HEADER) {
+        slot.copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(out)
+}
+
+/// Decodes an envelope. Any damage is an `Err` with the reason; never a panic.
+///
+/// # Errors
+/// The reason the bytes are not a valid record of type `T`.
+pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, String> {
+    let Some((header, payload)) = bytes.split_first_chunk::<HEADER>() else {
+        return Err(format!(
+            "record is {} bytes, shorter than its 5-byte header",
+            bytes.len()
+        ));
+    };
+    let [version, c0, c1, c2, c3] = *header;
+    if version != RECORD_VERSION {
+        return Err(format!(
+            "unknown record version {version} (this build writes {RECORD_VERSION})"
+        ));
+    }
+    let stored = u32::from_be_bytes([c0, c1, c2, c3]) ^ 0xFFFF_FFFF;
+    let actual = crc32fast::hash(payload);
+    if stored != actual {
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
+    }
+    decode_payload(payload)
+}
+
+/// Decodes a payload without the envelope (the fuzzers reach the decoders past the CRC
+/// through this).
+///
+/// # Errors
+/// The reason the bytes are not a valid payload of type `T`.
+pub fn decode_payload<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
+    let (value, used) = bincode::decode_from_slice::<T, _>(payload, config())
+        .map_err(|e| format!("payload does not decode: {e}"))?;
+    if used != payload.len() {
+        return Err(format!(
+            "payload has {} trailing bytes",
+            payload.len() - used
+        ));
+    }
+    Ok(value)
+}
+
+/// Time in keys: an `i64` with its sign bit flipped, big-endian, so byte order is
+/// numeric order (negative times sort before positive ones).
+pub fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`time_bytes`].
+pub fn time_from_bytes(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// Lowercase hex of a key, for error messages.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_zero_bytes_never_validate() {
+        let err = decode::<u32>(&[1, 0, 0, 0, 0, 0]).expect_err("zeros must fail");
+        assert!(err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn short_and_unknown_version_are_errors() {
+        assert!(decode::<u32>(&[1, 2]).is_err());
+        let mut good = encode(&7u32).expect("encodes");
+        assert_eq!(decode::<u32>(&good), Ok(7));
+        good[0] = 9;
+        assert!(decode::<u32>(&good)
+            .expect_err("version 9")
+            .contains("version"));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let payload = [7u8, 0];
+        assert!(decode_payload::<u32>(&payload)
+            .expect_err("trailing")
+            .contains("trailing"));
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // A string claiming u64::MAX bytes: refused by the limit, not attempted.
+        let mut payload = vec![255u8];
+        payload.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_payload::<String>(&payload).is_err());
+    }
+
+    #[test]
+    fn time_order_is_byte_order() {
+        let times = [i64::MIN, -5, -1, 0, 1, 1_700_000_000, i64::MAX];
+        for w in times.windows(2) {
+            assert!(time_bytes(w[0]) < time_bytes(w[1]));
+        }
+        for t in times {
+            assert_eq!(time_from_bytes(time_bytes(t)), t);
+        }
+    }
+}

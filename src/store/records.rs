@@ -1,0 +1,171 @@
+//! The value types of each column family, as stored (inside the envelope of
+//! [`codec`](super::codec)). Field order is the on-disk order: append only, and bump the
+//! format version when a record changes shape.
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+
+use crate::model::{Map, Value};
+
+/// `people` family: one person's identifiers and times.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct PersonRecord {
+    /// `id` as given.
+    pub id: Option<String>,
+    /// `email` as given (the `identifiers` key holds the lowercased form).
+    pub email: Option<String>,
+    /// `phone` (E.164).
+    pub phone: Option<String>,
+    /// `anonymous_id`.
+    pub anonymous_id: Option<String>,
+    /// When the person was created here, unix seconds.
+    pub created: i64,
+    /// When the person last changed, unix seconds.
+    pub updated: i64,
+}
+
+/// `attributes` family: one person's attribute map and when each key was last set.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct AttributesRecord {
+    /// Attribute values by name.
+    pub values: Map,
+    /// When each top-level attribute was last set, unix seconds.
+    pub timestamps: BTreeMap<String, i64>,
+}
+
+/// `activity` family: one timeline entry.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct ActivityRecord {
+    /// The activity type (`attribute_change`, `event`...).
+    pub kind: String,
+    /// The event or attribute name, where the type has one.
+    pub name: Option<String>,
+    /// Details.
+    pub data: Value,
+}
+
+/// `suppressed` family: an identifier blocked from use, and the identifiers suppressed
+/// with it (unsuppressing any of them frees the whole group).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct SuppressedRecord {
+    /// When it was suppressed, unix seconds.
+    pub at: i64,
+    /// Every identifier suppressed together, as (kind code, normalized value).
+    pub group: Vec<(u8, String)>,
+}
+
+/// `meta` family values.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum MetaValue {
+    /// Key `format`: the database's format version and creation time.
+    Format {
+        /// The format version (see FORMAT.md).
+        version: u32,
+        /// When the database was created, unix seconds.
+        created: i64,
+    },
+    /// Keys `next_pid`, `next_seq`, `commit_seq`: counters.
+    Counter(u64),
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::store::codec::{decode, encode};
+    use proptest::prelude::*;
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(Value::Float),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    fn arb_opt_string() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(".{0,20}")
+    }
+
+    fn roundtrip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(x: &T) {
+        let bytes = encode(x).unwrap();
+        let back: T = decode(&bytes).unwrap();
+        assert_eq!(&back, x);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+
+        #[test]
+        fn value_roundtrips(v in arb_value()) { roundtrip(&v); }
+
+        #[test]
+        fn person_roundtrips(id in arb_opt_string(), email in arb_opt_string(), phone in arb_opt_string(),
+                             anon in arb_opt_string(), created in any::<i64>(), updated in any::<i64>()) {
+            roundtrip(&PersonRecord { id, email, phone, anonymous_id: anon, created, updated });
+        }
+
+        #[test]
+        fn attributes_roundtrip(values in prop::collection::btree_map(".{1,10}", arb_value(), 0..8),
+                                timestamps in prop::collection::btree_map(".{1,10}", any::<i64>(), 0..8)) {
+            roundtrip(&AttributesRecord { values, timestamps });
+        }
+
+        #[test]
+        fn activity_roundtrips(kind in "[a-z_]{1,20}", name in arb_opt_string(), data in arb_value()) {
+            roundtrip(&ActivityRecord { kind, name, data });
+        }
+
+        #[test]
+        fn suppressed_roundtrips(at in any::<i64>(), group in prop::collection::vec((0u8..5, ".{0,20}"), 0..4)) {
+            roundtrip(&SuppressedRecord { at, group });
+        }
+
+        #[test]
+        fn meta_roundtrips(version in any::<u32>(), created in any::<i64>(), n in any::<u64>()) {
+            roundtrip(&MetaValue::Format { version, created });
+            roundtrip(&MetaValue::Counter(n));
+        }
+
+        #[test]
+        fn pid_roundtrips(pid in any::<u32>()) { roundtrip(&pid); }
+
+        #[test]
+        fn any_single_byte_flip_is_detected(v in arb_value(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut bytes = encode(&v).unwrap();
+            let i = pos.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            prop_assert!(decode::<Value>(&bytes).is_err());
+        }
+
+        #[test]
+        fn payload_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = crate::store::codec::decode_payload::<Value>(&bytes);
+            let _ = crate::store::codec::decode_payload::<AttributesRecord>(&bytes);
+            let _ = crate::store::codec::decode_payload::<MetaValue>(&bytes);
+        }
+    }
+
+    #[test]
+    fn deeply_nested_payload_is_refused_not_overflowed() {
+        // 100_000 nested arrays of length 1: tag 5, len 1, ...
+        let mut payload = Vec::new();
+        for _ in 0..100_000 {
+            payload.extend_from_slice(&[5, 1]);
+        }
+        payload.push(0);
+        let err = crate::store::codec::decode_payload::<Value>(&payload).unwrap_err();
+        assert!(err.contains("nested"), "{err}");
+    }
+}
