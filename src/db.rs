@@ -532,15 +532,10 @@ impl ProfileDb {
         if seq == *durable {
             return Ok(());
         }
-        let result = self
-            .inner
-            .store
-            .kv()
-            .flush()
-            .and_then(|()| {
-                replace_file(&self.inner.dir, COMMIT_FILE, &commit_file_bytes(seq))
-                    .map_err(StorageError::from)
-            });
+        let result = self.inner.store.kv().flush().and_then(|()| {
+            replace_file(&self.inner.dir, COMMIT_FILE, &commit_file_bytes(seq))
+                .map_err(StorageError::from)
+        });
         if let Err(e) = result {
             // After a failed fsync the state on disk is unknown: refuse to guess.
             self.poison();
@@ -825,7 +820,9 @@ impl ProfileDb {
                     continue;
                 }
                 let owner = match family {
-                    Family::Identifiers => crate::store::decode_value::<crate::store::IdentifiersF>(&k, &v).ok(),
+                    Family::Identifiers => {
+                        crate::store::decode_value::<crate::store::IdentifiersF>(&k, &v).ok()
+                    }
                     Family::Attributes => crate::store::pid_from_key(family, &k).ok(),
                     Family::Activity => ActivityF::decode_key(&k).ok().map(|(p, _, _)| p),
                     _ => None,
@@ -890,6 +887,16 @@ impl ProfileDb {
     /// The directory the database lives in.
     pub fn path(&self) -> &Path {
         &self.inner.dir
+    }
+}
+
+impl std::fmt::Debug for ProfileDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileDb")
+            .field("path", &self.inner.dir)
+            .field("commit_seq", &self.inner.committed.load(Ordering::SeqCst))
+            .field("durability", &self.inner.config.durability)
+            .finish_non_exhaustive()
     }
 }
 

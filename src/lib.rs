@@ -68,6 +68,6 @@ pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VER
 pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError};
 pub use limits::Limits;
 pub use model::{kinds, Activity, ActivityCursor, Ident, IdentKind, Map, Person, PersonId, Value};
-pub use people::{IgnoreReason, Identify, Outcome};
+pub use people::{Identify, IgnoreReason, Outcome};
 pub use store::kv::Faults;
 pub use store::Family;

@@ -99,7 +99,8 @@ fn check_email(value: &str, field: &str) -> Result<(), InputError> {
             },
         ));
     }
-    let bad = |why: &str| InputError::invalid(field, format!("is not a valid email address: {why}"));
+    let bad =
+        |why: &str| InputError::invalid(field, format!("is not a valid email address: {why}"));
     let (local, domain) = value.rsplit_once('@').ok_or_else(|| bad("no `@`"))?;
     if local.is_empty() || local.len() > 64 {
         return Err(bad("the part before `@` must be 1 to 64 bytes"));
@@ -124,7 +125,9 @@ fn check_email(value: &str, field: &str) -> Result<(), InputError> {
                 || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
         })
     {
-        return Err(bad("the domain must be labels separated by dots, like example.com"));
+        return Err(bad(
+            "the domain must be labels separated by dots, like example.com",
+        ));
     }
     Ok(())
 }
@@ -156,11 +159,17 @@ mod tests {
         for ok in ["a@b.co", "Ann.Lee+tag@Example.COM", "x_y@sub.example.org"] {
             assert!(l.identifier(IdentKind::Email, ok, "email").is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.co", "a@@b.co", "a@b..co", ".a@b.co"] {
-            assert!(l.identifier(IdentKind::Email, bad, "email").is_err(), "{bad}");
+        for bad in [
+            "", "a", "a@", "@b.co", "a@b", "a b@c.co", "a@@b.co", "a@b..co", ".a@b.co",
+        ] {
+            assert!(
+                l.identifier(IdentKind::Email, bad, "email").is_err(),
+                "{bad}"
+            );
         }
         assert_eq!(
-            l.identifier(IdentKind::Email, "Ann@Example.com", "email").ok(),
+            l.identifier(IdentKind::Email, "Ann@Example.com", "email")
+                .ok(),
             Some("ann@example.com".to_owned())
         );
     }
@@ -168,9 +177,14 @@ mod tests {
     #[test]
     fn phones() {
         let l = Limits::default();
-        assert!(l.identifier(IdentKind::Phone, "+14155550100", "phone").is_ok());
+        assert!(l
+            .identifier(IdentKind::Phone, "+14155550100", "phone")
+            .is_ok());
         for bad in ["14155550100", "+", "+0123", "+1234567890123456", "+1 415"] {
-            assert!(l.identifier(IdentKind::Phone, bad, "phone").is_err(), "{bad}");
+            assert!(
+                l.identifier(IdentKind::Phone, bad, "phone").is_err(),
+                "{bad}"
+            );
         }
     }
 

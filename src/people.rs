@@ -333,7 +333,10 @@ fn validate(
             continue;
         }
         match name.as_str() {
-            "_created_in_customerio_at" | "relationship" | "_relationship" | "_update"
+            "_created_in_customerio_at"
+            | "relationship"
+            | "_relationship"
+            | "_update"
             | "_timestamp" => return Err(InputError::new(name.clone(), InputReason::Reserved)),
             "cio_relationships" => {
                 return Err(InputError::invalid(
@@ -381,10 +384,16 @@ fn check_value(limits: &Limits, name: &str, value: &Value) -> Result<(), InputEr
         }
     }
     if value.depth() > MAX_DEPTH {
-        return Err(InputError::new(name, InputReason::TooDeep { max: MAX_DEPTH }));
+        return Err(InputError::new(
+            name,
+            InputReason::TooDeep { max: MAX_DEPTH },
+        ));
     }
     if !finite(value) {
-        return Err(InputError::invalid(name, "holds a number that is not finite"));
+        return Err(InputError::invalid(
+            name,
+            "holds a number that is not finite",
+        ));
     }
     let size = value.size();
     if size > limits.max_attribute_value_bytes {
@@ -597,7 +606,9 @@ pub(crate) fn identify(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
     let mut record = if created {
         AttributesRecord::default()
     } else {
-        cx.txn.get::<AttributesF>(&pid_key(pid))?.unwrap_or_default()
+        cx.txn
+            .get::<AttributesF>(&pid_key(pid))?
+            .unwrap_or_default()
     };
     let set_time = op.timestamp.unwrap_or(cx.now);
     for change in &attrs {
@@ -785,7 +796,11 @@ pub(crate) fn suppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
         }
         None => {}
     }
-    if ident.kind != IdentKind::CioId && !group.iter().any(|(c, v)| *c == ident_code(ident.kind) && *v == norm) {
+    if ident.kind != IdentKind::CioId
+        && !group
+            .iter()
+            .any(|(c, v)| *c == ident_code(ident.kind) && *v == norm)
+    {
         group.push((ident_code(ident.kind), norm));
     }
     let record = SuppressedRecord {
@@ -822,8 +837,7 @@ pub(crate) fn unsuppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome>
         }
     }
     // The identifier itself, should the group not name it.
-    cx.txn
-        .delete::<SuppressedF>(ident_key(ident.kind, &norm));
+    cx.txn.delete::<SuppressedF>(ident_key(ident.kind, &norm));
     Ok(Outcome::Unsuppressed {
         identifiers: freed.max(1),
     })

@@ -47,7 +47,9 @@ impl std::str::FromStr for ActivityCursor {
     type Err = crate::error::InputError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || crate::error::InputError::invalid("cursor", "is not a cursor this database returned");
+        let bad = || {
+            crate::error::InputError::invalid("cursor", "is not a cursor this database returned")
+        };
         let (t, q) = s.split_once('.').ok_or_else(bad)?;
         Ok(ActivityCursor {
             timestamp: t.parse().map_err(|_| bad())?,

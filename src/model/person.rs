@@ -137,8 +137,7 @@ impl PersonId {
 
     /// The internal id a `cio_id` names, if it is well-formed (1 to 8 hex digits).
     pub fn from_cio_id(cio_id: &str) -> Option<PersonId> {
-        if cio_id.is_empty() || cio_id.len() > 8 || !cio_id.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if cio_id.is_empty() || cio_id.len() > 8 || !cio_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         u32::from_str_radix(cio_id, 16).ok().map(PersonId)

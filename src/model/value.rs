@@ -64,9 +64,9 @@ impl Value {
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 
@@ -179,7 +179,10 @@ fn from_json_at(json: &serde_json::Value, field: &str, depth: usize) -> Result<V
             }
             let mut out = Map::new();
             for (k, v) in obj {
-                out.insert(k.clone(), from_json_at(v, &format!("{field}.{k}"), depth + 1)?);
+                out.insert(
+                    k.clone(),
+                    from_json_at(v, &format!("{field}.{k}"), depth + 1)?,
+                );
             }
             Value::Map(out)
         }

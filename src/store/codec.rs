@@ -5,7 +5,7 @@
 //! value never validates. Decoding checks, in order: length, version byte, checksum,
 //! payload decode under the size limit, no trailing bytes.
 
-use bincode::config::{Configuration, LittleEndian, Limit, Varint};
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 
 /// The envelope version byte of every value written by this build.
 pub const RECORD_VERSION: u8 = 1;

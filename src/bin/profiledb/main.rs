@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use profiledb::{Durability, Ident, Identify, ManualClock, Person, ProfileDb, Value};
 
 #[derive(Parser)]
-#[command(name = "profiledb", version, about = "An embedded database of people profiles")]
+#[command(
+    name = "profiledb",
+    version,
+    about = "An embedded database of people profiles"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

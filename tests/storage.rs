@@ -1,0 +1,463 @@
+//! The storage core through the public API: opening, format checks, durability, atomic
+//! batches under injected faults, corruption detection, and residue after delete.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use profiledb::{
+    Durability, Error, Family, Faults, Ident, Identify, ManualClock, Op, OpenError, Outcome,
+    ProfileDb, StorageError, Value,
+};
+
+const T0: i64 = 1_767_225_600;
+
+fn builder() -> profiledb::Builder {
+    ProfileDb::builder().clock(Arc::new(ManualClock::new(T0)))
+}
+
+/// Every file under `dir` with its bytes, for "nothing was modified" checks.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((
+                    e.path().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn sample_batch() -> Vec<Op> {
+    vec![
+        Op::Identify(
+            Identify::new(Ident::id("a"))
+                .set("email", "a@x.io")
+                .set("plan", "pro")
+                .set("seats", 3),
+        ),
+        Op::Identify(Identify::new(Ident::id("b")).set("phone", "+15550001")),
+        Op::Identify(Identify::new(Ident::email("a@x.io")).set("plan", "team")),
+        Op::Suppress(Ident::email("spam@x.io")),
+    ]
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = builder().open(dir.path()).unwrap();
+        db.identify(Identify::new(Ident::id("a")).set("k", "v"))
+            .unwrap();
+    }
+    let db = builder().open(dir.path()).unwrap();
+    let p = db.person(&Ident::id("a")).unwrap().unwrap();
+    assert_eq!(p.attributes["k"], Value::from("v"));
+    // Counters survive too: the next person gets a new id.
+    let out = db.identify(Identify::new(Ident::id("b"))).unwrap();
+    assert_ne!(out.person(), Some(p.pid));
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn buffered_writes_are_durable_after_flush_and_after_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = builder()
+            .durability(Durability::Buffered)
+            .open(dir.path())
+            .unwrap();
+        db.identify(Identify::new(Ident::id("a"))).unwrap();
+        let s = db.stats().unwrap();
+        assert!(s.durable_seq < s.commit_seq, "not yet durable: {s:?}");
+        db.flush().unwrap();
+        let s = db.stats().unwrap();
+        assert_eq!(s.durable_seq, s.commit_seq);
+        db.identify(Identify::new(Ident::id("b"))).unwrap();
+        // dropped without flush: Drop flushes
+    }
+    let db = builder().open(dir.path()).unwrap();
+    assert!(db.person(&Ident::id("b")).unwrap().is_some());
+}
+
+#[test]
+fn flush_durability_records_each_commit_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    db.identify(Identify::new(Ident::id("a"))).unwrap();
+    let s = db.stats().unwrap();
+    assert_eq!(s.durable_seq, s.commit_seq);
+    let file = std::fs::read(dir.path().join("COMMIT")).unwrap();
+    assert_eq!(file[..8], s.commit_seq.to_be_bytes());
+}
+
+#[test]
+fn a_directory_that_is_not_a_database_is_refused_unmodified() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"my files").unwrap();
+    let before = snapshot(dir.path());
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Open(OpenError::NotADatabase { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not a profiledb database"));
+    assert_eq!(snapshot(dir.path()), before);
+
+    // A marker that is not ours.
+    std::fs::write(dir.path().join("PROFILEDB"), b"something else").unwrap();
+    let before = snapshot(dir.path());
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Open(OpenError::NotADatabase { .. })),
+        "{err}"
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_newer_format_is_refused_unmodified() {
+    let dir = tempfile::tempdir().unwrap();
+    builder()
+        .open(dir.path())
+        .unwrap()
+        .identify(Identify::new(Ident::id("a")))
+        .unwrap();
+    std::fs::write(dir.path().join("PROFILEDB"), b"profiledb\nformat 99\n").unwrap();
+    let before = snapshot(dir.path());
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Open(OpenError::UnsupportedFormat {
+                found: 99,
+                supported: 1
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_file_instead_of_a_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let err = builder().open(&file).unwrap_err();
+    assert!(matches!(err, Error::Open(OpenError::Io { .. })), "{err}");
+}
+
+#[test]
+fn a_second_handle_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = builder().open(dir.path()).unwrap();
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, Error::Open(OpenError::Locked { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn sled_recovering_less_than_was_durable_is_data_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let seq = {
+        let db = builder().open(dir.path()).unwrap();
+        db.identify(Identify::new(Ident::id("a"))).unwrap();
+        db.stats().unwrap().commit_seq
+    };
+    // Pretend three more commits were acknowledged durable than sled holds.
+    let claimed = seq + 3;
+    let mut bytes = claimed.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&(crc32fast::hash(&claimed.to_be_bytes()) ^ 0xFFFF_FFFF).to_be_bytes());
+    std::fs::write(dir.path().join("COMMIT"), &bytes).unwrap();
+
+    let err = builder().open(dir.path()).unwrap_err();
+    match &err {
+        Error::DataLoss {
+            durable_seq,
+            recovered_seq,
+        } => {
+            assert_eq!((*durable_seq, *recovered_seq), (claimed, seq));
+        }
+        other => panic!("expected DataLoss, got {other}"),
+    }
+    assert!(err
+        .to_string()
+        .contains("3 acknowledged commits are missing"));
+
+    // Salvage opens what is left, and from then on the smaller state is the durable one.
+    {
+        let db = builder().salvage(true).open(dir.path()).unwrap();
+        assert!(db.person(&Ident::id("a")).unwrap().is_some());
+    }
+    builder().open(dir.path()).unwrap();
+}
+
+#[test]
+fn a_damaged_commit_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(builder().open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("COMMIT"), b"garbage").unwrap();
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+}
+
+#[test]
+fn a_flipped_byte_in_a_stored_value_is_corrupted_not_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    db.identify(Identify::new(Ident::id("a")).set("plan", "pro"))
+        .unwrap();
+    for family in [Family::People, Family::Attributes, Family::Identifiers] {
+        let (key, value) = db.raw_records(family).unwrap().remove(0);
+        for pos in 0..value.len() {
+            let mut bad = value.clone();
+            bad[pos] ^= 0x10;
+            db.raw_put(family, &key, &bad).unwrap();
+            let err = db.person(&Ident::id("a")).unwrap_err();
+            match &err {
+                Error::Corrupted { family: f, .. } => assert_eq!(*f, family.name()),
+                other => panic!("byte {pos} of {family:?}: expected Corrupted, got {other}"),
+            }
+            let report = db.verify().unwrap();
+            assert!(!report.is_ok(), "verify misses byte {pos} of {family:?}");
+        }
+        db.raw_put(family, &key, &value).unwrap();
+    }
+    assert!(db.verify().unwrap().is_ok());
+    assert!(db.person(&Ident::id("a")).unwrap().is_some());
+}
+
+#[test]
+fn corrupt_reads_injected_below_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+    let pid = db
+        .identify(Identify::new(Ident::id("a")).set("k", 1))
+        .unwrap()
+        .person()
+        .unwrap();
+    faults.corrupt_reads_of(Family::Attributes, pid.0.to_be_bytes().to_vec());
+    let err = db.person(&Ident::id("a")).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    faults.clear();
+    assert!(db.person(&Ident::id("a")).unwrap().is_some());
+}
+
+#[test]
+fn failing_reads_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+    db.identify(Identify::new(Ident::id("a"))).unwrap();
+    faults.fail_reads(true);
+    let err = db.person(&Ident::id("a")).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::Injected(_))),
+        "{err}"
+    );
+    assert!(db.people().is_err());
+    assert!(db.identify(Identify::new(Ident::id("b"))).is_err());
+    faults.fail_reads(false);
+    // A failed read is not a failed write: the handle still writes.
+    db.identify(Identify::new(Ident::id("b"))).unwrap();
+}
+
+#[test]
+fn failing_the_nth_write_of_a_batch_leaves_nothing_of_it() {
+    // How many key writes does the batch make?
+    let total = {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::new();
+        let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+        let before = faults.writes_seen();
+        db.write_batch(&sample_batch()).unwrap();
+        faults.writes_seen() - before
+    };
+    assert!(total >= 8, "the batch writes several families: {total}");
+    for n in 1..=total {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::new();
+        {
+            let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+            db.identify(Identify::new(Ident::id("before")).set("k", 1))
+                .unwrap();
+            faults.fail_write_at(n);
+            let err = db.write_batch(&sample_batch()).unwrap_err();
+            assert!(
+                matches!(err, Error::Storage(StorageError::Injected(_))),
+                "write {n}: {err}"
+            );
+            // The handle refuses further writes until reopened.
+            let err = db.identify(Identify::new(Ident::id("after"))).unwrap_err();
+            assert!(matches!(err, Error::Poisoned), "write {n}: {err}");
+            // Reads still work and show the state before the batch.
+            assert!(db.person(&Ident::id("a")).unwrap().is_none());
+        }
+        let db = builder().open(dir.path()).unwrap();
+        assert!(db.person(&Ident::id("before")).unwrap().is_some());
+        for ident in [Ident::id("a"), Ident::id("b"), Ident::email("a@x.io")] {
+            assert!(
+                db.person(&ident).unwrap().is_none(),
+                "write {n} of {total}: {ident} half-written"
+            );
+        }
+        assert!(!db.is_suppressed(&Ident::email("spam@x.io")).unwrap());
+        assert_eq!(db.stats().unwrap().people, 1);
+        assert!(db.verify().unwrap().is_ok());
+        // And the reopened database writes again, with fresh ids.
+        db.write_batch(&sample_batch()).unwrap();
+        assert_eq!(db.stats().unwrap().people, 3);
+    }
+}
+
+#[test]
+fn a_failed_flush_poisons_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+    faults.fail_flush(true);
+    let err = db.identify(Identify::new(Ident::id("a"))).unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err}");
+    faults.fail_flush(false);
+    assert!(matches!(
+        db.identify(Identify::new(Ident::id("b"))).unwrap_err(),
+        Error::Poisoned
+    ));
+}
+
+/// Every key of every family, as (family, key, value).
+fn all_records(db: &ProfileDb) -> Vec<(Family, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for family in Family::ALL {
+        for (k, v) in db.raw_records(family).unwrap() {
+            out.push((family, k, v));
+        }
+    }
+    out
+}
+
+#[test]
+fn delete_leaves_no_residue_in_any_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    db.identify(Identify::new(Ident::id("keep")).set("k", 1))
+        .unwrap();
+    let baseline: Vec<_> = all_records(&db)
+        .into_iter()
+        .filter(|(f, _, _)| *f != Family::Meta)
+        .map(|(f, k, _)| (f, k))
+        .collect();
+    let pid = db
+        .identify(
+            Identify::new(Ident::id("gone"))
+                .set("email", "gone@x.io")
+                .set("phone", "+15550002")
+                .set("anonymous_id", "anon-gone")
+                .set("a", 1)
+                .set("nested.b", 2),
+        )
+        .unwrap()
+        .person()
+        .unwrap();
+    db.identify(Identify::new(Ident::id("gone")).set("a", 2))
+        .unwrap();
+    assert_eq!(
+        db.delete(&Ident::id("gone")).unwrap(),
+        Outcome::Deleted(pid)
+    );
+    let after: Vec<_> = all_records(&db)
+        .into_iter()
+        .filter(|(f, _, _)| *f != Family::Meta)
+        .map(|(f, k, _)| (f, k))
+        .collect();
+    assert_eq!(after, baseline, "every key of the deleted person is gone");
+    for (family, k, v) in all_records(&db) {
+        for needle in [&b"gone"[..], b"anon-gone", b"+15550002"] {
+            assert!(
+                !k.windows(needle.len()).any(|w| w == needle)
+                    && !v.windows(needle.len()).any(|w| w == needle),
+                "residue of the deleted person in {family:?}"
+            );
+        }
+    }
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn suppress_leaves_only_the_suppression_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    db.identify(
+        Identify::new(Ident::id("s"))
+            .set("email", "s@x.io")
+            .set("k", 1),
+    )
+    .unwrap();
+    db.suppress(&Ident::id("s")).unwrap();
+    for family in [
+        Family::People,
+        Family::Identifiers,
+        Family::Attributes,
+        Family::Activity,
+    ] {
+        assert!(
+            db.raw_records(family).unwrap().is_empty(),
+            "{family:?} still holds records"
+        );
+    }
+    assert_eq!(db.raw_records(Family::Suppressed).unwrap().len(), 2);
+}
+
+#[test]
+fn readers_run_while_a_writer_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder()
+        .durability(Durability::Buffered)
+        .open(dir.path())
+        .unwrap();
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                let id = format!("u{i}");
+                db.write_batch(&[
+                    Op::Identify(Identify::new(Ident::id(id.clone())).set("n", i)),
+                    Op::Identify(Identify::new(Ident::id(id)).set("email", format!("u{i}@x.io"))),
+                ])
+                .unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    // A person is either absent or whole: both ops of a batch or neither.
+                    if let Some(p) = db.person(&Ident::id(format!("u{i}"))).unwrap() {
+                        assert_eq!(p.attributes["n"], Value::Int(i));
+                        assert_eq!(p.email, Some(format!("u{i}@x.io")));
+                    }
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert_eq!(db.stats().unwrap().people, 200);
+}
