@@ -32,16 +32,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use crate::activity::{self, Track};
 use crate::clock::{Clock, SystemClock};
+use crate::deliveries::{self, Metric, NewDelivery};
+use crate::devices::{self, DeviceInput, PushResult};
 use crate::error::{Error, OpenError, Result, StorageError};
 use crate::limits::Limits;
-use crate::model::{Activity, ActivityCursor, Ident, IdentKind, Person};
+use crate::merge;
+use crate::model::{Ident, IdentKind, Person};
+use crate::model::{ObjectRef, Value};
 use crate::people::{self, Counters, Ctx, Identify, IdentityOptions, Outcome};
+use crate::relations;
 use crate::store::kv::{FaultKv, Faults, Kv, SledKv};
 use crate::store::records::MetaValue;
 use crate::store::{
-    corrupted, ident_key, meta_keys, pid_key, ActivityF, AttributesF, Family, MetaF, PeopleF,
-    Store, SuppressedF, Txn,
+    corrupted, ident_key, meta_keys, pid_key, AttributesF, Family, MetaF, PeopleF, Store,
+    SuppressedF, Txn,
 };
 
 /// The on-disk format version this build reads and writes (see `src/store/FORMAT.md`).
@@ -61,7 +67,8 @@ pub enum Durability {
     Buffered,
 }
 
-/// One write operation, for [`ProfileDb::write_batch`].
+/// One write operation, for [`ProfileDb::write_batch`]. Each has a method of the same
+/// purpose on [`ProfileDb`] that runs it alone.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Op {
@@ -73,6 +80,77 @@ pub enum Op {
     Suppress(Ident),
     /// Free suppressed identifiers.
     Unsuppress(Ident),
+    /// Track an event, page view or screen view.
+    Track(Track),
+    /// Add or update a person's device.
+    AddDevice {
+        /// Whose.
+        person: Ident,
+        /// The device.
+        device: DeviceInput,
+    },
+    /// Delete a person's device.
+    DeleteDevice {
+        /// Whose.
+        person: Ident,
+        /// The device's token.
+        token: String,
+    },
+    /// Report what happened to a push sent to a device.
+    PushResult {
+        /// The device's token.
+        token: String,
+        /// What happened.
+        result: PushResult,
+    },
+    /// Record a delivery to a person.
+    AddDelivery {
+        /// To whom.
+        person: Ident,
+        /// The delivery.
+        delivery: NewDelivery,
+    },
+    /// Report a metric against a delivery.
+    Metric(Metric),
+    /// Create or rename an object type.
+    DefineObjectType {
+        /// The type id (from 1).
+        type_id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// Create or update an object.
+    IdentifyObject {
+        /// Which object.
+        object: ObjectRef,
+        /// Attributes to set (`null`/`""` removes).
+        attributes: Vec<(String, Value)>,
+    },
+    /// Delete an object and its relationships.
+    DeleteObject(ObjectRef),
+    /// Relate a person (or an anonymous id) to an object.
+    AddRelationship {
+        /// The person.
+        person: Ident,
+        /// The object.
+        object: ObjectRef,
+        /// Relationship attributes to set (`null`/`""` removes).
+        attributes: Vec<(String, Value)>,
+    },
+    /// Remove a person's relationship to an object.
+    DeleteRelationship {
+        /// The person.
+        person: Ident,
+        /// The object.
+        object: ObjectRef,
+    },
+    /// Merge `secondary` into `primary`.
+    Merge {
+        /// Who remains.
+        primary: Ident,
+        /// Who is merged in and deleted.
+        secondary: Ident,
+    },
 }
 
 impl From<Identify> for Op {
@@ -98,11 +176,12 @@ impl From<Identify> for Op {
 pub struct Builder {
     cache_bytes: u64,
     durability: Durability,
-    limits: Limits,
+    pub(crate) limits: Limits,
     clock: Arc<dyn Clock>,
     faults: Option<Faults>,
     salvage: bool,
     identity: IdentityOptions,
+    pub(crate) retention: Option<i64>,
 }
 
 impl Default for Builder {
@@ -115,6 +194,7 @@ impl Default for Builder {
             faults: None,
             salvage: false,
             identity: IdentityOptions::default(),
+            retention: None,
         }
     }
 }
@@ -158,6 +238,13 @@ impl Builder {
         self
     }
 
+    /// How long activity is kept, in seconds, when
+    /// [`ProfileDb::apply_retention`] runs. Default: unset, keep everything.
+    pub fn retention(mut self, seconds: Option<i64>) -> Builder {
+        self.retention = seconds;
+        self
+    }
+
     /// Customer.io's workspace setting "Allow updates to email using ID": an identify
     /// addressed by `id` may change an existing email. Default off.
     pub fn allow_email_update_by_id(mut self, yes: bool) -> Builder {
@@ -183,8 +270,8 @@ struct Writer {
     commit_seq: u64,
 }
 
-struct Inner {
-    store: Store,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
     writer: Mutex<Writer>,
     /// Held for writing while a commit lands, for reading by multi-record reads, so a
     /// reader never sees half of a commit.
@@ -194,7 +281,7 @@ struct Inner {
     /// The sequence number of the last commit known durable (and written to `COMMIT`).
     durable: Mutex<u64>,
     poisoned: AtomicBool,
-    config: Builder,
+    pub(crate) config: Builder,
     dir: PathBuf,
 }
 
@@ -215,7 +302,7 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct ProfileDb {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// Counts and sequence numbers, for monitoring.
@@ -576,6 +663,36 @@ impl ProfileDb {
                     Op::Delete(i) => people::delete(&mut cx, i),
                     Op::Suppress(i) => people::suppress(&mut cx, i),
                     Op::Unsuppress(i) => people::unsuppress(&mut cx, i),
+                    Op::Track(t) => activity::track(&mut cx, t),
+                    Op::AddDevice { person, device } => {
+                        devices::add_device(&mut cx, person, device)
+                    }
+                    Op::DeleteDevice { person, token } => {
+                        devices::delete_device(&mut cx, person, token)
+                    }
+                    Op::PushResult { token, result } => {
+                        devices::push_result(&mut cx, token, *result)
+                    }
+                    Op::AddDelivery { person, delivery } => {
+                        deliveries::add_delivery(&mut cx, person, delivery)
+                    }
+                    Op::Metric(m) => deliveries::report_metric(&mut cx, m),
+                    Op::DefineObjectType { type_id, name } => {
+                        relations::define_type(&mut cx, *type_id, name)
+                    }
+                    Op::IdentifyObject { object, attributes } => {
+                        relations::identify_object(&mut cx, object, attributes)
+                    }
+                    Op::DeleteObject(o) => relations::delete_object(&mut cx, o),
+                    Op::AddRelationship {
+                        person,
+                        object,
+                        attributes,
+                    } => relations::add_relationship(&mut cx, person, object, attributes),
+                    Op::DeleteRelationship { person, object } => {
+                        relations::delete_relationship(&mut cx, person, object)
+                    }
+                    Op::Merge { primary, secondary } => merge::merge(&mut cx, primary, secondary),
                 };
                 match result {
                     Ok(o) => outcomes.push(o),
@@ -598,6 +715,28 @@ impl ProfileDb {
             self.make_durable()?;
         }
         Ok(outcomes)
+    }
+
+    /// Now, by the configured clock.
+    pub fn now(&self) -> i64 {
+        self.inner.config.clock.now()
+    }
+
+    /// Commits whatever `stage` stages, as one atomic unit under the writer lock.
+    pub(crate) fn commit_raw(&self, stage: impl FnOnce(&mut Txn<'_>)) -> Result<()> {
+        let mut writer = self.writer()?;
+        let counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        stage(&mut txn);
+        if txn.is_clean() {
+            return Ok(());
+        }
+        self.commit(&mut writer, txn, counters)?;
+        drop(writer);
+        if self.inner.config.durability == Durability::Flush {
+            self.make_durable()?;
+        }
+        Ok(())
     }
 
     fn one(&self, op: Op) -> Result<Outcome> {
@@ -640,6 +779,139 @@ impl ProfileDb {
         self.one(Op::Unsuppress(ident.clone()))
     }
 
+    /// Tracks an event, page view or screen view (see [`crate::activity`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the field (name over 100 bytes, data over 100 KB...).
+    pub fn track(&self, track: Track) -> Result<Outcome> {
+        self.one(Op::Track(track))
+    }
+
+    /// Adds or updates a device of `person` (see [`crate::devices`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a bad token or attribute, or past the per-person device cap.
+    pub fn add_device(&self, person: &Ident, device: DeviceInput) -> Result<Outcome> {
+        self.one(Op::AddDevice {
+            person: person.clone(),
+            device,
+        })
+    }
+
+    /// Deletes device `token` of `person`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a malformed identifier or token.
+    pub fn delete_device(&self, person: &Ident, token: &str) -> Result<Outcome> {
+        self.one(Op::DeleteDevice {
+            person: person.clone(),
+            token: token.to_owned(),
+        })
+    }
+
+    /// Reports a push result for device `token`, moving its status.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a malformed token.
+    pub fn push_result(&self, token: &str, result: PushResult) -> Result<Outcome> {
+        self.one(Op::PushResult {
+            token: token.to_owned(),
+            result,
+        })
+    }
+
+    /// Records a delivery to `person` (see [`crate::deliveries`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a bad field or an id already recorded.
+    pub fn add_delivery(&self, person: &Ident, delivery: NewDelivery) -> Result<Outcome> {
+        self.one(Op::AddDelivery {
+            person: person.clone(),
+            delivery,
+        })
+    }
+
+    /// Reports a metric against a delivery.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the metric is not one of the delivery's channel.
+    pub fn report_metric(&self, metric: Metric) -> Result<Outcome> {
+        self.one(Op::Metric(metric))
+    }
+
+    /// Creates or renames object type `type_id`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for type id 0 or a name over the value limit.
+    pub fn define_object_type(&self, type_id: u32, name: &str) -> Result<Outcome> {
+        self.one(Op::DefineObjectType {
+            type_id,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Creates or updates an object (see [`crate::relations`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the field.
+    pub fn identify_object(
+        &self,
+        object: &ObjectRef,
+        attributes: Vec<(String, Value)>,
+    ) -> Result<Outcome> {
+        self.one(Op::IdentifyObject {
+            object: object.clone(),
+            attributes,
+        })
+    }
+
+    /// Deletes an object and every relationship to it.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a malformed object reference.
+    pub fn delete_object(&self, object: &ObjectRef) -> Result<Outcome> {
+        self.one(Op::DeleteObject(object.clone()))
+    }
+
+    /// Relates `person` to `object`, with relationship attributes.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming the field.
+    pub fn add_relationship(
+        &self,
+        person: &Ident,
+        object: &ObjectRef,
+        attributes: Vec<(String, Value)>,
+    ) -> Result<Outcome> {
+        self.one(Op::AddRelationship {
+            person: person.clone(),
+            object: object.clone(),
+            attributes,
+        })
+    }
+
+    /// Removes `person`'s relationship to `object`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a malformed identifier or object reference.
+    pub fn delete_relationship(&self, person: &Ident, object: &ObjectRef) -> Result<Outcome> {
+        self.one(Op::DeleteRelationship {
+            person: person.clone(),
+            object: object.clone(),
+        })
+    }
+
+    /// Merges `secondary` into `primary` (see [`crate::merge`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when both name the same person.
+    pub fn merge(&self, primary: &Ident, secondary: &Ident) -> Result<Outcome> {
+        self.one(Op::Merge {
+            primary: primary.clone(),
+            secondary: secondary.clone(),
+        })
+    }
+
     /// Makes every write so far durable: sled's flush, fsync of the files and
     /// directories, then the `COMMIT` file. See the [module docs](crate::db#durability).
     ///
@@ -660,14 +932,14 @@ impl ProfileDb {
         self.make_durable()
     }
 
-    fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    pub(crate) fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.inner
             .gate
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn resolve(&self, ident: &Ident) -> Result<Option<u32>> {
+    pub(crate) fn resolve(&self, ident: &Ident) -> Result<Option<u32>> {
         let norm = people::normalize(&self.inner.config.limits, ident)?;
         let store = &self.inner.store;
         if ident.kind == IdentKind::CioId {
@@ -695,43 +967,6 @@ impl ProfileDb {
         };
         let attrs = store.get::<AttributesF>(&pid_key(pid))?;
         Ok(Some(people::to_person(pid, rec, attrs)))
-    }
-
-    /// Up to `limit` entries of a person's timeline, newest first, older than `before`
-    /// when given (pass the last entry's [`cursor`](Activity::cursor) to read on).
-    /// An unknown person has no activity.
-    ///
-    /// # Errors
-    /// As [`person`](ProfileDb::person).
-    pub fn activities(
-        &self,
-        ident: &Ident,
-        limit: usize,
-        before: Option<ActivityCursor>,
-    ) -> Result<Vec<Activity>> {
-        let _gate = self.read_gate();
-        let Some(pid) = self.resolve(ident)? else {
-            return Ok(Vec::new());
-        };
-        let from = before.map(|c| ActivityF::key(pid, c.timestamp, c.seq));
-        let mut out = Vec::new();
-        for item in self
-            .inner
-            .store
-            .scan::<ActivityF>(&pid_key(pid), true, from.as_deref())
-            .take(limit)
-        {
-            let (key, rec) = item?;
-            let (_, timestamp, seq) = ActivityF::decode_key(&key)?;
-            out.push(Activity {
-                kind: rec.kind,
-                name: rec.name,
-                timestamp,
-                data: rec.data,
-                cursor: ActivityCursor { timestamp, seq },
-            });
-        }
-        Ok(out)
     }
 
     /// Whether `ident` is suppressed.
@@ -806,7 +1041,7 @@ impl ProfileDb {
                 people.insert(pid);
             }
         }
-        for family in Family::ALL {
+        for &family in Family::ALL {
             let mut n = 0u64;
             for item in kv.range(
                 family,
@@ -815,26 +1050,14 @@ impl ProfileDb {
             ) {
                 let (k, v) = item?;
                 n += 1;
-                if let Err(e) = family.check_value(&k, &v) {
-                    report.problems.push(e.to_string());
-                    continue;
-                }
-                let owner = match family {
-                    Family::Identifiers => {
-                        crate::store::decode_value::<crate::store::IdentifiersF>(&k, &v).ok()
-                    }
-                    Family::Attributes => crate::store::pid_from_key(family, &k).ok(),
-                    Family::Activity => ActivityF::decode_key(&k).ok().map(|(p, _, _)| p),
-                    _ => None,
-                };
-                if let Some(pid) = owner {
-                    if !people.contains(&pid) {
-                        report.problems.push(format!(
-                            "family `{}` key {} belongs to person {pid}, who does not exist",
-                            family.name(),
-                            crate::store::codec::hex(&k)
-                        ));
-                    }
+                match family.check_record(&k, &v) {
+                    Err(e) => report.problems.push(e.to_string()),
+                    Ok(Some(pid)) if !people.contains(&pid) => report.problems.push(format!(
+                        "family `{}` key {} belongs to person {pid}, who does not exist",
+                        family.name(),
+                        crate::store::codec::hex(&k)
+                    )),
+                    Ok(_) => {}
                 }
             }
             report.records.push((family.name(), n));

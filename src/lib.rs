@@ -30,7 +30,7 @@
 //! assert_eq!(ann.attributes["plan"], "pro".into());
 //!
 //! // Every change is in the timeline, newest first.
-//! let timeline = db.activities(&Ident::id("u-1"), 10, None)?;
+//! let timeline = db.activities(&Ident::id("u-1"), &profiledb::ActivityFilter::new(10))?;
 //! assert_eq!(timeline[0].kind, "attribute_change");
 //! # Ok(()) }
 //! ```
@@ -55,19 +55,33 @@
 //! Format version [`FORMAT_VERSION`]; byte-exact in `src/store/FORMAT.md`. A database of
 //! another version is refused at open, unmodified.
 
+pub mod activity;
 pub mod clock;
 pub mod db;
+pub mod deliveries;
+pub mod devices;
 pub mod error;
 pub mod limits;
+pub mod merge;
 pub mod model;
 pub mod people;
+pub mod profile;
+pub mod relations;
 pub mod store;
+
+pub use activity::Track;
+pub use deliveries::{Metric, NewDelivery};
+pub use devices::{DeviceInput, PushResult};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};
 pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError};
 pub use limits::Limits;
-pub use model::{kinds, Activity, ActivityCursor, Ident, IdentKind, Map, Person, PersonId, Value};
+pub use model::{
+    kinds, Activity, ActivityCursor, ActivityFilter, Channel, Delivery, Device, DeviceStatus,
+    Ident, IdentKind, Map, Object, ObjectRef, Person, PersonId, Platform, Profile, Relationship,
+    SegmentRef, Subscription, TopicState, TrackKind, Value,
+};
 pub use people::{Identify, IgnoreReason, Outcome};
 pub use store::kv::Faults;
 pub use store::Family;

@@ -26,6 +26,11 @@ pub struct Limits {
     pub max_event_name_bytes: usize,
     /// Largest event data (compact JSON) in bytes. Default 100,000.
     pub max_event_data_bytes: usize,
+    /// Most devices one person may have. Default 25.
+    pub max_devices: usize,
+    /// Largest total size of one object's or relationship's attributes (compact JSON)
+    /// in bytes. Default 100,000.
+    pub max_object_bytes: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +42,8 @@ impl Default for Limits {
             max_attributes: 300,
             max_event_name_bytes: 100,
             max_event_data_bytes: 100_000,
+            max_devices: 25,
+            max_object_bytes: 100_000,
         }
     }
 }

@@ -24,8 +24,9 @@ use crate::limits::Limits;
 use crate::model::{kinds, Ident, IdentKind, Map, PersonId, Value, MAX_DEPTH};
 use crate::store::records::{ActivityRecord, AttributesRecord, PersonRecord, SuppressedRecord};
 use crate::store::{
-    ident_code, ident_key, ident_kind, pid_key, ActivityF, AttributesF, Family, IdentifiersF,
-    PeopleF, SuppressedF, Txn,
+    ident_code, ident_key, ident_kind, pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF,
+    DeviceTokensF, DevicesF, EventIdsF, EventOwner, EventsByNameF, Family, IdentifiersF, MembersF,
+    PeopleF, RelationshipsF, SuppressedF, Txn,
 };
 
 /// An identify call: add a person or update one, patching attributes.
@@ -151,6 +152,21 @@ pub enum Outcome {
         /// How many.
         identifiers: usize,
     },
+    /// An event (or other record) was stored: for a person, or (`None`) kept for an
+    /// anonymous id.
+    Recorded(Option<PersonId>),
+    /// The event's id was seen before for this person; nothing was stored.
+    Duplicate,
+    /// The write would change nothing (an object or type as it already is); nothing was
+    /// written.
+    NoChange,
+    /// A merge moved the secondary into `primary`, and deleted the secondary.
+    Merged {
+        /// Who remains.
+        primary: PersonId,
+        /// Who was merged in and deleted.
+        secondary: PersonId,
+    },
 }
 
 impl Outcome {
@@ -161,8 +177,9 @@ impl Outcome {
             | Outcome::Updated(p)
             | Outcome::Unchanged(p)
             | Outcome::Deleted(p)
-            | Outcome::Refused { person: p, .. } => Some(*p),
-            Outcome::Suppressed { person, .. } => *person,
+            | Outcome::Refused { person: p, .. }
+            | Outcome::Merged { primary: p, .. } => Some(*p),
+            Outcome::Suppressed { person, .. } | Outcome::Recorded(person) => *person,
             _ => None,
         }
     }
@@ -203,16 +220,58 @@ pub(crate) struct Ctx<'t, 'a> {
 impl Ctx<'_, '_> {
     /// Appends an activity entry to `pid`'s timeline.
     pub fn record(&mut self, pid: u32, kind: &str, name: Option<String>, data: Value) {
-        let seq = self.counters.next_seq;
-        self.counters.next_seq += 1;
+        let now = self.now;
+        self.record_at(pid, now, kind, name, data);
+    }
+
+    /// Appends an activity entry at time `timestamp`; returns its sequence number.
+    pub fn record_at(
+        &mut self,
+        pid: u32,
+        timestamp: i64,
+        kind: &str,
+        name: Option<String>,
+        data: Value,
+    ) -> u64 {
+        let seq = self.next_seq();
         self.txn.put::<ActivityF>(
-            ActivityF::key(pid, self.now, seq),
+            ActivityF::key(pid, timestamp, seq),
             ActivityRecord {
                 kind: kind.to_owned(),
                 name,
                 data,
+                event_id: None,
             },
         );
+        seq
+    }
+
+    /// Allocates an activity sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        let seq = self.counters.next_seq;
+        self.counters.next_seq += 1;
+        seq
+    }
+}
+
+/// The person `ident` names, created (as by an identify with no attributes) if nobody
+/// has it: tracking an event, adding a device or a delivery for an unknown `id` or
+/// `email` creates the person, as Customer.io's Track API does. `Err(outcome)` when
+/// nobody can be created (an unknown `cio_id`).
+pub(crate) fn resolve_or_create(
+    cx: &mut Ctx<'_, '_>,
+    ident: &Ident,
+) -> Result<std::result::Result<u32, Outcome>> {
+    let norm = normalize(cx.limits, ident)?;
+    if let Some(pid) = lookup(cx.txn, ident.kind, &norm)? {
+        return Ok(Ok(pid));
+    }
+    if ident.kind == IdentKind::AnonymousId {
+        return Ok(Err(Outcome::NotFound));
+    }
+    match identify(cx, &Identify::new(ident.clone()))? {
+        Outcome::Created(p) | Outcome::Updated(p) | Outcome::Unchanged(p) => Ok(Ok(p.0)),
+        other => Ok(Err(other)),
     }
 }
 
@@ -686,6 +745,10 @@ pub(crate) fn identify(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
     }
 
     person.updated = cx.now;
+    let new_anon = ident_writes
+        .iter()
+        .find(|(k, _, _)| *k == IdentKind::AnonymousId)
+        .and_then(|(_, _, new)| new.as_ref().map(|(given, _)| given.clone()));
     cx.txn.put::<PeopleF>(pid_key(pid), person);
     if !changes.is_empty() {
         if record.values.is_empty() && record.timestamps.is_empty() {
@@ -694,6 +757,9 @@ pub(crate) fn identify(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
             cx.txn.put::<AttributesF>(pid_key(pid), record);
         }
         cx.record(pid, kinds::ATTRIBUTE_CHANGE, None, Value::Map(changes));
+    }
+    if let Some(anon) = new_anon {
+        crate::activity::merge_anonymous(cx, pid, &anon)?;
     }
     Ok(if created {
         Outcome::Created(PersonId(pid))
@@ -757,8 +823,33 @@ pub(crate) fn delete_person(txn: &mut Txn<'_>, pid: u32) -> Result<Option<Person
     }
     txn.delete::<PeopleF>(pid_key(pid));
     txn.delete::<AttributesF>(pid_key(pid));
-    for key in txn.keys(Family::Activity, &pid_key(pid))? {
+    let prefix = pid_key(pid);
+    for key in txn.keys(Family::Activity, &prefix)? {
         txn.delete::<ActivityF>(key);
+    }
+    for key in txn.keys(Family::EventsByName, &prefix)? {
+        txn.delete::<EventsByNameF>(key);
+    }
+    for key in txn.keys(
+        Family::EventIds,
+        &EventIdsF::prefix(&EventOwner::Person(pid)),
+    )? {
+        txn.delete::<EventIdsF>(key);
+    }
+    for key in txn.keys(Family::Deliveries, &prefix)? {
+        let (_, _, delivery_id) = DeliveriesF::decode_key(&key)?;
+        txn.delete::<DeliveryIdsF>(delivery_id.into_bytes());
+        txn.delete::<DeliveriesF>(key);
+    }
+    for key in txn.keys(Family::Devices, &prefix)? {
+        let token = DevicesF::token_of(&key)?;
+        txn.delete::<DeviceTokensF>(token.into_bytes());
+        txn.delete::<DevicesF>(key);
+    }
+    for key in txn.keys(Family::Relationships, &prefix)? {
+        let (_, type_id, object_id) = RelationshipsF::decode_key(&key)?;
+        txn.delete::<MembersF>(MembersF::key(type_id, &object_id, pid));
+        txn.delete::<RelationshipsF>(key);
     }
     Ok(Some(rec))
 }

@@ -146,7 +146,9 @@ fn body_identifier_of_another_person_is_a_conflict_that_changes_nothing() {
     assert!(!pa.attributes.contains_key("plan"), "nothing changed");
     let pb = db.person(&Ident::id("b")).unwrap().unwrap();
     assert_eq!(pb.pid, b);
-    let newest = &db.activities(&Ident::id("a"), 1, None).unwrap()[0];
+    let newest = &db
+        .activities(&Ident::id("a"), &profiledb::ActivityFilter::new(1))
+        .unwrap()[0];
     assert_eq!(newest.kind, kinds::FAILED_ATTRIBUTE_CHANGE);
     assert_eq!(
         newest.data.as_map().unwrap()["attribute"],
@@ -162,7 +164,9 @@ fn new_id_whose_email_person_already_has_an_id_is_refused() {
     assert!(matches!(out, Outcome::Refused { person, .. } if person == p));
     assert!(db.person(&Ident::id("new")).unwrap().is_none());
     assert_eq!(
-        db.activities(&Ident::id("old"), 1, None).unwrap()[0].kind,
+        db.activities(&Ident::id("old"), &profiledb::ActivityFilter::new(1))
+            .unwrap()[0]
+            .kind,
         kinds::FAILED_ATTRIBUTE_CHANGE
     );
 }
@@ -268,7 +272,9 @@ fn id_and_email_change_only_when_addressed_by_cio_id() {
     assert!(db.person(&Ident::email("a@x.io")).unwrap().is_none());
     let person = db.person(&Ident::id("b")).unwrap().unwrap();
     assert_eq!(person.email.as_deref(), Some("b@x.io"));
-    let change = &db.activities(&Ident::id("b"), 1, None).unwrap()[0];
+    let change = &db
+        .activities(&Ident::id("b"), &profiledb::ActivityFilter::new(1))
+        .unwrap()[0];
     assert_eq!(change.kind, kinds::ATTRIBUTE_CHANGE);
     let data = change.data.as_map().unwrap();
     assert_eq!(data["id"].as_map().unwrap()["old"], Value::from("a"));
@@ -387,7 +393,9 @@ fn each_change_records_old_and_new_and_when_it_was_set() {
     let p = db.person(&Ident::id("a")).unwrap().unwrap();
     assert_eq!(p.timestamps["plan"], T0 + 100);
     assert_eq!(p.created, T0);
-    let acts = db.activities(&Ident::id("a"), 10, None).unwrap();
+    let acts = db
+        .activities(&Ident::id("a"), &profiledb::ActivityFilter::new(10))
+        .unwrap();
     let kinds_seen: Vec<&str> = acts.iter().map(|a| a.kind.as_str()).collect();
     assert_eq!(
         kinds_seen,
@@ -405,7 +413,10 @@ fn each_change_records_old_and_new_and_when_it_was_set() {
     assert_eq!(acts[0].timestamp, T0 + 100);
     // Paging by cursor reads the older ones.
     let older = db
-        .activities(&Ident::id("a"), 10, Some(acts[0].cursor))
+        .activities(
+            &Ident::id("a"),
+            &profiledb::ActivityFilter::new(10).before(acts[0].cursor),
+        )
         .unwrap();
     assert_eq!(older, acts[1..].to_vec());
 }
@@ -418,7 +429,12 @@ fn setting_the_same_value_is_not_a_change() {
         db.identify(ident_op("a").set("plan", "pro")).unwrap(),
         Outcome::Unchanged(p)
     );
-    assert_eq!(db.activities(&Ident::id("a"), 10, None).unwrap().len(), 2);
+    assert_eq!(
+        db.activities(&Ident::id("a"), &profiledb::ActivityFilter::new(10))
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -582,7 +598,10 @@ fn delete_removes_the_person_and_allows_recreation() {
         Outcome::Deleted(p)
     );
     assert!(db.person(&Ident::id("a")).unwrap().is_none());
-    assert!(db.activities(&Ident::id("a"), 10, None).unwrap().is_empty());
+    assert!(db
+        .activities(&Ident::id("a"), &profiledb::ActivityFilter::new(10))
+        .unwrap()
+        .is_empty());
     assert_eq!(db.delete(&Ident::id("a")).unwrap(), Outcome::NotFound);
     let again = created(db.identify(ident_op("a")).unwrap());
     let p2 = db.person(&Ident::id("a")).unwrap().unwrap();
@@ -627,7 +646,12 @@ fn suppress_blocks_identifiers_until_unsuppressed() {
     );
     assert!(!db.is_suppressed(&Ident::id("a")).unwrap());
     created(db.identify(ident_op("a")).unwrap());
-    assert!(db.activities(&Ident::id("a"), 10, None).unwrap().len() == 1);
+    assert!(
+        db.activities(&Ident::id("a"), &profiledb::ActivityFilter::new(10))
+            .unwrap()
+            .len()
+            == 1
+    );
     assert_eq!(db.unsuppress(&Ident::id("zzz")).unwrap(), Outcome::NotFound);
 }
 

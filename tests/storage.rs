@@ -341,7 +341,7 @@ fn a_failed_flush_poisons_the_handle() {
 /// Every key of every family, as (family, key, value).
 fn all_records(db: &ProfileDb) -> Vec<(Family, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
-    for family in Family::ALL {
+    for &family in Family::ALL {
         for (k, v) in db.raw_records(family).unwrap() {
             out.push((family, k, v));
         }

@@ -14,86 +14,154 @@ use std::ops::Bound;
 use crate::error::{Error, Result};
 use crate::model::IdentKind;
 use kv::{Kv, WriteSet};
-use records::{ActivityRecord, AttributesRecord, MetaValue, PersonRecord, SuppressedRecord};
+use records::{
+    ActivityRecord, AttributesRecord, DeliveryRecord, DeviceRecord, MetaValue, ObjectRecord,
+    ObjectTypeRecord, PersonRecord, RelationshipRecord, SuppressedRecord,
+};
 
-/// The column families: one sled tree each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Family {
-    /// Format version and counters.
-    Meta,
-    /// pid → identifiers and times.
-    People,
-    /// identifier kind + normalized value → pid.
-    Identifiers,
-    /// pid → attribute map and set-times.
-    Attributes,
-    /// pid + time + seq → activity entry.
-    Activity,
-    /// identifier kind + normalized value → suppression record.
-    Suppressed,
+macro_rules! families {
+    ($($variant:ident $name:literal $doc:literal,)*) => {
+        /// The column families: one sled tree each.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum Family {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Family {
+            /// Every family, in tree-creation order.
+            pub const ALL: &'static [Family] = &[$(Family::$variant,)*];
+
+            /// The family's name, which is also its sled tree's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Family::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+families! {
+    Meta "meta" "Format version and counters.",
+    People "people" "pid → identifiers and times.",
+    Identifiers "identifiers" "identifier kind + normalized value → pid.",
+    Attributes "attributes" "pid → attribute map and set-times.",
+    Activity "activity" "pid + time + seq → activity entry.",
+    Suppressed "suppressed" "identifier kind + normalized value → suppression record.",
+    EventsByName "events_by_name" "pid + kind + name + time + seq → (): counts of one event.",
+    EventIds "event_ids" "owner + event id → (time, seq): deduplication of event ids.",
+    Anonymous "anonymous" "anonymous_id + time + seq → event of someone not yet identified.",
+    Deliveries "deliveries" "pid + created + delivery id → delivery with its metrics.",
+    DeliveryIds "delivery_ids" "delivery id → (pid, created).",
+    Devices "devices" "pid + token → device.",
+    DeviceTokens "device_tokens" "token → pid.",
+    ObjectTypes "object_types" "object type id → name.",
+    Objects "objects" "object type id + object id → object attributes.",
+    Relationships "relationships" "pid + object type id + object id → relationship attributes.",
+    Members "members" "object type id + object id + pid → (): an object's people.",
+    AnonRelationships "anon_relationships" "anonymous_id + object type id + object id → relationship attributes.",
 }
 
 impl Family {
-    /// Every family, in tree-creation order.
-    pub const ALL: [Family; 6] = [
-        Family::Meta,
-        Family::People,
-        Family::Identifiers,
-        Family::Attributes,
-        Family::Activity,
-        Family::Suppressed,
-    ];
-
-    /// The family's name, which is also its sled tree's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Meta => "meta",
-            Family::People => "people",
-            Family::Identifiers => "identifiers",
-            Family::Attributes => "attributes",
-            Family::Activity => "activity",
-            Family::Suppressed => "suppressed",
-        }
-    }
-
     pub(crate) fn index(self) -> usize {
-        match self {
-            Family::Meta => 0,
-            Family::People => 1,
-            Family::Identifiers => 2,
-            Family::Attributes => 3,
-            Family::Activity => 4,
-            Family::Suppressed => 5,
-        }
+        Family::ALL.iter().position(|f| *f == self).unwrap_or(0)
     }
 
-    /// Decodes a stored value of this family, for checks that read every record
-    /// ([`ProfileDb::verify`](crate::ProfileDb::verify)).
-    pub(crate) fn check_value(self, key: &[u8], value: &[u8]) -> Result<()> {
-        match self {
-            Family::Meta => decode_value::<MetaF>(key, value).map(drop),
+    /// Decodes a stored key and value of this family, for checks that read every record
+    /// ([`ProfileDb::verify`](crate::ProfileDb::verify)). Returns the person the record
+    /// belongs to, where the key or value names one.
+    pub(crate) fn check_record(self, key: &[u8], value: &[u8]) -> Result<Option<u32>> {
+        let k = || KeyReader::new(self, key);
+        Ok(match self {
+            Family::Meta => decode_value::<MetaF>(key, value).map(|_| None)?,
             Family::People => {
-                pid_from_key(self, key)?;
-                decode_value::<PeopleF>(key, value).map(drop)
+                k().u32()?.1.end()?;
+                decode_value::<PeopleF>(key, value)?;
+                None
             }
-            Family::Identifiers => {
+            Family::Identifiers | Family::Suppressed => {
                 ident_from_key(self, key)?;
-                decode_value::<IdentifiersF>(key, value).map(drop)
+                if self == Family::Identifiers {
+                    Some(decode_value::<IdentifiersF>(key, value)?)
+                } else {
+                    decode_value::<SuppressedF>(key, value)?;
+                    None
+                }
             }
             Family::Attributes => {
-                pid_from_key(self, key)?;
-                decode_value::<AttributesF>(key, value).map(drop)
+                let (pid, r) = k().u32()?;
+                r.end()?;
+                decode_value::<AttributesF>(key, value)?;
+                Some(pid)
             }
             Family::Activity => {
-                ActivityF::decode_key(key)?;
-                decode_value::<ActivityF>(key, value).map(drop)
+                let (pid, _, _) = ActivityF::decode_key(key)?;
+                decode_value::<ActivityF>(key, value)?;
+                Some(pid)
             }
-            Family::Suppressed => {
-                ident_from_key(self, key)?;
-                decode_value::<SuppressedF>(key, value).map(drop)
+            Family::EventsByName => {
+                let (pid, _, _, _, _) = EventsByNameF::decode_key(key)?;
+                decode_value::<EventsByNameF>(key, value)?;
+                Some(pid)
             }
-        }
+            Family::EventIds => {
+                let owner = EventIdsF::decode_key(key)?.0;
+                decode_value::<EventIdsF>(key, value)?;
+                match owner {
+                    EventOwner::Person(pid) => Some(pid),
+                    EventOwner::Anonymous(_) => None,
+                }
+            }
+            Family::Anonymous => {
+                AnonymousF::decode_key(key)?;
+                decode_value::<AnonymousF>(key, value)?;
+                None
+            }
+            Family::Deliveries => {
+                let (pid, _, _) = DeliveriesF::decode_key(key)?;
+                decode_value::<DeliveriesF>(key, value)?;
+                Some(pid)
+            }
+            Family::DeliveryIds => Some(decode_value::<DeliveryIdsF>(key, value)?.0),
+            Family::Devices => {
+                let (pid, r) = k().u32()?;
+                r.tail_str()?;
+                decode_value::<DevicesF>(key, value)?;
+                Some(pid)
+            }
+            Family::DeviceTokens => {
+                k().tail_str()?;
+                Some(decode_value::<DeviceTokensF>(key, value)?)
+            }
+            Family::ObjectTypes => {
+                k().u32()?.1.end()?;
+                decode_value::<ObjectTypesF>(key, value)?;
+                None
+            }
+            Family::Objects => {
+                k().u32()?.1.tail_str()?;
+                decode_value::<ObjectsF>(key, value)?;
+                None
+            }
+            Family::Relationships => {
+                let (pid, r) = k().u32()?;
+                r.u32()?.1.tail_str()?;
+                decode_value::<RelationshipsF>(key, value)?;
+                Some(pid)
+            }
+            Family::Members => {
+                let (_, _, pid) = MembersF::decode_key(key)?;
+                decode_value::<MembersF>(key, value)?;
+                Some(pid)
+            }
+            Family::AnonRelationships => {
+                let (_, r) = k().str16()?;
+                r.u32()?.1.tail_str()?;
+                decode_value::<AnonRelationshipsF>(key, value)?;
+                None
+            }
+        })
     }
 }
 
@@ -102,8 +170,8 @@ impl Family {
 /// bytes, this returns (every result is an `Ok` or a typed error) and never panics.
 pub fn decode_everything(bytes: &[u8]) {
     for family in Family::ALL {
-        let _ = family.check_value(bytes, bytes);
-        let _ = family.check_value(&[], bytes);
+        let _ = family.check_record(bytes, bytes);
+        let _ = family.check_record(&[], bytes);
     }
     let _ = codec::decode_payload::<MetaValue>(bytes);
     let _ = codec::decode_payload::<PersonRecord>(bytes);
@@ -111,10 +179,145 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = codec::decode_payload::<AttributesRecord>(bytes);
     let _ = codec::decode_payload::<ActivityRecord>(bytes);
     let _ = codec::decode_payload::<SuppressedRecord>(bytes);
+    let _ = codec::decode_payload::<DeliveryRecord>(bytes);
+    let _ = codec::decode_payload::<DeviceRecord>(bytes);
+    let _ = codec::decode_payload::<ObjectRecord>(bytes);
+    let _ = codec::decode_payload::<ObjectTypeRecord>(bytes);
+    let _ = codec::decode_payload::<RelationshipRecord>(bytes);
+    let _ = codec::decode_payload::<(i64, u64)>(bytes);
+    let _ = codec::decode_payload::<(u32, i64)>(bytes);
     let _ = codec::decode_payload::<crate::model::Value>(bytes);
     let _ = pid_from_key(Family::People, bytes);
     let _ = ident_from_key(Family::Identifiers, bytes);
     let _ = ActivityF::decode_key(bytes);
+    let _ = EventsByNameF::decode_key(bytes);
+    let _ = EventIdsF::decode_key(bytes);
+    let _ = AnonymousF::decode_key(bytes);
+    let _ = DeliveriesF::decode_key(bytes);
+    let _ = MembersF::decode_key(bytes);
+}
+
+/// Builds keys: big-endian integers, sign-flipped times, length-prefixed strings.
+#[derive(Debug, Default, Clone)]
+pub struct KeyBuf(Vec<u8>);
+
+impl KeyBuf {
+    /// An empty key.
+    pub fn new() -> KeyBuf {
+        KeyBuf(Vec::with_capacity(32))
+    }
+    /// Appends one byte.
+    pub fn byte(mut self, b: u8) -> KeyBuf {
+        self.0.push(b);
+        self
+    }
+    /// Appends a `u32`, big-endian.
+    pub fn u32(mut self, x: u32) -> KeyBuf {
+        self.0.extend_from_slice(&x.to_be_bytes());
+        self
+    }
+    /// Appends a `u64`, big-endian.
+    pub fn u64(mut self, x: u64) -> KeyBuf {
+        self.0.extend_from_slice(&x.to_be_bytes());
+        self
+    }
+    /// Appends a time (sign-flipped `i64`, big-endian).
+    pub fn time(mut self, t: i64) -> KeyBuf {
+        self.0.extend_from_slice(&codec::time_bytes(t));
+        self
+    }
+    /// Appends a string with a `u16` big-endian length prefix (strings are at most
+    /// 65535 bytes; longer ones are cut, which input limits never allow).
+    pub fn str16(mut self, s: &str) -> KeyBuf {
+        let len = s.len().min(usize::from(u16::MAX));
+        self.0.extend_from_slice(&(len as u16).to_be_bytes());
+        self.0
+            .extend_from_slice(s.as_bytes().get(..len).unwrap_or_default());
+        self
+    }
+    /// Appends a string as the key's tail (no prefix: it must be the last part).
+    pub fn tail(mut self, s: &str) -> KeyBuf {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    /// The key.
+    pub fn done(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Reads keys built by [`KeyBuf`]; every malformed key is [`Error::Corrupted`].
+#[derive(Clone, Copy)]
+pub struct KeyReader<'a> {
+    family: Family,
+    key: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> KeyReader<'a> {
+    /// Reads `key` of `family`.
+    pub fn new(family: Family, key: &'a [u8]) -> KeyReader<'a> {
+        KeyReader {
+            family,
+            key,
+            rest: key,
+        }
+    }
+    fn bad(&self, what: &str) -> Error {
+        corrupted(self.family, self.key, format!("malformed key: {what}"))
+    }
+    fn take<const N: usize>(self, what: &str) -> Result<([u8; N], KeyReader<'a>)> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or_else(|| self.bad(what))?;
+        Ok((*head, KeyReader { rest, ..self }))
+    }
+    /// One byte.
+    pub fn byte(self) -> Result<(u8, KeyReader<'a>)> {
+        let ([b], r) = self.take::<1>("missing a byte")?;
+        Ok((b, r))
+    }
+    /// A big-endian `u32`.
+    pub fn u32(self) -> Result<(u32, KeyReader<'a>)> {
+        let (b, r) = self.take::<4>("missing a 4-byte integer")?;
+        Ok((u32::from_be_bytes(b), r))
+    }
+    /// A big-endian `u64`.
+    pub fn u64(self) -> Result<(u64, KeyReader<'a>)> {
+        let (b, r) = self.take::<8>("missing an 8-byte integer")?;
+        Ok((u64::from_be_bytes(b), r))
+    }
+    /// A time.
+    pub fn time(self) -> Result<(i64, KeyReader<'a>)> {
+        let (b, r) = self.take::<8>("missing an 8-byte time")?;
+        Ok((codec::time_from_bytes(b), r))
+    }
+    /// A `u16`-length-prefixed UTF-8 string.
+    pub fn str16(self) -> Result<(String, KeyReader<'a>)> {
+        let (len, r) = self.take::<2>("missing a string length")?;
+        let len = usize::from(u16::from_be_bytes(len));
+        if r.rest.len() < len {
+            return Err(self.bad("string longer than the key"));
+        }
+        let (s, rest) = r.rest.split_at(len);
+        let s = std::str::from_utf8(s).map_err(|_| self.bad("string is not UTF-8"))?;
+        Ok((s.to_owned(), KeyReader { rest, ..self }))
+    }
+    /// The rest of the key as a UTF-8 string.
+    pub fn tail_str(self) -> Result<String> {
+        std::str::from_utf8(self.rest)
+            .map(str::to_owned)
+            .map_err(|_| self.bad("tail is not UTF-8"))
+    }
+    /// Checks that nothing is left.
+    pub fn end(self) -> Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.bad("trailing bytes"))
+        }
+    }
 }
 
 /// A typed column family: which tree, and the type of its values.
@@ -142,6 +345,212 @@ family!(IdentifiersF, Family::Identifiers, u32);
 family!(AttributesF, Family::Attributes, AttributesRecord);
 family!(ActivityF, Family::Activity, ActivityRecord);
 family!(SuppressedF, Family::Suppressed, SuppressedRecord);
+family!(EventsByNameF, Family::EventsByName, ());
+family!(EventIdsF, Family::EventIds, (i64, u64));
+family!(AnonymousF, Family::Anonymous, ActivityRecord);
+family!(DeliveriesF, Family::Deliveries, DeliveryRecord);
+family!(DeliveryIdsF, Family::DeliveryIds, (u32, i64));
+family!(DevicesF, Family::Devices, DeviceRecord);
+family!(DeviceTokensF, Family::DeviceTokens, u32);
+family!(ObjectTypesF, Family::ObjectTypes, ObjectTypeRecord);
+family!(ObjectsF, Family::Objects, ObjectRecord);
+family!(RelationshipsF, Family::Relationships, RelationshipRecord);
+family!(MembersF, Family::Members, ());
+family!(
+    AnonRelationshipsF,
+    Family::AnonRelationships,
+    RelationshipRecord
+);
+
+/// Who an event id belongs to, in `event_ids` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOwner {
+    /// A person (code 1, then the pid).
+    Person(u32),
+    /// An anonymous id (code 2, then the `u16`-prefixed anonymous id).
+    Anonymous(String),
+}
+
+impl EventIdsF {
+    /// The key prefix of an owner's event ids.
+    pub fn prefix(owner: &EventOwner) -> Vec<u8> {
+        match owner {
+            EventOwner::Person(pid) => KeyBuf::new().byte(1).u32(*pid).done(),
+            EventOwner::Anonymous(anon) => KeyBuf::new().byte(2).str16(anon).done(),
+        }
+    }
+    /// Key: owner, then the event id as the tail.
+    pub fn key(owner: &EventOwner, event_id: &str) -> Vec<u8> {
+        let mut k = Self::prefix(owner);
+        k.extend_from_slice(event_id.as_bytes());
+        k
+    }
+    /// The owner and event id of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(EventOwner, String)> {
+        let (code, r) = KeyReader::new(Family::EventIds, key).byte()?;
+        let (owner, r) = match code {
+            1 => {
+                let (pid, r) = r.u32()?;
+                (EventOwner::Person(pid), r)
+            }
+            2 => {
+                let (anon, r) = r.str16()?;
+                (EventOwner::Anonymous(anon), r)
+            }
+            _ => return Err(corrupted(Family::EventIds, key, "unknown owner code")),
+        };
+        Ok((owner, r.tail_str()?))
+    }
+}
+
+/// The one-byte code of a trackable activity kind in `events_by_name` keys.
+pub fn track_kind_code(kind: &str) -> u8 {
+    match kind {
+        "page" => 2,
+        "screen" => 3,
+        _ => 1,
+    }
+}
+
+impl EventsByNameF {
+    /// The key prefix of one person's occurrences of one event name.
+    pub fn prefix(pid: u32, kind: &str, name: &str) -> Vec<u8> {
+        KeyBuf::new()
+            .u32(pid)
+            .byte(track_kind_code(kind))
+            .str16(name)
+            .done()
+    }
+    /// Key: pid, kind code, `u16`-prefixed name, time, seq.
+    pub fn key(pid: u32, kind: &str, name: &str, timestamp: i64, seq: u64) -> Vec<u8> {
+        let mut k = Self::prefix(pid, kind, name);
+        k.extend_from_slice(&codec::time_bytes(timestamp));
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+    /// (pid, kind code, name, time, seq) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u32, u8, String, i64, u64)> {
+        let (pid, r) = KeyReader::new(Family::EventsByName, key).u32()?;
+        let (code, r) = r.byte()?;
+        let (name, r) = r.str16()?;
+        let (t, r) = r.time()?;
+        let (seq, r) = r.u64()?;
+        r.end()?;
+        Ok((pid, code, name, t, seq))
+    }
+}
+
+impl AnonymousF {
+    /// The key prefix of one anonymous id's events.
+    pub fn prefix(anon: &str) -> Vec<u8> {
+        KeyBuf::new().str16(anon).done()
+    }
+    /// Key: `u16`-prefixed anonymous id, time, seq.
+    pub fn key(anon: &str, timestamp: i64, seq: u64) -> Vec<u8> {
+        KeyBuf::new().str16(anon).time(timestamp).u64(seq).done()
+    }
+    /// (anonymous id, time, seq) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(String, i64, u64)> {
+        let (anon, r) = KeyReader::new(Family::Anonymous, key).str16()?;
+        let (t, r) = r.time()?;
+        let (seq, r) = r.u64()?;
+        r.end()?;
+        Ok((anon, t, seq))
+    }
+}
+
+impl DeliveriesF {
+    /// Key: pid, created time, delivery id as the tail.
+    pub fn key(pid: u32, created: i64, delivery_id: &str) -> Vec<u8> {
+        KeyBuf::new()
+            .u32(pid)
+            .time(created)
+            .tail(delivery_id)
+            .done()
+    }
+    /// (pid, created, delivery id) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u32, i64, String)> {
+        let (pid, r) = KeyReader::new(Family::Deliveries, key).u32()?;
+        let (t, r) = r.time()?;
+        Ok((pid, t, r.tail_str()?))
+    }
+}
+
+impl DevicesF {
+    /// Key: pid, token as the tail.
+    pub fn key(pid: u32, token: &str) -> Vec<u8> {
+        KeyBuf::new().u32(pid).tail(token).done()
+    }
+    /// The token in a key.
+    pub fn token_of(key: &[u8]) -> Result<String> {
+        KeyReader::new(Family::Devices, key).u32()?.1.tail_str()
+    }
+}
+
+impl ObjectsF {
+    /// Key: object type id, object id as the tail.
+    pub fn key(type_id: u32, object_id: &str) -> Vec<u8> {
+        KeyBuf::new().u32(type_id).tail(object_id).done()
+    }
+    /// (type id, object id) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u32, String)> {
+        let (t, r) = KeyReader::new(Family::Objects, key).u32()?;
+        Ok((t, r.tail_str()?))
+    }
+}
+
+impl RelationshipsF {
+    /// Key: pid, object type id, object id as the tail.
+    pub fn key(pid: u32, type_id: u32, object_id: &str) -> Vec<u8> {
+        KeyBuf::new().u32(pid).u32(type_id).tail(object_id).done()
+    }
+    /// (pid, type id, object id) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u32, u32, String)> {
+        let (pid, r) = KeyReader::new(Family::Relationships, key).u32()?;
+        let (t, r) = r.u32()?;
+        Ok((pid, t, r.tail_str()?))
+    }
+}
+
+impl MembersF {
+    /// The key prefix of one object's people.
+    pub fn prefix(type_id: u32, object_id: &str) -> Vec<u8> {
+        KeyBuf::new().u32(type_id).str16(object_id).done()
+    }
+    /// Key: object type id, `u16`-prefixed object id, pid.
+    pub fn key(type_id: u32, object_id: &str, pid: u32) -> Vec<u8> {
+        KeyBuf::new().u32(type_id).str16(object_id).u32(pid).done()
+    }
+    /// (type id, object id, pid) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u32, String, u32)> {
+        let (t, r) = KeyReader::new(Family::Members, key).u32()?;
+        let (o, r) = r.str16()?;
+        let (pid, r) = r.u32()?;
+        r.end()?;
+        Ok((t, o, pid))
+    }
+}
+
+impl AnonRelationshipsF {
+    /// The key prefix of one anonymous id's relationships.
+    pub fn prefix(anon: &str) -> Vec<u8> {
+        KeyBuf::new().str16(anon).done()
+    }
+    /// Key: `u16`-prefixed anonymous id, object type id, object id as the tail.
+    pub fn key(anon: &str, type_id: u32, object_id: &str) -> Vec<u8> {
+        KeyBuf::new()
+            .str16(anon)
+            .u32(type_id)
+            .tail(object_id)
+            .done()
+    }
+    /// (anonymous id, type id, object id) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(String, u32, String)> {
+        let (a, r) = KeyReader::new(Family::AnonRelationships, key).str16()?;
+        let (t, r) = r.u32()?;
+        Ok((a, t, r.tail_str()?))
+    }
+}
 
 /// Meta keys.
 pub mod meta_keys {
@@ -213,27 +622,18 @@ pub fn ident_from_key(family: Family, key: &[u8]) -> Result<(IdentKind, String)>
 }
 
 impl ActivityF {
-    /// Key: pid (4 bytes BE), time (8 bytes, sign-flipped BE), seq (8 bytes BE).
+    /// Key: pid, time (sign-flipped), seq: 20 bytes.
     pub fn key(pid: u32, timestamp: i64, seq: u64) -> Vec<u8> {
-        let mut k = Vec::with_capacity(20);
-        k.extend_from_slice(&pid.to_be_bytes());
-        k.extend_from_slice(&codec::time_bytes(timestamp));
-        k.extend_from_slice(&seq.to_be_bytes());
-        k
+        KeyBuf::new().u32(pid).time(timestamp).u64(seq).done()
     }
 
     /// The (pid, time, seq) of a key.
     pub fn decode_key(key: &[u8]) -> Result<(u32, i64, u64)> {
-        let bad = || corrupted(Family::Activity, key, "key is not pid+time+seq (20 bytes)");
-        let arr: &[u8; 20] = key.try_into().map_err(|_| bad())?;
-        let (p, rest) = arr.split_first_chunk::<4>().ok_or_else(bad)?;
-        let (t, s) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-        let s: [u8; 8] = s.try_into().map_err(|_| bad())?;
-        Ok((
-            u32::from_be_bytes(*p),
-            codec::time_from_bytes(*t),
-            u64::from_be_bytes(s),
-        ))
+        let (pid, r) = KeyReader::new(Family::Activity, key).u32()?;
+        let (t, r) = r.time()?;
+        let (seq, r) = r.u64()?;
+        r.end()?;
+        Ok((pid, t, seq))
     }
 }
 
@@ -346,7 +746,7 @@ struct Slot {
 /// A key written several times in a batch is written to sled once, with its last value.
 pub struct Txn<'a> {
     store: &'a Store,
-    slots: [BTreeMap<Vec<u8>, Slot>; 6],
+    slots: Vec<BTreeMap<Vec<u8>, Slot>>,
 }
 
 impl<'a> Txn<'a> {
@@ -354,13 +754,13 @@ impl<'a> Txn<'a> {
     pub fn new(store: &'a Store) -> Txn<'a> {
         Txn {
             store,
-            slots: Default::default(),
+            slots: Family::ALL.iter().map(|_| BTreeMap::new()).collect(),
         }
     }
 
     fn slots(&mut self, family: Family) -> &mut BTreeMap<Vec<u8>, Slot> {
-        // Family::index is always < 6; the fallback is never taken.
-        let i = family.index().min(5);
+        let i = family.index();
+        // `slots` has one map per family, so `i` is always in range.
         #[allow(clippy::indexing_slicing)]
         &mut self.slots[i]
     }

@@ -43,6 +43,8 @@ pub struct ActivityRecord {
     pub name: Option<String>,
     /// Details.
     pub data: Value,
+    /// The caller's event id (deduplication), for tracked events.
+    pub event_id: Option<String>,
 }
 
 /// `suppressed` family: an identifier blocked from use, and the identifiers suppressed
@@ -53,6 +55,73 @@ pub struct SuppressedRecord {
     pub at: i64,
     /// Every identifier suppressed together, as (kind code, normalized value).
     pub group: Vec<(u8, String)>,
+}
+
+/// `deliveries` family: one message sent to one person, and its metrics.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct DeliveryRecord {
+    /// The channel: email, push, sms, whatsapp, in_app, slack, webhook.
+    pub channel: String,
+    /// The message template (action) id.
+    pub message_id: Option<String>,
+    /// The campaign id.
+    pub campaign_id: Option<String>,
+    /// The broadcast id.
+    pub broadcast_id: Option<String>,
+    /// The newsletter id.
+    pub newsletter_id: Option<String>,
+    /// Where it went (address, phone, token).
+    pub recipient: Option<String>,
+    /// The subject line.
+    pub subject: Option<String>,
+    /// Each metric reported, with its time.
+    pub metrics: BTreeMap<String, i64>,
+    /// The current status: the most recent metric.
+    pub status: String,
+}
+
+/// `devices` family: one push device of a person.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct DeviceRecord {
+    /// `ios` or `android`.
+    pub platform: String,
+    /// When the device was last used, unix seconds.
+    pub last_used: i64,
+    /// `""` (unused), `sent`, `bounced` or `suppressed`.
+    pub status: String,
+    /// Reserved and custom device attributes.
+    pub attributes: Map,
+    /// When the device was first added, unix seconds.
+    pub created: i64,
+}
+
+/// `object_types` family: an object type's name.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct ObjectTypeRecord {
+    /// The type's name ("Companies").
+    pub name: String,
+    /// When it was created, unix seconds.
+    pub created: i64,
+}
+
+/// `objects` family: one object's attributes.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct ObjectRecord {
+    /// Attribute values by name.
+    pub attributes: Map,
+    /// When it was created, unix seconds.
+    pub created: i64,
+    /// When it last changed, unix seconds.
+    pub updated: i64,
+}
+
+/// `relationships` and `anon_relationships` families: a relationship's attributes.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct RelationshipRecord {
+    /// Relationship attribute values by name.
+    pub attributes: Map,
+    /// When it was created, unix seconds.
+    pub created: i64,
 }
 
 /// `meta` family values.
@@ -123,8 +192,38 @@ mod tests {
         }
 
         #[test]
-        fn activity_roundtrips(kind in "[a-z_]{1,20}", name in arb_opt_string(), data in arb_value()) {
-            roundtrip(&ActivityRecord { kind, name, data });
+        fn activity_roundtrips(kind in "[a-z_]{1,20}", name in arb_opt_string(), data in arb_value(), event_id in arb_opt_string()) {
+            roundtrip(&ActivityRecord { kind, name, data, event_id });
+        }
+
+        #[test]
+        fn delivery_roundtrips(channel in "[a-z_]{1,8}", ids in prop::collection::vec(arb_opt_string(), 6),
+                               metrics in prop::collection::btree_map("[a-z_]{1,12}", any::<i64>(), 0..6), status in "[a-z]{0,10}") {
+            roundtrip(&DeliveryRecord {
+                channel, message_id: ids[0].clone(), campaign_id: ids[1].clone(), broadcast_id: ids[2].clone(),
+                newsletter_id: ids[3].clone(), recipient: ids[4].clone(), subject: ids[5].clone(), metrics, status,
+            });
+        }
+
+        #[test]
+        fn device_roundtrips(platform in "[a-z]{0,8}", last_used in any::<i64>(), status in "[a-z]{0,10}",
+                             attributes in prop::collection::btree_map(".{1,8}", arb_value(), 0..4), created in any::<i64>()) {
+            roundtrip(&DeviceRecord { platform, last_used, status, attributes, created });
+        }
+
+        #[test]
+        fn objects_and_relationships_roundtrip(name in ".{0,20}", attributes in prop::collection::btree_map(".{1,8}", arb_value(), 0..4),
+                                               t in any::<i64>(), u in any::<i64>()) {
+            roundtrip(&ObjectTypeRecord { name, created: t });
+            roundtrip(&ObjectRecord { attributes: attributes.clone(), created: t, updated: u });
+            roundtrip(&RelationshipRecord { attributes, created: t });
+        }
+
+        #[test]
+        fn small_values_roundtrip(t in any::<i64>(), s in any::<u64>(), p in any::<u32>()) {
+            roundtrip(&(t, s));
+            roundtrip(&(p, t));
+            roundtrip(&());
         }
 
         #[test]

@@ -135,7 +135,10 @@ fn print_profile(db: &ProfileDb, p: &Person) -> Result<(), Box<dyn std::error::E
         println!("    {name:<30} {value}   (set at {set})");
     }
     println!("  Recent activity");
-    for a in db.activities(&Ident::cio_id(p.cio_id.clone()), 10, None)? {
+    for a in db.activities(
+        &Ident::cio_id(p.cio_id.clone()),
+        &profiledb::ActivityFilter::new(10),
+    )? {
         let data = match &a.data {
             Value::Null => String::new(),
             d => d.to_string(),

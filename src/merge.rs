@@ -1,0 +1,182 @@
+//! Merging people: the secondary into the primary (model doc 1.5).
+//!
+//! - The primary must exist; otherwise nothing happens ([`IgnoreReason::NoMatch`]), as
+//!   Customer.io silently drops the request. An unknown secondary is
+//!   [`Outcome::NotFound`]. Merging a person into themselves is refused.
+//! - Attributes: the primary keeps every attribute it has; it inherits those it lacks (or
+//!   has empty: `""`, `[]`, `{}`) from the secondary, with their set-times.
+//! - Identifiers are not inherited: the secondary's `id`, `email`, `phone` and
+//!   `anonymous_id` are freed with it.
+//! - Events, page and screen views and delivery-metric activity move to the primary's
+//!   timeline (an event id the primary already has is dropped); the secondary's other
+//!   activity (its attribute changes, creation) is deleted with it.
+//! - Deliveries and devices move to the primary (devices even past the per-person cap:
+//!   a merge never drops a device). Relationships the primary lacks move; for an object
+//!   both are related to, the primary keeps its own relationship attributes.
+//! - The secondary and every key of it are then deleted, and the primary gets a
+//!   `profile_merge` activity naming the secondary.
+
+use crate::error::{InputError, Result};
+use crate::model::{kinds, Ident, Map, PersonId, Value};
+use crate::people::{self, Ctx, IgnoreReason, Outcome};
+use crate::store::{
+    pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF, DeviceTokensF, DevicesF, EventIdsF,
+    EventOwner, EventsByNameF, Family, MembersF, PeopleF, RelationshipsF,
+};
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Map(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
+/// True for activity kinds that move with a merge: tracked events and delivery metrics.
+fn moves(kind: &str) -> bool {
+    matches!(kind, kinds::EVENT | kinds::PAGE | kinds::SCREEN)
+        || crate::model::Channel::ALL
+            .iter()
+            .any(|c| kind.ends_with(&format!("_{}", c.activity_name())))
+}
+
+/// Merge `secondary` into `primary`.
+pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) -> Result<Outcome> {
+    let pnorm = people::normalize(cx.limits, primary)?;
+    let snorm = people::normalize(cx.limits, secondary)?;
+    let Some(p) = people::lookup(cx.txn, primary.kind, &pnorm)? else {
+        return Ok(Outcome::Ignored(IgnoreReason::NoMatch));
+    };
+    let Some(s) = people::lookup(cx.txn, secondary.kind, &snorm)? else {
+        return Ok(Outcome::NotFound);
+    };
+    if p == s {
+        return Err(InputError::invalid(
+            "secondary",
+            "names the same person as primary; a person cannot be merged into themselves",
+        )
+        .into());
+    }
+    let Some(srec) = cx.txn.get::<PeopleF>(&pid_key(s))? else {
+        return Ok(Outcome::NotFound);
+    };
+
+    // Attributes the primary lacks or has empty.
+    let mut pattrs = cx.txn.get::<AttributesF>(&pid_key(p))?.unwrap_or_default();
+    let sattrs = cx.txn.get::<AttributesF>(&pid_key(s))?.unwrap_or_default();
+    let mut inherited = Map::new();
+    for (name, value) in &sattrs.values {
+        if pattrs.values.get(name).is_none_or(is_empty) && !is_empty(value) {
+            pattrs.values.insert(name.clone(), value.clone());
+            if let Some(t) = sattrs.timestamps.get(name) {
+                pattrs.timestamps.insert(name.clone(), *t);
+            }
+            inherited.insert(name.clone(), value.clone());
+        }
+    }
+    if !inherited.is_empty() {
+        cx.txn.put::<AttributesF>(pid_key(p), pattrs);
+    }
+
+    // Timeline: tracked events and delivery metrics move.
+    let mut moved_events = 0i64;
+    for key in cx.txn.keys(Family::Activity, &pid_key(s))? {
+        let (_, timestamp, seq) = ActivityF::decode_key(&key)?;
+        let Some(rec) = cx.txn.get::<ActivityF>(&key)? else {
+            continue;
+        };
+        if !moves(&rec.kind) {
+            continue; // deleted with the secondary below
+        }
+        if let Some(id) = &rec.event_id {
+            if cx
+                .txn
+                .get::<EventIdsF>(&EventIdsF::key(&EventOwner::Person(p), id))?
+                .is_some()
+            {
+                continue;
+            }
+            cx.txn
+                .put::<EventIdsF>(EventIdsF::key(&EventOwner::Person(p), id), (timestamp, seq));
+        }
+        if let Some(name) = &rec.name {
+            cx.txn
+                .put::<EventsByNameF>(EventsByNameF::key(p, &rec.kind, name, timestamp, seq), ());
+        }
+        cx.txn
+            .put::<ActivityF>(ActivityF::key(p, timestamp, seq), rec);
+        moved_events += 1;
+    }
+
+    // Deliveries move.
+    let mut moved_ids = Vec::new();
+    for key in cx.txn.keys(Family::Deliveries, &pid_key(s))? {
+        let (_, created, id) = DeliveriesF::decode_key(&key)?;
+        if let Some(rec) = cx.txn.get::<DeliveriesF>(&key)? {
+            cx.txn
+                .put::<DeliveriesF>(DeliveriesF::key(p, created, &id), rec);
+            moved_ids.push((id.into_bytes(), (p, created)));
+        }
+    }
+
+    // Devices move.
+    let mut moved_tokens = Vec::new();
+    for key in cx.txn.keys(Family::Devices, &pid_key(s))? {
+        let token = DevicesF::token_of(&key)?;
+        if let Some(rec) = cx.txn.get::<DevicesF>(&key)? {
+            cx.txn.put::<DevicesF>(DevicesF::key(p, &token), rec);
+            moved_tokens.push(token.into_bytes());
+        }
+    }
+
+    // Relationships the primary lacks move.
+    let mut moved_relationships = 0i64;
+    for key in cx.txn.keys(Family::Relationships, &pid_key(s))? {
+        let (_, type_id, object_id) = RelationshipsF::decode_key(&key)?;
+        let pkey = RelationshipsF::key(p, type_id, &object_id);
+        if cx.txn.get::<RelationshipsF>(&pkey)?.is_some() {
+            continue;
+        }
+        if let Some(rec) = cx.txn.get::<RelationshipsF>(&key)? {
+            cx.txn.put::<RelationshipsF>(pkey, rec);
+            cx.txn
+                .put::<MembersF>(MembersF::key(type_id, &object_id, p), ());
+            moved_relationships += 1;
+        }
+    }
+
+    // Delete the secondary (which removes its delivery ids and device tokens), then
+    // point the moved ones at the primary.
+    people::delete_person(cx.txn, s)?;
+    let moved_deliveries = moved_ids.len() as i64;
+    for (id, v) in moved_ids {
+        cx.txn.put::<DeliveryIdsF>(id, v);
+    }
+    let moved_devices = moved_tokens.len() as i64;
+    for token in moved_tokens {
+        cx.txn.put::<DeviceTokensF>(token, p);
+    }
+
+    let mut data = Map::new();
+    let mut sec = Map::new();
+    sec.insert("cio_id".into(), Value::from(PersonId(s).cio_id()));
+    if let Some(id) = &srec.id {
+        sec.insert("id".into(), Value::from(id.as_str()));
+    }
+    if let Some(email) = &srec.email {
+        sec.insert("email".into(), Value::from(email.as_str()));
+    }
+    data.insert("secondary".into(), Value::Map(sec));
+    data.insert("attributes".into(), Value::Map(inherited));
+    data.insert("events".into(), Value::Int(moved_events));
+    data.insert("deliveries".into(), Value::Int(moved_deliveries));
+    data.insert("devices".into(), Value::Int(moved_devices));
+    data.insert("relationships".into(), Value::Int(moved_relationships));
+    cx.record(p, kinds::PROFILE_MERGE, None, Value::Map(data));
+    Ok(Outcome::Merged {
+        primary: PersonId(p),
+        secondary: PersonId(s),
+    })
+}
