@@ -46,6 +46,19 @@ pub struct Identify {
     pub(crate) attributes: Vec<(String, Value)>,
     pub(crate) update_only: bool,
     pub(crate) timestamp: Option<i64>,
+    pub(crate) relationships: Vec<RelationshipChange>,
+}
+
+/// A relationship to add (with attributes) or remove as part of an identify
+/// (`cio_relationships`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationshipChange {
+    /// The object.
+    pub object: crate::model::ObjectRef,
+    /// Relationship attributes to set (ignored when removing).
+    pub attributes: Vec<(String, Value)>,
+    /// True to remove the relationship.
+    pub remove: bool,
 }
 
 impl Identify {
@@ -56,7 +69,33 @@ impl Identify {
             attributes: Vec::new(),
             update_only: false,
             timestamp: None,
+            relationships: Vec::new(),
         }
+    }
+
+    /// Relates the person to `object` (Track API `cio_relationships`), applied after the
+    /// identify succeeds.
+    pub fn relate(
+        mut self,
+        object: crate::model::ObjectRef,
+        attributes: Vec<(String, Value)>,
+    ) -> Identify {
+        self.relationships.push(RelationshipChange {
+            object,
+            attributes,
+            remove: false,
+        });
+        self
+    }
+
+    /// Removes the person's relationship to `object`, applied after the identify.
+    pub fn unrelate(mut self, object: crate::model::ObjectRef) -> Identify {
+        self.relationships.push(RelationshipChange {
+            object,
+            attributes: Vec::new(),
+            remove: true,
+        });
+        self
     }
 
     /// Sets attribute `name` (a dotted name sets a key inside a nested map). Setting
@@ -88,7 +127,12 @@ impl Identify {
 
     /// Builds an identify from a JSON attributes object as Track API v1 takes it:
     /// every key is an attribute, except `_update` and `_timestamp`, which become
-    /// [`update_only`](Identify::update_only) and [`timestamp`](Identify::timestamp).
+    /// [`update_only`](Identify::update_only) and [`timestamp`](Identify::timestamp), and
+    /// `cio_relationships`, which becomes [`relate`](Identify::relate) /
+    /// [`unrelate`](Identify::unrelate) calls. `cio_relationships` may be Track v1's
+    /// `{"action": "add_relationships"|"delete_relationships", "relationships": [...]}`
+    /// or Track v2's plain array; each entry is `{"identifiers": {"object_type_id",
+    /// "object_id"}, "relationship_attributes": {...}}`.
     ///
     /// # Errors
     /// [`InputError`] when `body` is not an object or a value cannot be stored.
@@ -109,11 +153,97 @@ impl Identify {
                         InputError::invalid("_timestamp", "must be a unix timestamp in seconds")
                     })?)
                 }
+                "cio_relationships" => op.relationships = parse_relationships(v)?,
                 _ => op.attributes.push((k.clone(), Value::from_json(v, k)?)),
             }
         }
         Ok(op)
     }
+}
+
+/// Parses `cio_relationships` (Track v1 object form or v2 array form).
+///
+/// # Errors
+/// [`InputError`] naming the entry and field that is malformed.
+pub fn parse_relationships(v: &serde_json::Value) -> Result<Vec<RelationshipChange>, InputError> {
+    let field = "cio_relationships";
+    let (list, remove) = match v {
+        serde_json::Value::Array(items) => (items, false),
+        serde_json::Value::Object(obj) => {
+            let remove = match obj.get("action").and_then(|a| a.as_str()) {
+                Some("add_relationships") | None => false,
+                Some("delete_relationships") => true,
+                Some(other) => {
+                    return Err(InputError::invalid(
+                        "cio_relationships.action",
+                        format!("`{other}` is not add_relationships or delete_relationships"),
+                    ))
+                }
+            };
+            match obj.get("relationships") {
+                Some(serde_json::Value::Array(items)) => (items, remove),
+                _ => {
+                    return Err(InputError::invalid(
+                        "cio_relationships.relationships",
+                        "must be an array",
+                    ))
+                }
+            }
+        }
+        _ => return Err(InputError::invalid(field, "must be an array or an object")),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let ids = entry
+            .get("identifiers")
+            .and_then(|x| x.as_object())
+            .ok_or_else(|| InputError::invalid(format!("{at}.identifiers"), "must be an object"))?;
+        let type_id = match ids.get("object_type_id") {
+            Some(serde_json::Value::String(s)) => crate::relations::parse_type_id(s),
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    InputError::invalid("object_type_id", "must be a whole number from 1")
+                }),
+            _ => Err(InputError::invalid("object_type_id", "is required")),
+        }
+        .map_err(|e| InputError::new(format!("{at}.identifiers.object_type_id"), e.reason))?;
+        let object_id = match ids.get("object_id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(InputError::invalid(
+                    format!("{at}.identifiers.object_id"),
+                    "is required",
+                ))
+            }
+        };
+        let mut attributes = Vec::new();
+        match entry.get("relationship_attributes") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(attrs)) => {
+                for (k, v) in attrs {
+                    let f = format!("{at}.relationship_attributes.{k}");
+                    attributes.push((k.clone(), Value::from_json(v, &f)?));
+                }
+            }
+            Some(_) => {
+                return Err(InputError::invalid(
+                    format!("{at}.relationship_attributes"),
+                    "must be an object",
+                ))
+            }
+        }
+        out.push(RelationshipChange {
+            object: crate::model::ObjectRef::new(type_id, object_id),
+            attributes,
+            remove,
+        });
+    }
+    Ok(out)
 }
 
 /// What a write did.
@@ -400,7 +530,8 @@ fn validate(
             "cio_relationships" => {
                 return Err(InputError::invalid(
                     name.clone(),
-                    "is not supported by this version: relationships are not stored yet",
+                    "is a request key, not an attribute: use Identify::relate, or \
+                     Identify::from_json to read it from a request body",
                 ))
             }
             _ => {}
@@ -504,6 +635,31 @@ fn refuse(cx: &mut Ctx<'_, '_>, pid: u32, kind: IdentKind, value: &str, reason: 
 
 /// Identify: add or update a person (see the module docs for the rules).
 pub(crate) fn identify(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
+    let outcome = identify_person(cx, op)?;
+    if op.relationships.is_empty() {
+        return Ok(outcome);
+    }
+    let pid = match &outcome {
+        Outcome::Created(p) | Outcome::Updated(p) | Outcome::Unchanged(p) => *p,
+        _ => return Ok(outcome),
+    };
+    let who = Ident::cio_id(pid.cio_id());
+    let mut changed = false;
+    for r in &op.relationships {
+        let o = if r.remove {
+            crate::relations::delete_relationship(cx, &who, &r.object)?
+        } else {
+            crate::relations::add_relationship(cx, &who, &r.object, &r.attributes)?
+        };
+        changed |= matches!(o, Outcome::Updated(_));
+    }
+    Ok(match outcome {
+        Outcome::Unchanged(p) if changed => Outcome::Updated(p),
+        other => other,
+    })
+}
+
+fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
     let addr = &op.ident;
     if addr.kind == IdentKind::AnonymousId {
         return Err(InputError::invalid(

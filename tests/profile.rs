@@ -766,3 +766,42 @@ fn deleting_a_full_person_leaves_nothing_in_any_family() {
     assert_eq!(after, baseline);
     assert!(db.verify().unwrap().is_ok());
 }
+
+#[test]
+fn identify_carries_cio_relationships_in_both_wire_forms() {
+    let (_d, db, _c) = open();
+    // Track v2: a plain array.
+    let v2 = serde_json::json!({
+        "email": "v2@example.com",
+        "cio_relationships": [{"identifiers": {"object_type_id": "1", "object_id": "acme"},
+                               "relationship_attributes": {"role": "admin"}}]
+    });
+    db.identify(Identify::from_json(u("u-200"), &v2).unwrap())
+        .unwrap();
+    let rels = db.relationships(&u("u-200")).unwrap();
+    assert_eq!(rels.len(), 1);
+    assert_eq!(rels[0].object, ObjectRef::new(1, "acme"));
+    assert_eq!(rels[0].attributes["role"], Value::from("admin"));
+    // Track v1: an action object.
+    let v1 = serde_json::json!({"cio_relationships": {"action": "delete_relationships",
+        "relationships": [{"identifiers": {"object_type_id": 1, "object_id": "acme"}}]}});
+    assert!(matches!(
+        db.identify(Identify::from_json(u("u-200"), &v1).unwrap())
+            .unwrap(),
+        Outcome::Updated(_)
+    ));
+    assert!(db.relationships(&u("u-200")).unwrap().is_empty());
+    // A malformed entry names its position.
+    let bad = serde_json::json!({"cio_relationships": [{"identifiers": {"object_id": "x"}}]});
+    let err = Identify::from_json(u("u-200"), &bad).unwrap_err();
+    assert_eq!(err.field, "cio_relationships[0].identifiers.object_type_id");
+    // An invalid relationship fails the whole identify.
+    let err = db
+        .identify(Identify::new(u("u-201")).set("plan", "x").relate(
+            ObjectRef::new(1, "o"),
+            vec![("object_id".into(), "y".into())],
+        ))
+        .unwrap_err();
+    assert!(err.input().is_some());
+    assert!(db.person(&u("u-201")).unwrap().is_none());
+}

@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use profiledb::{Durability, Ident, Identify, ManualClock, Person, ProfileDb, Value};
+use profiledb::{
+    Channel, DeviceInput, Durability, Ident, Identify, ManualClock, Metric, NewDelivery, ObjectRef,
+    Platform, Profile, ProfileDb, Track, Value,
+};
 
 #[derive(Parser)]
 #[command(
@@ -101,13 +104,48 @@ fn demo(dir: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error
         let outcome = db.identify(op)?;
         println!("- {what}: {outcome:?}");
     }
+    let ann = Ident::id("u-100");
+    clock.advance(60);
+    db.track(Track::page(ann.clone(), "https://example.com/pricing"))?;
+    clock.advance(60);
+    db.track(
+        Track::event(ann.clone(), "purchase")
+            .property("amount", 49)
+            .property("currency", "EUR")
+            .id("01JDEMO0000000000000000001"),
+    )?;
+    db.add_device(
+        &ann,
+        DeviceInput::new("apns-demo-token", Platform::Ios).attribute("app_version", "2.3.0"),
+    )?;
+    db.add_delivery(
+        &ann,
+        NewDelivery::new("dlv-demo-1", Channel::Email)
+            .campaign_id("7")
+            .recipient("Ann.Lee@Example.com")
+            .subject("Welcome to Pro"),
+    )?;
+    clock.advance(60);
+    db.report_metric(Metric::new("dlv-demo-1", "delivered"))?;
+    clock.advance(60);
+    db.report_metric(Metric::new("dlv-demo-1", "opened"))?;
+    db.identify_object(
+        &ObjectRef::new(1, "acme"),
+        vec![("name".into(), Value::from("Acme Inc"))],
+    )?;
+    db.add_relationship(
+        &ann,
+        &ObjectRef::new(1, "acme"),
+        vec![("role".into(), Value::from("admin"))],
+    )?;
+    println!("- tracked a page view and a purchase, added a device, a delivery and a relationship");
     db.flush()?;
 
-    let ann = db
-        .person(&Ident::id("u-100"))?
+    let profile = db
+        .profile(&ann, 10)?
         .ok_or("the sample person is missing")?;
     println!();
-    print_profile(&db, &ann)?;
+    print_profile(&profile);
     let stats = db.stats()?;
     println!(
         "\n{} people, {} commits, {} bytes on disk",
@@ -116,34 +154,68 @@ fn demo(dir: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-fn print_profile(db: &ProfileDb, p: &Person) -> Result<(), Box<dyn std::error::Error>> {
+fn print_profile(profile: &Profile) {
+    let p = &profile.person;
     let show = |v: Option<&str>| v.map_or("-".to_owned(), str::to_owned);
     println!("Person cio_{}", p.cio_id);
-    println!("  Identifiers");
+    println!("  Subscription preferences");
+    println!(
+        "    unsubscribed  {}",
+        if profile.subscription.unsubscribed {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    println!("  Identifiers and attributes");
     println!("    id            {}", show(p.id.as_deref()));
     println!("    email         {}", show(p.email.as_deref()));
     println!("    phone         {}", show(p.phone.as_deref()));
     println!("    cio_id        {}", p.cio_id);
-    println!("  Subscription");
-    println!(
-        "    unsubscribed  {}",
-        if p.unsubscribed() { "yes" } else { "no" }
-    );
-    println!("  Attributes");
     for (name, value) in &p.attributes {
         let set = p.timestamps.get(name).copied().unwrap_or_default();
         println!("    {name:<30} {value}   (set at {set})");
     }
     println!("  Recent activity");
-    for a in db.activities(
-        &Ident::cio_id(p.cio_id.clone()),
-        &profiledb::ActivityFilter::new(10),
-    )? {
+    for a in &profile.activities {
         let data = match &a.data {
             Value::Null => String::new(),
             d => d.to_string(),
         };
-        println!("    {}  {:<24} {data}", a.timestamp, a.kind);
+        let name = a.name.as_deref().unwrap_or("");
+        println!("    {}  {:<24} {name} {data}", a.timestamp, a.kind);
     }
-    Ok(())
+    println!("  Deliveries");
+    for d in &profile.deliveries {
+        println!(
+            "    {}  {:<8} {:<10} {}",
+            d.id,
+            d.channel,
+            d.status,
+            d.subject.as_deref().unwrap_or("")
+        );
+    }
+    println!("  Segments");
+    if profile.segments.is_empty() {
+        println!("    (none)");
+    }
+    for s in &profile.segments {
+        println!("    {} {} ({})", s.id, s.name, s.kind);
+    }
+    println!("  Devices");
+    for d in &profile.devices {
+        println!(
+            "    {}  {}  last used {}  status {:?}",
+            d.token, d.platform, d.last_used, d.status
+        );
+    }
+    println!("  Relationships");
+    for r in &profile.relationships {
+        println!(
+            "    {}  {}  as {}",
+            r.object,
+            Value::Map(r.object_attributes.clone()),
+            Value::Map(r.attributes.clone())
+        );
+    }
 }
