@@ -142,7 +142,9 @@ fn bench_profile(c: &mut Criterion) {
     let mut g = c.benchmark_group("profile");
     g.sample_size(50);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("overview", |b| b.iter(|| db.profile(&who, 20).expect("profile")));
+    g.bench_function("overview", |b| {
+        b.iter(|| db.profile(&who, 20).expect("profile"))
+    });
     g.bench_function("person", |b| b.iter(|| db.person(&who).expect("person")));
     g.finish();
     eprintln!(

@@ -254,7 +254,8 @@ pub enum Outcome {
     Created(PersonId),
     /// The person was updated.
     Updated(PersonId),
-    /// The person exists and nothing changed; nothing was written.
+    /// The person exists and no value changed (with [`Identify::timestamp`], the
+    /// ordering time may still have been recorded).
     Unchanged(PersonId),
     /// The update was refused by the identity rules and recorded as a
     /// `failed_attribute_change` activity on `person`; nothing else changed.
@@ -274,7 +275,7 @@ pub enum Outcome {
     Suppressed {
         /// The person deleted, if the identifier named one.
         person: Option<PersonId>,
-        /// How many identifiers are now blocked.
+        /// How many identifiers this call blocked (some may have been blocked already).
         identifiers: usize,
     },
     /// Identifiers were freed.
@@ -719,10 +720,24 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
                         format!("{k} `{v}` belongs to another person ({})", PersonId(*other));
                     return Ok(refuse(cx, q, *k, v, reason));
                 }
-                // The addressed identifier is new: the person found by the body gets it.
-                if !idents.iter().any(|(k, _)| *k == addr.kind) {
-                    idents.push((addr.kind, Some((addr.value.clone(), addr_norm.clone()))));
+                // A body identifier of the addressed kind must agree with the address,
+                // as when creating.
+                if let Some((kind, Some((given, _)))) = idents.iter().find(|(k, c)| {
+                    *k == addr.kind && c.as_ref().is_some_and(|(_, n)| *n != addr_norm)
+                }) {
+                    return Err(InputError::invalid(
+                        kind.as_str(),
+                        format!(
+                            "`{given}` differs from the {kind} the call is addressed by; \
+                             address the person by cio_id to change it"
+                        ),
+                    )
+                    .into());
                 }
+                // The addressed identifier is new: the person found by the body gets it
+                // (the planning below refuses it if they have a different one).
+                idents.retain(|(k, _)| *k != addr.kind);
+                idents.push((addr.kind, Some((addr.value.clone(), addr_norm.clone()))));
                 Some(q)
             }
             None if op.update_only => return Ok(Outcome::Ignored(IgnoreReason::NoMatch)),
@@ -806,6 +821,14 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
                 if cur.is_none() {
                     continue;
                 }
+                if created {
+                    // Only the addressed identifier is set on a new person.
+                    return Err(InputError::invalid(
+                        kind.as_str(),
+                        "cannot be removed from the new person it addresses",
+                    )
+                    .into());
+                }
                 if !(by_cio || *kind == IdentKind::AnonymousId) {
                     let reason = format!(
                         "{kind} cannot be removed unless the person is addressed by cio_id"
@@ -826,17 +849,30 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
             .unwrap_or_default()
     };
     let set_time = op.timestamp.unwrap_or(cx.now);
+    let mut ordering_changed = false;
     for change in &attrs {
         let Some(top) = change.path.first() else {
             continue;
         };
-        if let (Some(ts), Some(prev)) = (op.timestamp, record.timestamps.get(top)) {
-            if ts < *prev {
-                continue; // an older update than the one already applied
+        if let Some(ts) = op.timestamp {
+            let prev = record
+                .timestamps
+                .get(top)
+                .into_iter()
+                .chain(record.ordered_at.get(top))
+                .max();
+            if prev.is_some_and(|prev| ts < *prev) {
+                continue; // an older update than one already applied
+            }
+            // Remember this update's time even if it changes nothing (or removes the
+            // attribute), so an older update arriving later cannot undo it.
+            if record.ordered_at.get(top) != Some(&ts) {
+                record.ordered_at.insert(top.clone(), ts);
+                ordering_changed = true;
             }
         }
         let old = get_path(&record.values, &change.path).cloned();
-        set_path(&mut record.values, &change.path, change.value.clone());
+        let _ = set_path(&mut record.values, &change.path, change.value.clone());
         let new = get_path(&record.values, &change.path).cloned();
         if old != new {
             let mut diff = Map::new();
@@ -897,6 +933,9 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
         ids.insert("cio_id".into(), Value::from(PersonId(pid).cio_id()));
         cx.record(pid, kinds::PROFILE_CREATE, None, Value::Map(ids));
     } else if changes.is_empty() {
+        if ordering_changed {
+            cx.txn.put::<AttributesF>(pid_key(pid), record);
+        }
         return Ok(Outcome::Unchanged(PersonId(pid)));
     }
 
@@ -907,7 +946,8 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
         .and_then(|(_, _, new)| new.as_ref().map(|(given, _)| given.clone()));
     cx.txn.put::<PeopleF>(pid_key(pid), person);
     if !changes.is_empty() {
-        if record.values.is_empty() && record.timestamps.is_empty() {
+        if record.values.is_empty() && record.timestamps.is_empty() && record.ordered_at.is_empty()
+        {
             cx.txn.delete::<AttributesF>(pid_key(pid));
         } else {
             cx.txn.put::<AttributesF>(pid_key(pid), record);
@@ -934,35 +974,33 @@ fn get_path<'v>(map: &'v Map, path: &[String]) -> Option<&'v Value> {
     }
 }
 
-/// Sets (or with `None` removes) the value at `path`, creating maps on the way and
-/// dropping maps that a removal leaves empty.
-fn set_path(map: &mut Map, path: &[String], value: Option<Value>) {
+/// Sets (or with `None` removes) the value at `path`, creating maps on the way. A
+/// removal that empties a map drops that map too; a removal of something absent changes
+/// nothing (an empty map already there stays). Returns whether anything changed.
+fn set_path(map: &mut Map, path: &[String], value: Option<Value>) -> bool {
     let Some((first, rest)) = path.split_first() else {
-        return;
+        return false;
     };
     if rest.is_empty() {
-        match value {
-            Some(v) => {
-                map.insert(first.clone(), v);
-            }
-            None => {
-                map.remove(first);
-            }
-        }
-        return;
+        return match value {
+            Some(v) => map.insert(first.clone(), v.clone()) != Some(v),
+            None => map.remove(first).is_some(),
+        };
     }
     match (map.get_mut(first), &value) {
         (Some(Value::Map(child)), _) => {
-            set_path(child, rest, value);
-            if child.is_empty() {
+            let changed = set_path(child, rest, value);
+            if changed && child.is_empty() {
                 map.remove(first);
             }
+            changed
         }
-        (_, None) => {} // nothing there to remove
+        (_, None) => false, // nothing there to remove
         (_, Some(_)) => {
             let mut child = Map::new();
             set_path(&mut child, rest, value);
             map.insert(first.clone(), Value::Map(child));
+            true
         }
     }
 }
@@ -1050,6 +1088,22 @@ pub(crate) fn suppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
     {
         group.push((ident_code(ident.kind), norm));
     }
+    let requested = group.len();
+    // Identifiers already suppressed keep their group: the groups join, so unsuppressing
+    // any one of them frees all of them.
+    let mut i = 0;
+    while let Some((code, value)) = group.get(i).cloned() {
+        if let Some(kind) = ident_kind(code) {
+            if let Some(existing) = cx.txn.get::<SuppressedF>(&ident_key(kind, &value))? {
+                for member in existing.group {
+                    if !group.contains(&member) {
+                        group.push(member);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
     let record = SuppressedRecord {
         at: cx.now,
         group: group.clone(),
@@ -1062,7 +1116,7 @@ pub(crate) fn suppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
     }
     Ok(Outcome::Suppressed {
         person: pid.map(PersonId),
-        identifiers: group.len(),
+        identifiers: requested,
     })
 }
 

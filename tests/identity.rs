@@ -702,3 +702,114 @@ fn track_v1_path_identifiers_are_inferred_by_shape() {
     assert_eq!(Ident::infer("x@y.z"), Ident::email("x@y.z"));
     assert_eq!(Ident::infer("+14155550100"), Ident::id("+14155550100"));
 }
+
+// Regression tests for bugs the model test (tests/model.rs) found. Each names the bug
+// and says in one line what went wrong.
+
+/// Bug 1: removing the addressed identifier while creating recorded a refusal on a pid
+/// that did not exist yet, which the next person created then inherited.
+#[test]
+fn identity_bug_01_refusal_while_creating_wrote_activity_for_nobody() {
+    let (_d, db, _c) = open();
+    let err = db.identify(ident_op("u0").remove("id")).unwrap_err();
+    assert_eq!(input_field(&err), "id");
+    assert!(db
+        .raw_records(profiledb::Family::Activity)
+        .unwrap()
+        .is_empty());
+    let p = created(db.identify(ident_op("u1")).unwrap());
+    assert_eq!(
+        db.activities(
+            &Ident::cio_id(p.cio_id()),
+            &profiledb::ActivityFilter::new(10)
+        )
+        .unwrap()
+        .len(),
+        1
+    );
+    assert!(db.verify().unwrap().is_ok());
+}
+
+/// Bug 2: the `_timestamp` guard only remembered updates that changed a value, so an
+/// older update could undo a newer same-value set or a newer removal.
+#[test]
+fn identity_bug_02_timestamp_guard_forgot_unchanged_sets_and_removals() {
+    let (_d, db, _c) = open();
+    db.identify(ident_op("a").set("plan", "pro").timestamp(T0 - 20))
+        .unwrap();
+    db.identify(ident_op("a").set("plan", "pro").timestamp(T0))
+        .unwrap();
+    db.identify(ident_op("a").set("plan", "basic").timestamp(T0 - 10))
+        .unwrap();
+    let p = db.person(&Ident::id("a")).unwrap().unwrap();
+    assert_eq!(p.attributes["plan"], Value::from("pro"));
+
+    db.identify(ident_op("b").set("plan", "pro").timestamp(T0 - 20))
+        .unwrap();
+    db.identify(ident_op("b").remove("plan").timestamp(T0))
+        .unwrap();
+    db.identify(ident_op("b").set("plan", "basic").timestamp(T0 - 10))
+        .unwrap();
+    let p = db.person(&Ident::id("b")).unwrap().unwrap();
+    assert!(!p.attributes.contains_key("plan"), "{:?}", p.attributes);
+}
+
+/// Bug 3: suppressing an identifier a second time replaced its group, so unsuppressing
+/// it no longer freed the identifiers suppressed with it the first time.
+#[test]
+fn identity_bug_03_resuppressing_split_the_group() {
+    let (_d, db, _c) = open();
+    db.identify(ident_op("u0").set("email", "e0@x.io")).unwrap();
+    db.suppress(&Ident::id("u0")).unwrap();
+    db.suppress(&Ident::id("u0")).unwrap();
+    assert_eq!(
+        db.unsuppress(&Ident::id("u0")).unwrap(),
+        Outcome::Unsuppressed { identifiers: 2 }
+    );
+    assert!(!db.is_suppressed(&Ident::email("e0@x.io")).unwrap());
+}
+
+/// Bug 4: removing an absent dotted key dropped an empty map that was already stored,
+/// without an activity entry and leaving its timestamp behind.
+#[test]
+fn identity_bug_04_removing_absent_dotted_key_dropped_empty_map() {
+    let (_d, db, _c) = open();
+    let p = created(
+        db.identify(ident_op("a").set("prefs", profiledb::Map::new()))
+            .unwrap(),
+    );
+    assert_eq!(
+        db.identify(ident_op("a").remove("prefs.lang")).unwrap(),
+        Outcome::Unchanged(p)
+    );
+    db.identify(ident_op("a").remove("prefs.lang").set("x", 1))
+        .unwrap();
+    let person = db.person(&Ident::id("a")).unwrap().unwrap();
+    assert_eq!(
+        person.attributes["prefs"],
+        Value::Map(profiledb::Map::new())
+    );
+    assert!(person.timestamps.contains_key("prefs"));
+}
+
+/// Bug 5: a body identifier of the addressed kind silently replaced the address when
+/// the person was found through it, dropping the addressed identifier.
+#[test]
+fn identity_bug_05_body_identifier_overrode_the_address() {
+    let (_d, db, _c) = open();
+    created(db.identify(ident_op("u0").set("email", "e0@x.io")).unwrap());
+    let err = db
+        .identify(ident_op("u1").set("id", "u0").set("plan", "pro"))
+        .unwrap_err();
+    assert_eq!(input_field(&err), "id");
+    let err = db
+        .identify(Identify::new(Ident::email("e1@x.io")).set("email", "e0@x.io"))
+        .unwrap_err();
+    assert_eq!(input_field(&err), "email");
+    assert!(!db
+        .person(&Ident::id("u0"))
+        .unwrap()
+        .unwrap()
+        .attributes
+        .contains_key("plan"));
+}

@@ -32,6 +32,10 @@ pub struct AttributesRecord {
     pub values: Map,
     /// When each top-level attribute was last set, unix seconds.
     pub timestamps: BTreeMap<String, i64>,
+    /// The latest `_timestamp` of an update that touched each top-level attribute
+    /// (including ones that changed nothing or removed it): the guard that keeps an older
+    /// update from undoing a newer one.
+    pub ordered_at: BTreeMap<String, i64>,
 }
 
 /// `activity` family: one timeline entry.
@@ -188,7 +192,7 @@ mod tests {
         #[test]
         fn attributes_roundtrip(values in prop::collection::btree_map(".{1,10}", arb_value(), 0..8),
                                 timestamps in prop::collection::btree_map(".{1,10}", any::<i64>(), 0..8)) {
-            roundtrip(&AttributesRecord { values, timestamps });
+            roundtrip(&AttributesRecord { values, ordered_at: timestamps.clone(), timestamps });
         }
 
         #[test]
