@@ -483,13 +483,6 @@ impl ProfileDb {
         };
         let store = Store::new(kv);
 
-        let counter = |key: &[u8]| -> Result<Option<u64>> {
-            match store.get::<MetaF>(key)? {
-                None => Ok(None),
-                Some(MetaValue::Counter(n)) => Ok(Some(n)),
-                Some(_) => Err(corrupted(Family::Meta, key, "expected a counter")),
-            }
-        };
         let format = store.get::<MetaF>(meta_keys::FORMAT)?;
         let initialized = match format {
             Some(MetaValue::Format { version, .. }) if version == FORMAT_VERSION => true,
@@ -509,10 +502,26 @@ impl ProfileDb {
             }
             None => false,
         };
-        let commit_seq = counter(meta_keys::COMMIT_SEQ)?.unwrap_or(0);
-        let counters = Counters {
-            next_pid: counter(meta_keys::NEXT_PID)?.unwrap_or(1),
-            next_seq: counter(meta_keys::NEXT_SEQ)?.unwrap_or(1),
+        let (counters, commit_seq) = match store.get::<MetaF>(meta_keys::COUNTERS)? {
+            None => (
+                Counters {
+                    next_pid: 1,
+                    next_seq: 1,
+                },
+                0,
+            ),
+            Some(MetaValue::Counters {
+                next_pid,
+                next_seq,
+                commit_seq,
+            }) => (Counters { next_pid, next_seq }, commit_seq),
+            Some(_) => {
+                return Err(corrupted(
+                    Family::Meta,
+                    meta_keys::COUNTERS,
+                    "expected the counters record",
+                ))
+            }
         };
         let durable_seq = durable_seq.unwrap_or(0);
         let salvaged = durable_seq > commit_seq;
@@ -577,19 +586,15 @@ impl ProfileDb {
     /// Commits `txn` (plus the counters and a new commit sequence number).
     fn commit(&self, writer: &mut Writer, mut txn: Txn<'_>, counters: Counters) -> Result<()> {
         let seq = writer.commit_seq + 1;
-        if counters.next_pid != writer.counters.next_pid {
-            txn.put::<MetaF>(
-                meta_keys::NEXT_PID.to_vec(),
-                MetaValue::Counter(counters.next_pid),
-            );
-        }
-        if counters.next_seq != writer.counters.next_seq {
-            txn.put::<MetaF>(
-                meta_keys::NEXT_SEQ.to_vec(),
-                MetaValue::Counter(counters.next_seq),
-            );
-        }
-        txn.put::<MetaF>(meta_keys::COMMIT_SEQ.to_vec(), MetaValue::Counter(seq));
+        // One meta write per commit: the counters and the commit's sequence number.
+        txn.put::<MetaF>(
+            meta_keys::COUNTERS.to_vec(),
+            MetaValue::Counters {
+                next_pid: counters.next_pid,
+                next_seq: counters.next_seq,
+                commit_seq: seq,
+            },
+        );
         let writes = txn.into_write_set()?;
         {
             let _gate = self

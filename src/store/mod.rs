@@ -556,12 +556,8 @@ impl AnonRelationshipsF {
 pub mod meta_keys {
     /// The format record.
     pub const FORMAT: &[u8] = b"format";
-    /// The next person id to allocate.
-    pub const NEXT_PID: &[u8] = b"next_pid";
-    /// The next activity sequence number.
-    pub const NEXT_SEQ: &[u8] = b"next_seq";
-    /// The sequence number of the last commit.
-    pub const COMMIT_SEQ: &[u8] = b"commit_seq";
+    /// The counters and the sequence number of the last commit, written by every commit.
+    pub const COUNTERS: &[u8] = b"counters";
 }
 
 /// Key of the `people` and `attributes` families: the pid, 4 bytes big-endian.

@@ -138,8 +138,16 @@ pub enum MetaValue {
         /// When the database was created, unix seconds.
         created: i64,
     },
-    /// Keys `next_pid`, `next_seq`, `commit_seq`: counters.
-    Counter(u64),
+    /// Key `counters`: the next person id, the next activity sequence number, and the
+    /// sequence number of the last commit. Every commit rewrites it.
+    Counters {
+        /// The next person id to allocate.
+        next_pid: u64,
+        /// The next activity sequence number.
+        next_seq: u64,
+        /// The sequence number of the last commit.
+        commit_seq: u64,
+    },
 }
 
 #[cfg(test)]
@@ -236,9 +244,9 @@ mod tests {
         }
 
         #[test]
-        fn meta_roundtrips(version in any::<u32>(), created in any::<i64>(), n in any::<u64>()) {
+        fn meta_roundtrips(version in any::<u32>(), created in any::<i64>(), n in any::<u64>(), m in any::<u64>()) {
             roundtrip(&MetaValue::Format { version, created });
-            roundtrip(&MetaValue::Counter(n));
+            roundtrip(&MetaValue::Counters { next_pid: n, next_seq: m, commit_seq: n ^ m });
         }
 
         #[test]
