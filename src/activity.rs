@@ -16,7 +16,7 @@
 
 use crate::error::{InputError, InputReason, Result};
 use crate::limits::Limits;
-use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value, MAX_DEPTH};
+use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value};
 use crate::people::{self, Ctx, Outcome};
 use crate::store::records::ActivityRecord;
 use crate::store::{
@@ -127,48 +127,8 @@ fn check_event(limits: &Limits, t: &Track) -> Result<(String, Value), InputError
         }
     }
     let data = Value::Map(t.data.clone());
-    check_data(limits, "data", &data, limits.max_event_data_bytes)?;
+    crate::limits::check_value("data", &data, limits.max_event_data_bytes)?;
     Ok((name, data))
-}
-
-/// Checks a free-form value (event data, object attributes): depth, finite numbers, size.
-pub(crate) fn check_data(
-    _limits: &Limits,
-    field: &str,
-    data: &Value,
-    max_bytes: usize,
-) -> Result<(), InputError> {
-    fn finite(v: &Value) -> bool {
-        match v {
-            Value::Float(x) => x.is_finite(),
-            Value::Array(a) => a.iter().all(finite),
-            Value::Map(m) => m.values().all(finite),
-            _ => true,
-        }
-    }
-    if data.depth() > MAX_DEPTH {
-        return Err(InputError::new(
-            field,
-            InputReason::TooDeep { max: MAX_DEPTH },
-        ));
-    }
-    if !finite(data) {
-        return Err(InputError::invalid(
-            field,
-            "holds a number that is not finite",
-        ));
-    }
-    let size = data.size();
-    if size > max_bytes {
-        return Err(InputError::new(
-            field,
-            InputReason::TooLong {
-                len: size,
-                max: max_bytes,
-            },
-        ));
-    }
-    Ok(())
 }
 
 /// Track: records an event, page or screen view.

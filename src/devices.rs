@@ -145,12 +145,7 @@ pub(crate) fn add_device(cx: &mut Ctx<'_, '_>, ident: &Ident, d: &DeviceInput) -
             patch.push((name.clone(), None));
             continue;
         }
-        crate::activity::check_data(
-            cx.limits,
-            &field,
-            value,
-            cx.limits.max_attribute_value_bytes,
-        )?;
+        crate::limits::check_value(&field, value, cx.limits.max_attribute_value_bytes)?;
         // The spec has push_enabled as the string "true"/"false"; accept booleans too.
         let value = match (name.as_str(), value) {
             ("push_enabled", Value::Bool(b)) => Value::from(if *b { "true" } else { "false" }),

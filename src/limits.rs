@@ -90,6 +90,51 @@ impl Limits {
     }
 }
 
+/// Checks a free-form value (an attribute value, event data, object attributes): nesting
+/// at most [`MAX_DEPTH`](crate::model::MAX_DEPTH), finite numbers, and at most `max_bytes`
+/// (a string's UTF-8 length, otherwise its compact JSON size).
+///
+/// # Errors
+/// [`InputError`] naming `field`.
+pub fn check_value(
+    field: &str,
+    value: &crate::model::Value,
+    max_bytes: usize,
+) -> Result<(), InputError> {
+    use crate::model::{Value, MAX_DEPTH};
+    fn finite(v: &Value) -> bool {
+        match v {
+            Value::Float(x) => x.is_finite(),
+            Value::Array(a) => a.iter().all(finite),
+            Value::Map(m) => m.values().all(finite),
+            _ => true,
+        }
+    }
+    if value.depth() > MAX_DEPTH {
+        return Err(InputError::new(
+            field,
+            InputReason::TooDeep { max: MAX_DEPTH },
+        ));
+    }
+    if !finite(value) {
+        return Err(InputError::invalid(
+            field,
+            "holds a number that is not finite",
+        ));
+    }
+    let size = value.size();
+    if size > max_bytes {
+        return Err(InputError::new(
+            field,
+            InputReason::TooLong {
+                len: size,
+                max: max_bytes,
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// Longest email address (RFC 5321's path limit).
 const MAX_EMAIL_BYTES: usize = 254;
 

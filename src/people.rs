@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, InputError, InputReason, Result};
 use crate::limits::Limits;
-use crate::model::{kinds, Ident, IdentKind, Map, PersonId, Value, MAX_DEPTH};
+use crate::model::{kinds, Ident, IdentKind, Map, PersonId, Value};
 use crate::store::records::{ActivityRecord, AttributesRecord, PersonRecord, SuppressedRecord};
 use crate::store::{
     ident_code, ident_key, ident_kind, pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF,
@@ -547,7 +547,7 @@ fn validate(
         let value = if value.is_removal() {
             None
         } else {
-            check_value(limits, name, value)?;
+            crate::limits::check_value(name, value, limits.max_attribute_value_bytes)?;
             Some(match name.as_str() {
                 "unsubscribed" => Value::Bool(value.is_truthy()),
                 "created_at" => Value::Int(timestamp_of(value).ok_or_else(|| {
@@ -563,40 +563,6 @@ fn validate(
         });
     }
     Ok((idents, attrs))
-}
-
-fn check_value(limits: &Limits, name: &str, value: &Value) -> Result<(), InputError> {
-    fn finite(v: &Value) -> bool {
-        match v {
-            Value::Float(x) => x.is_finite(),
-            Value::Array(a) => a.iter().all(finite),
-            Value::Map(m) => m.values().all(finite),
-            _ => true,
-        }
-    }
-    if value.depth() > MAX_DEPTH {
-        return Err(InputError::new(
-            name,
-            InputReason::TooDeep { max: MAX_DEPTH },
-        ));
-    }
-    if !finite(value) {
-        return Err(InputError::invalid(
-            name,
-            "holds a number that is not finite",
-        ));
-    }
-    let size = value.size();
-    if size > limits.max_attribute_value_bytes {
-        return Err(InputError::new(
-            name,
-            InputReason::TooLong {
-                len: size,
-                max: limits.max_attribute_value_bytes,
-            },
-        ));
-    }
-    Ok(())
 }
 
 /// A unix timestamp in seconds from an integer, a whole float, or a string of digits.

@@ -104,7 +104,7 @@ fn patch(
         let new = if value.is_removal() {
             None
         } else {
-            crate::activity::check_data(limits, &f, value, limits.max_attribute_value_bytes)?;
+            crate::limits::check_value(&f, value, limits.max_attribute_value_bytes)?;
             Some(value.clone())
         };
         let old = match &new {

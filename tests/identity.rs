@@ -2,25 +2,13 @@
 //! Customer.io's identity model (model doc 1.2, 1.4, 1.6, 2) and each limit.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
-
 use profiledb::{
-    kinds, Durability, Error, Ident, Identify, IgnoreReason, InputReason, Limits, ManualClock,
-    Outcome, ProfileDb, Value,
+    kinds, Durability, Error, Ident, Identify, IgnoreReason, InputReason, Limits, Outcome,
+    ProfileDb, Value,
 };
 
-const T0: i64 = 1_767_225_600;
-
-fn open() -> (tempfile::TempDir, ProfileDb, ManualClock) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let db = ProfileDb::builder()
-        .clock(Arc::new(clock.clone()))
-        .durability(Durability::Buffered)
-        .open(dir.path())
-        .unwrap();
-    (dir, db, clock)
-}
+mod common;
+use common::{input_field, open, T0};
 
 fn ident_op(id: &str) -> Identify {
     Identify::new(Ident::id(id))
@@ -31,13 +19,6 @@ fn created(o: Outcome) -> profiledb::PersonId {
         Outcome::Created(p) => p,
         other => panic!("expected Created, got {other:?}"),
     }
-}
-
-fn input_field(e: &Error) -> String {
-    e.input()
-        .unwrap_or_else(|| panic!("expected an input error, got {e}"))
-        .field
-        .clone()
 }
 
 #[test]

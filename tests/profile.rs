@@ -3,36 +3,17 @@
 //! deletion leaving nothing behind in any family.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
-
 use profiledb::{
-    kinds, ActivityFilter, Channel, DeviceInput, DeviceStatus, Durability, Error, Family, Ident,
-    Identify, IgnoreReason, InputReason, Limits, ManualClock, Metric, NewDelivery, ObjectRef,
-    Outcome, Platform, ProfileDb, PushResult, Track, TrackKind, Value,
+    kinds, ActivityFilter, Channel, DeviceInput, DeviceStatus, Durability, Family, Ident, Identify,
+    IgnoreReason, InputReason, Limits, Metric, NewDelivery, ObjectRef, Outcome, Platform,
+    ProfileDb, PushResult, Track, TrackKind, Value,
 };
 
-const T0: i64 = 1_767_225_600;
-
-fn open() -> (tempfile::TempDir, ProfileDb, ManualClock) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let db = ProfileDb::builder()
-        .clock(Arc::new(clock.clone()))
-        .durability(Durability::Buffered)
-        .open(dir.path())
-        .unwrap();
-    (dir, db, clock)
-}
+mod common;
+use common::{input_field, open, T0};
 
 fn u(id: &str) -> Ident {
     Ident::id(id)
-}
-
-fn field(e: &Error) -> String {
-    e.input()
-        .unwrap_or_else(|| panic!("expected an input error, got {e}"))
-        .field
-        .clone()
 }
 
 // ---------------------------------------------------------------- events and activity
@@ -175,13 +156,13 @@ fn event_limits_are_enforced() {
         .open(dir.path())
         .unwrap();
     let err = db.track(Track::event(u("a"), "x".repeat(101))).unwrap_err();
-    assert_eq!(field(&err), "name");
+    assert_eq!(input_field(&err), "name");
     let err = db.track(Track::event(u("a"), "   ")).unwrap_err();
     assert_eq!(err.input().unwrap().reason, InputReason::Empty);
     let err = db
         .track(Track::event(u("a"), "big").property("blob", "y".repeat(60)))
         .unwrap_err();
-    assert_eq!(field(&err), "data");
+    assert_eq!(input_field(&err), "data");
     assert_eq!(db.stats().unwrap().people, 0, "nothing written");
     // Names are trimmed.
     db.track(Track::event(u("a"), "  padded  ")).unwrap();
@@ -341,7 +322,7 @@ fn metrics_are_validated_per_channel() {
             let result = db.report_metric(Metric::new(id.clone(), metric));
             assert_eq!(result.is_ok(), ok, "{metric} on {channel}: {result:?}");
             if let Err(e) = result {
-                assert_eq!(field(&e), "metric");
+                assert_eq!(input_field(&e), "metric");
                 assert!(e.to_string().contains(channel.as_str()), "{e}");
             }
         }
@@ -364,7 +345,7 @@ fn delivery_ids_are_unique_and_unknown_ones_are_not_found() {
     let err = db
         .add_delivery(&u("b"), NewDelivery::new("d1", Channel::Push))
         .unwrap_err();
-    assert_eq!(field(&err), "delivery_id");
+    assert_eq!(input_field(&err), "delivery_id");
     assert_eq!(
         db.report_metric(Metric::new("nope", "opened")).unwrap(),
         Outcome::NotFound
@@ -485,7 +466,7 @@ fn the_device_cap_is_enforced() {
     let err = db
         .add_device(&u("a"), DeviceInput::new("t3", Platform::Ios))
         .unwrap_err();
-    assert_eq!(field(&err), "device");
+    assert_eq!(input_field(&err), "device");
     assert!(err.to_string().contains("limit of 2"), "{err}");
     // Updating an existing one is fine at the cap.
     db.add_device(&u("a"), DeviceInput::new("t2", Platform::Android))
@@ -496,11 +477,11 @@ fn the_device_cap_is_enforced() {
             DeviceInput::new("t2", Platform::Ios).attribute("_last_status", "sent"),
         )
         .unwrap_err();
-    assert_eq!(field(&err), "device.attributes._last_status");
+    assert_eq!(input_field(&err), "device.attributes._last_status");
     let err = db
         .add_device(&u("a"), DeviceInput::new("", Platform::Ios))
         .unwrap_err();
-    assert_eq!(field(&err), "device.token");
+    assert_eq!(input_field(&err), "device.token");
 }
 
 // ---------------------------------------------------------------- objects and relationships
@@ -566,11 +547,11 @@ fn object_input_is_checked() {
     let err = db
         .identify_object(&ObjectRef::new(0, "x"), vec![])
         .unwrap_err();
-    assert_eq!(field(&err), "object_type_id");
+    assert_eq!(input_field(&err), "object_type_id");
     let err = db
         .identify_object(&ObjectRef::new(1, "x".repeat(151)), vec![])
         .unwrap_err();
-    assert_eq!(field(&err), "object_id");
+    assert_eq!(input_field(&err), "object_id");
     let err = db
         .identify_object(
             &ObjectRef::new(1, "x"),
@@ -684,7 +665,7 @@ fn merge_needs_an_existing_primary_and_two_people() {
     assert!(db.person(&u("s")).unwrap().is_some(), "nothing happened");
     assert_eq!(db.merge(&u("s"), &u("ghost")).unwrap(), Outcome::NotFound);
     let err = db.merge(&u("s"), &u("s")).unwrap_err();
-    assert_eq!(field(&err), "secondary");
+    assert_eq!(input_field(&err), "secondary");
 }
 
 // ---------------------------------------------------------------- overview and deletion
