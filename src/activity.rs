@@ -158,6 +158,10 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
         }
     }
     let seq = cx.next_seq();
+    cx.touches
+        .of(pid)
+        .events
+        .insert((t.kind.as_str().to_owned(), name.clone()));
     put_event(
         cx.txn,
         pid,
@@ -241,6 +245,12 @@ pub(crate) fn merge_anonymous(cx: &mut Ctx<'_, '_>, pid: u32, anon: &str) -> Res
                 continue; // the person already has this event
             }
         }
+        if let Some(name) = &rec.name {
+            cx.touches
+                .of(pid)
+                .events
+                .insert((rec.kind.clone(), name.clone()));
+        }
         put_event(cx.txn, pid, timestamp, seq, rec);
         moved += 1;
     }
@@ -266,6 +276,10 @@ pub(crate) fn merge_anonymous(cx: &mut Ctx<'_, '_>, pid: u32, anon: &str) -> Res
             cx.txn.put::<RelationshipsF>(rkey, rel);
             cx.txn
                 .put::<MembersF>(MembersF::key(type_id, &object_id, pid), ());
+            cx.touches
+                .of(pid)
+                .objects
+                .insert((type_id, object_id.clone()));
             cx.record(
                 pid,
                 kinds::ADD_RELATIONSHIP,

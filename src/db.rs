@@ -32,11 +32,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use std::collections::BTreeSet;
+
 use crate::activity::{self, Track};
 use crate::clock::{Clock, SystemClock};
 use crate::deliveries::{self, Metric, NewDelivery};
 use crate::devices::{self, DeviceInput, PushResult};
 use crate::error::{Error, OpenError, Result, StorageError};
+use crate::index::{BitmapKey, Bitmaps, Delta, Touches};
 use crate::limits::Limits;
 use crate::merge;
 use crate::model::{Ident, IdentKind, Person};
@@ -46,7 +49,7 @@ use crate::relations;
 use crate::store::kv::{FaultKv, Faults, Kv, SledKv};
 use crate::store::records::MetaValue;
 use crate::store::{
-    corrupted, ident_key, meta_keys, pid_key, AttributesF, Family, MetaF, PeopleF, Store,
+    corrupted, ident_key, meta_keys, pid_key, AttributesF, BitmapsF, Family, MetaF, PeopleF, Store,
     SuppressedF, Txn,
 };
 
@@ -273,9 +276,13 @@ struct Writer {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     writer: Mutex<Writer>,
-    /// Held for writing while a commit lands, for reading by multi-record reads, so a
-    /// reader never sees half of a commit.
-    gate: RwLock<()>,
+    /// The in-memory bitmaps, behind the commit gate: held for writing while a commit
+    /// lands (and its bitmap changes apply), for reading by multi-record reads and
+    /// queries, so a reader never sees half of a commit or a bitmap that disagrees with
+    /// the data.
+    pub(crate) gate: RwLock<Bitmaps>,
+    /// Attributes with equality bitmaps.
+    pub(crate) indexed: BTreeSet<String>,
     /// The sequence number of the last commit applied to sled.
     committed: AtomicU64,
     /// The sequence number of the last commit known durable (and written to `COMMIT`).
@@ -426,6 +433,17 @@ fn read_commit_file(dir: &Path) -> Result<Option<u64>> {
     Ok(Some(seq))
 }
 
+/// Reads every bitmap chunk into memory.
+fn load_bitmaps(store: &Store) -> Result<Bitmaps> {
+    let mut bitmaps = Bitmaps::default();
+    for item in store.scan::<BitmapsF>(&[], false, None) {
+        let (key, bytes) = item?;
+        let (bk, chunk) = BitmapKey::decode_chunk_key(&key)?;
+        bitmaps.load_chunk(bk, crate::index::decode_chunk(&key, chunk, &bytes)?);
+    }
+    Ok(bitmaps)
+}
+
 impl ProfileDb {
     /// Opens (or creates) the database in `path` with the default configuration.
     ///
@@ -523,6 +541,7 @@ impl ProfileDb {
                 ))
             }
         };
+        let bitmaps = load_bitmaps(&store)?;
         let durable_seq = durable_seq.unwrap_or(0);
         let salvaged = durable_seq > commit_seq;
         if salvaged && !config.salvage {
@@ -539,7 +558,8 @@ impl ProfileDb {
                     counters,
                     commit_seq,
                 }),
-                gate: RwLock::new(()),
+                gate: RwLock::new(bitmaps),
+                indexed: BTreeSet::new(),
                 committed: AtomicU64::new(commit_seq),
                 durable: Mutex::new(if salvaged { 0 } else { durable_seq }),
                 poisoned: AtomicBool::new(false),
@@ -558,7 +578,7 @@ impl ProfileDb {
                     created: now,
                 },
             );
-            db.commit(&mut writer, txn, counters)?;
+            db.commit(&mut writer, txn, counters, &Delta::default())?;
             drop(writer);
             db.make_durable()?;
         } else if salvaged {
@@ -583,8 +603,15 @@ impl ProfileDb {
         self.inner.poisoned.store(true, Ordering::SeqCst);
     }
 
-    /// Commits `txn` (plus the counters and a new commit sequence number).
-    fn commit(&self, writer: &mut Writer, mut txn: Txn<'_>, counters: Counters) -> Result<()> {
+    /// Commits `txn` (plus the counters and a new commit sequence number), then applies
+    /// `delta` to the in-memory bitmaps inside the gate.
+    fn commit(
+        &self,
+        writer: &mut Writer,
+        mut txn: Txn<'_>,
+        counters: Counters,
+        delta: &Delta,
+    ) -> Result<()> {
         let seq = writer.commit_seq + 1;
         // One meta write per commit: the counters and the commit's sequence number.
         txn.put::<MetaF>(
@@ -597,7 +624,7 @@ impl ProfileDb {
         );
         let writes = txn.into_write_set()?;
         {
-            let _gate = self
+            let mut bitmaps = self
                 .inner
                 .gate
                 .write()
@@ -605,6 +632,9 @@ impl ProfileDb {
             if let Err(e) = self.inner.store.kv().commit(&writes) {
                 self.poison();
                 return Err(e.into());
+            }
+            if !delta.is_empty() {
+                bitmaps.apply(delta);
             }
         }
         writer.counters = counters;
@@ -653,10 +683,12 @@ impl ProfileDb {
         let now = self.inner.config.clock.now();
         let mut counters = writer.counters;
         let mut txn = Txn::new(&self.inner.store);
+        let mut touches = Touches::default();
         let mut outcomes = Vec::with_capacity(ops.len());
         {
             let mut cx = Ctx {
                 txn: &mut txn,
+                touches: &mut touches,
                 now,
                 limits: &self.inner.config.limits,
                 options: &self.inner.config.identity,
@@ -714,12 +746,29 @@ impl ProfileDb {
         if txn.is_clean() {
             return Ok(outcomes);
         }
-        self.commit(&mut writer, txn, counters)?;
+        let delta = self.stage_bitmaps(&mut txn, &touches)?;
+        self.commit(&mut writer, txn, counters, &delta)?;
         drop(writer);
         if self.inner.config.durability == Durability::Flush {
             self.make_durable()?;
         }
         Ok(outcomes)
+    }
+
+    /// Plans the bitmap changes of what `touches` records and stages their chunks.
+    fn stage_bitmaps(&self, txn: &mut Txn<'_>, touches: &Touches) -> Result<Delta> {
+        if touches.is_empty() {
+            return Ok(Delta::default());
+        }
+        let bitmaps = self.read_gate();
+        let delta = crate::index::plan(txn, touches, &bitmaps, &self.inner.indexed)?;
+        for (key, bytes) in delta.chunk_writes(&bitmaps) {
+            match bytes {
+                Some(b) => txn.put::<BitmapsF>(key, b),
+                None => txn.delete::<BitmapsF>(key),
+            }
+        }
+        Ok(delta)
     }
 
     /// Now, by the configured clock.
@@ -736,7 +785,7 @@ impl ProfileDb {
         if txn.is_clean() {
             return Ok(());
         }
-        self.commit(&mut writer, txn, counters)?;
+        self.commit(&mut writer, txn, counters, &Delta::default())?;
         drop(writer);
         if self.inner.config.durability == Durability::Flush {
             self.make_durable()?;
@@ -937,7 +986,7 @@ impl ProfileDb {
         self.make_durable()
     }
 
-    pub(crate) fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    pub(crate) fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Bitmaps> {
         self.inner
             .gate
             .read()
@@ -1012,7 +1061,10 @@ impl ProfileDb {
     /// # Errors
     /// [`Error::Storage`] when sled fails.
     pub fn stats(&self) -> Result<Stats> {
-        let people = self.inner.store.keys(Family::People, &[])?.len() as u64;
+        let people = self
+            .read_gate()
+            .get(&BitmapKey::All)
+            .map_or(0, roaring::RoaringBitmap::len);
         Ok(Stats {
             people,
             commit_seq: self.inner.committed.load(Ordering::SeqCst),
@@ -1032,7 +1084,7 @@ impl ProfileDb {
     /// [`Error::Storage`] when reading fails; damage is reported in the report, not as
     /// an error.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let _gate = self.read_gate();
+        let bitmaps = self.read_gate();
         let kv = self.inner.store.kv();
         let mut report = VerifyReport::default();
         let mut people = std::collections::BTreeSet::new();
@@ -1067,6 +1119,9 @@ impl ProfileDb {
             }
             report.records.push((family.name(), n));
         }
+        if let Err(e) = self.verify_bitmaps(&bitmaps, &mut report.problems) {
+            report.problems.push(e.to_string());
+        }
         let seq = self.inner.committed.load(Ordering::SeqCst);
         let durable = *self
             .inner
@@ -1079,6 +1134,88 @@ impl ProfileDb {
             ));
         }
         Ok(report)
+    }
+
+    /// Checks the bitmaps against the data: the stored chunks equal the in-memory
+    /// bitmaps; every bitmap derived from people's attributes, devices and relationships
+    /// holds exactly the people whose data puts them there; event and metric bitmaps hold
+    /// at least everyone with such an event or metric (they are "ever" bitmaps).
+    fn verify_bitmaps(&self, bitmaps: &Bitmaps, problems: &mut Vec<String>) -> Result<()> {
+        use crate::index::{attribute_keys, BitmapKey as K};
+        use std::collections::BTreeMap;
+        let store = &self.inner.store;
+        let stored = load_bitmaps(store)?;
+        let mut keys: BTreeSet<&K> = bitmaps.keys().collect();
+        keys.extend(stored.keys());
+        for key in keys {
+            if bitmaps.get(key) != stored.get(key) {
+                problems.push(format!(
+                    "bitmap {key:?} in memory differs from the stored chunks"
+                ));
+            }
+        }
+        let mut expected: BTreeMap<K, roaring::RoaringBitmap> = BTreeMap::new();
+        let mut at_least: BTreeMap<K, roaring::RoaringBitmap> = BTreeMap::new();
+        for item in store.scan::<PeopleF>(&[], false, None) {
+            let (key, rec) = item?;
+            let pid = crate::store::pid_from_key(Family::People, &key)?;
+            let attrs = store.get::<AttributesF>(&key)?;
+            let mut derived = attribute_keys(Some(&rec), attrs.as_ref(), &self.inner.indexed);
+            derived.insert(K::All);
+            for item in store.scan::<crate::store::DevicesF>(&key, false, None) {
+                derived.insert(K::Platform(item?.1.platform));
+            }
+            for item in store.scan::<crate::store::RelationshipsF>(&key, false, None) {
+                let (rk, _) = item?;
+                let (_, t, o) = crate::store::RelationshipsF::decode_key(&rk)?;
+                derived.insert(K::Related(t, o));
+                derived.insert(K::RelatedType(t));
+            }
+            for k in derived {
+                expected.entry(k).or_default().insert(pid);
+            }
+            for rk in store.keys(Family::EventsByName, &key)? {
+                let (_, code, name, _, _) = crate::store::EventsByNameF::decode_key(&rk)?;
+                let kind = match code {
+                    2 => "page",
+                    3 => "screen",
+                    _ => "event",
+                };
+                at_least
+                    .entry(K::Event(kind.to_owned(), name))
+                    .or_default()
+                    .insert(pid);
+            }
+            for item in store.scan::<crate::store::DeliveriesF>(&key, false, None) {
+                for metric in item?.1.metrics.into_keys() {
+                    at_least.entry(K::Metric(metric)).or_default().insert(pid);
+                }
+            }
+        }
+        let empty = roaring::RoaringBitmap::new();
+        let all = bitmaps.get(&K::All).unwrap_or(&empty);
+        for (key, bitmap) in bitmaps.iter() {
+            let exact = !matches!(key, K::Event(..) | K::Metric(_) | K::Segment(_));
+            if exact && expected.get(key) != Some(bitmap) && !bitmap.is_empty() {
+                problems.push(format!("bitmap {key:?} does not match the people's data"));
+            }
+            if !bitmap.is_subset(all) {
+                problems.push(format!("bitmap {key:?} holds people who do not exist"));
+            }
+        }
+        for (key, want) in &expected {
+            if bitmaps.get(key) != Some(want) {
+                problems.push(format!(
+                    "bitmap {key:?} is missing people its data puts there"
+                ));
+            }
+        }
+        for (key, want) in &at_least {
+            if !want.is_subset(bitmaps.get(key).unwrap_or(&empty)) {
+                problems.push(format!("bitmap {key:?} is missing people who had it"));
+            }
+        }
+        Ok(())
     }
 
     /// Every raw (key, value) record of `family`, for diagnostics and tests.

@@ -267,6 +267,7 @@ pub(crate) fn report_metric(cx: &mut Ctx<'_, '_>, m: &Metric) -> Result<Outcome>
     if let Some(reason) = &m.reason {
         data.insert("reason".into(), Value::from(reason.as_str()));
     }
+    cx.touches.of(pid).metrics.insert(m.metric.clone());
     let kind = format!("{}_{}", m.metric, channel.activity_name());
     cx.record_at(pid, at, &kind, None, Value::Map(data));
     Ok(Outcome::Recorded(Some(PersonId(pid))))

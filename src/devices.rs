@@ -102,6 +102,7 @@ pub(crate) fn check_token(token: &str) -> Result<(), InputError> {
 }
 
 fn device_change(cx: &mut Ctx<'_, '_>, pid: u32, action: &str, token: &str, platform: &str) {
+    cx.touches.of(pid).devices = true;
     let mut data = Map::new();
     data.insert("action".into(), Value::from(action));
     data.insert("token".into(), Value::from(token));

@@ -61,6 +61,7 @@ pub mod db;
 pub mod deliveries;
 pub mod devices;
 pub mod error;
+pub mod index;
 pub mod limits;
 pub mod merge;
 pub mod model;

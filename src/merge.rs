@@ -133,6 +133,7 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
 
     // Relationships the primary lacks move.
     let mut moved_relationships = 0i64;
+    let mut moved_objects = Vec::new();
     for key in cx.txn.keys(Family::Relationships, &pid_key(s))? {
         let (_, type_id, object_id) = RelationshipsF::decode_key(&key)?;
         let pkey = RelationshipsF::key(p, type_id, &object_id);
@@ -143,13 +144,26 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
             cx.txn.put::<RelationshipsF>(pkey, rec);
             cx.txn
                 .put::<MembersF>(MembersF::key(type_id, &object_id, p), ());
+            moved_objects.push((type_id, object_id));
             moved_relationships += 1;
         }
     }
 
     // Delete the secondary (which removes its delivery ids and device tokens), then
     // point the moved ones at the primary.
-    people::delete_person(cx.txn, s)?;
+    // The primary's bitmaps: what it inherited, and the secondary's event and metric
+    // history (including what this batch added to it).
+    let pending = cx.touches.of(s).clone();
+    {
+        let touch = cx.touches.of(p);
+        touch.attrs |= !inherited.is_empty();
+        touch.devices |= !moved_tokens.is_empty();
+        touch.objects.extend(moved_objects);
+        touch.events.extend(pending.events);
+        touch.metrics.extend(pending.metrics);
+        touch.absorbed.push(s);
+    }
+    people::delete_person(cx, s)?;
     let moved_deliveries = moved_ids.len() as i64;
     for (id, v) in moved_ids {
         cx.txn.put::<DeliveryIdsF>(id, v);

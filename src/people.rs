@@ -342,6 +342,7 @@ pub(crate) struct Counters {
 /// Everything an operation needs while it runs.
 pub(crate) struct Ctx<'t, 'a> {
     pub txn: &'t mut Txn<'a>,
+    pub touches: &'t mut crate::index::Touches,
     pub now: i64,
     pub limits: &'t Limits,
     pub options: &'t IdentityOptions,
@@ -906,6 +907,11 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
     }
 
     person.updated = cx.now;
+    {
+        let touch = cx.touches.of(pid);
+        touch.created |= created;
+        touch.attrs = true;
+    }
     let new_anon = ident_writes
         .iter()
         .find(|(k, _, _)| *k == IdentKind::AnonymousId)
@@ -972,10 +978,12 @@ fn set_path(map: &mut Map, path: &[String], value: Option<Value>) -> bool {
 }
 
 /// Deletes `pid` and every key they own in every family.
-pub(crate) fn delete_person(txn: &mut Txn<'_>, pid: u32) -> Result<Option<PersonRecord>> {
+pub(crate) fn delete_person(cx: &mut Ctx<'_, '_>, pid: u32) -> Result<Option<PersonRecord>> {
+    let txn = &mut *cx.txn;
     let Some(rec) = txn.get::<PeopleF>(&pid_key(pid))? else {
         return Ok(None);
     };
+    cx.touches.of(pid).deleted = true;
     for kind in IdentKind::SETTABLE {
         if let Some(v) = current(&rec, kind) {
             txn.delete::<IdentifiersF>(ident_key(kind, &norm_of(kind, v)));
@@ -1019,7 +1027,7 @@ pub(crate) fn delete(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
     let norm = normalize(cx.limits, ident)?;
     match lookup(cx.txn, ident.kind, &norm)? {
         Some(pid) => {
-            delete_person(cx.txn, pid)?;
+            delete_person(cx, pid)?;
             Ok(Outcome::Deleted(PersonId(pid)))
         }
         None => Ok(Outcome::NotFound),
@@ -1034,7 +1042,7 @@ pub(crate) fn suppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
     let mut group: Vec<(u8, String)> = Vec::new();
     match pid {
         Some(pid) => {
-            if let Some(rec) = delete_person(cx.txn, pid)? {
+            if let Some(rec) = delete_person(cx, pid)? {
                 for kind in [IdentKind::Id, IdentKind::Email, IdentKind::Phone] {
                     if let Some(v) = current(&rec, kind) {
                         group.push((ident_code(kind), norm_of(kind, v)));

@@ -228,6 +228,10 @@ pub(crate) fn delete_object(cx: &mut Ctx<'_, '_>, object: &ObjectRef) -> Result<
             &object.object_id,
         ));
         cx.txn.delete::<MembersF>(mkey.clone());
+        cx.touches
+            .of(pid)
+            .objects
+            .insert((object.type_id, object.object_id.clone()));
         cx.record(
             pid,
             kinds::DELETE_RELATIONSHIP,
@@ -311,6 +315,10 @@ pub(crate) fn add_relationship(
         return Ok(Outcome::Unchanged(PersonId(pid)));
     }
     cx.txn.put::<RelationshipsF>(key, rec);
+    cx.touches
+        .of(pid)
+        .objects
+        .insert((object.type_id, object.object_id.clone()));
     if is_new {
         cx.txn
             .put::<MembersF>(MembersF::key(object.type_id, &object.object_id, pid), ());
@@ -356,6 +364,10 @@ pub(crate) fn delete_relationship(
     cx.txn.delete::<RelationshipsF>(key);
     cx.txn
         .delete::<MembersF>(MembersF::key(object.type_id, &object.object_id, pid));
+    cx.touches
+        .of(pid)
+        .objects
+        .insert((object.type_id, object.object_id.clone()));
     cx.record(
         pid,
         kinds::DELETE_RELATIONSHIP,

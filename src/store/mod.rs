@@ -16,7 +16,8 @@ use crate::model::IdentKind;
 use kv::{Kv, WriteSet};
 use records::{
     ActivityRecord, AttributesRecord, DeliveryRecord, DeviceRecord, MetaValue, ObjectRecord,
-    ObjectTypeRecord, PersonRecord, RelationshipRecord, SuppressedRecord,
+    ObjectTypeRecord, PersonRecord, RelationshipRecord, SegmentRecord, SuppressedRecord,
+    TopicRecord,
 };
 
 macro_rules! families {
@@ -61,6 +62,9 @@ families! {
     Relationships "relationships" "pid + object type id + object id → relationship attributes.",
     Members "members" "object type id + object id + pid → (): an object's people.",
     AnonRelationships "anon_relationships" "anonymous_id + object type id + object id → relationship attributes.",
+    Bitmaps "bitmaps" "bitmap id + chunk (pid >> 16) → one chunk of a roaring bitmap.",
+    Topics "topics" "topic id → name and default.",
+    Segments "segments" "segment id → definition.",
 }
 
 impl Family {
@@ -161,6 +165,22 @@ impl Family {
                 decode_value::<AnonRelationshipsF>(key, value)?;
                 None
             }
+            Family::Bitmaps => {
+                let (_, chunk) = crate::index::BitmapKey::decode_chunk_key(key)?;
+                let bytes = decode_value::<BitmapsF>(key, value)?;
+                crate::index::decode_chunk(key, chunk, &bytes)?;
+                None
+            }
+            Family::Topics => {
+                k().u32()?.1.end()?;
+                decode_value::<TopicsF>(key, value)?;
+                None
+            }
+            Family::Segments => {
+                k().u32()?.1.end()?;
+                decode_value::<SegmentsF>(key, value)?;
+                None
+            }
         })
     }
 }
@@ -186,6 +206,10 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = codec::decode_payload::<RelationshipRecord>(bytes);
     let _ = codec::decode_payload::<(i64, u64)>(bytes);
     let _ = codec::decode_payload::<(u32, i64)>(bytes);
+    let _ = codec::decode_payload::<TopicRecord>(bytes);
+    let _ = codec::decode_payload::<SegmentRecord>(bytes);
+    let _ = crate::index::BitmapKey::decode_chunk_key(bytes);
+    let _ = crate::index::decode_chunk(bytes, 0, bytes);
     let _ = codec::decode_payload::<crate::model::Value>(bytes);
     let _ = pid_from_key(Family::People, bytes);
     let _ = ident_from_key(Family::Identifiers, bytes);
@@ -361,6 +385,9 @@ family!(
     Family::AnonRelationships,
     RelationshipRecord
 );
+family!(BitmapsF, Family::Bitmaps, Vec<u8>);
+family!(TopicsF, Family::Topics, TopicRecord);
+family!(SegmentsF, Family::Segments, SegmentRecord);
 
 /// Who an event id belongs to, in `event_ids` keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -735,6 +762,9 @@ struct Slot {
     value: Option<Box<dyn Any + Send>>,
     dirty: bool,
     encode: Encoder,
+    /// For a dirty slot: the value as stored before this commit, when it was read
+    /// (`None`: never read; `Some(None)`: read and absent).
+    base: Option<Option<Box<dyn Any + Send>>>,
 }
 
 /// The staging area of one atomic commit: typed reads through a cache, typed writes
@@ -777,33 +807,65 @@ impl<'a> Txn<'a> {
                 value: stored.clone().map(|v| Box::new(v) as Box<dyn Any + Send>),
                 dirty: false,
                 encode: encoder::<F>,
+                base: None,
             },
         );
         Ok(stored)
     }
 
-    /// Stages `value` at `key`.
-    pub fn put<F: Fam>(&mut self, key: Vec<u8>, value: F::Value) {
-        self.slots(F::FAMILY).insert(
+    /// The value at `key` as it was before this commit (what the store holds), reusing
+    /// what was read already.
+    pub fn base<F: Fam>(&mut self, key: &[u8]) -> Result<Option<F::Value>> {
+        let cached = self.slots(F::FAMILY).get(key).and_then(|slot| {
+            let v = if slot.dirty {
+                slot.base.as_ref()?
+            } else {
+                &slot.value
+            };
+            Some(
+                v.as_ref()
+                    .and_then(|v| v.downcast_ref::<F::Value>())
+                    .cloned(),
+            )
+        });
+        match cached {
+            Some(v) => Ok(v),
+            None => self.store.get::<F>(key),
+        }
+    }
+
+    fn stage(
+        &mut self,
+        family: Family,
+        key: Vec<u8>,
+        value: Option<Box<dyn Any + Send>>,
+        encode: Encoder,
+    ) {
+        let slots = self.slots(family);
+        let base = match slots.remove(&key) {
+            Some(old) if !old.dirty => Some(old.value),
+            Some(old) => old.base,
+            None => None,
+        };
+        slots.insert(
             key,
             Slot {
-                value: Some(Box::new(value)),
+                value,
                 dirty: true,
-                encode: encoder::<F>,
+                encode,
+                base,
             },
         );
     }
 
+    /// Stages `value` at `key`.
+    pub fn put<F: Fam>(&mut self, key: Vec<u8>, value: F::Value) {
+        self.stage(F::FAMILY, key, Some(Box::new(value)), encoder::<F>);
+    }
+
     /// Stages the removal of `key`.
     pub fn delete<F: Fam>(&mut self, key: Vec<u8>) {
-        self.slots(F::FAMILY).insert(
-            key,
-            Slot {
-                value: None,
-                dirty: true,
-                encode: encoder::<F>,
-            },
-        );
+        self.stage(F::FAMILY, key, None, encoder::<F>);
     }
 
     /// Keys starting with `prefix` as they would be after this commit.

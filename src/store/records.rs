@@ -128,6 +128,27 @@ pub struct RelationshipRecord {
     pub created: i64,
 }
 
+/// `topics` family: a subscription topic.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct TopicRecord {
+    /// Its name.
+    pub name: String,
+    /// Whether people with no explicit preference receive it (opted in by default).
+    pub default_subscribed: bool,
+}
+
+/// `segments` family: a segment definition.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
+pub struct SegmentRecord {
+    /// Its name (unique).
+    pub name: String,
+    /// The condition in the text language (data-driven segments); `None` for a manual
+    /// segment.
+    pub condition: Option<String>,
+    /// When it was created, unix seconds.
+    pub created: i64,
+}
+
 /// `meta` family values.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum MetaValue {
@@ -229,6 +250,12 @@ mod tests {
             roundtrip(&ObjectTypeRecord { name, created: t });
             roundtrip(&ObjectRecord { attributes: attributes.clone(), created: t, updated: u });
             roundtrip(&RelationshipRecord { attributes, created: t });
+        }
+
+        #[test]
+        fn topics_and_segments_roundtrip(name in ".{0,20}", yes in any::<bool>(), cond in arb_opt_string(), t in any::<i64>()) {
+            roundtrip(&TopicRecord { name: name.clone(), default_subscribed: yes });
+            roundtrip(&SegmentRecord { name, condition: cond, created: t });
         }
 
         #[test]

@@ -1,0 +1,589 @@
+//! Roaring-bitmap indexes over person ids (DESIGN.md section 4).
+//!
+//! Every bitmap is kept whole in memory, loaded at open, and persisted in the `bitmaps`
+//! family split into chunks by `pid >> 16`: adding one member to a 10-million-member
+//! bitmap rewrites one chunk, and a batch rewrites each chunk it dirtied once. Chunk
+//! writes are staged in the same commit as the data change that caused them, and the
+//! in-memory bitmaps change only after that commit lands, inside the commit gate, so a
+//! reader never sees a bitmap that disagrees with committed data.
+//!
+//! The bitmaps ([`BitmapKey`]): all people; globally unsubscribed; each topic's explicit
+//! opt-ins and opt-outs; each segment; each related object and object type; each device
+//! platform; people who ever tracked each event name; people who ever had each delivery
+//! metric; people who have each attribute; and equality bitmaps of attributes declared
+//! indexed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use roaring::RoaringBitmap;
+
+use crate::error::Result;
+use crate::model::Value;
+use crate::store::records::{AttributesRecord, PersonRecord};
+use crate::store::{corrupted, Family, KeyBuf, KeyReader};
+
+/// Which bitmap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BitmapKey {
+    /// Every person.
+    All,
+    /// Globally unsubscribed (`unsubscribed` is truthy).
+    Unsubscribed,
+    /// Explicitly opted in to topic N (`cio_subscription_preferences.topics.topic_N` true).
+    TopicIn(u32),
+    /// Explicitly opted out of topic N.
+    TopicOut(u32),
+    /// Members of segment N.
+    Segment(u32),
+    /// Related to object (type, id).
+    Related(u32, String),
+    /// Related to any object of the type.
+    RelatedType(u32),
+    /// Has a device of the platform (`ios`, `android`).
+    Platform(String),
+    /// Ever tracked an event of kind (`event`, `page`, `screen`) and name.
+    Event(String, String),
+    /// Ever had the delivery metric (`opened`, `clicked`...).
+    Metric(String),
+    /// Has the top-level attribute (identifiers `id`, `email`, `phone` count).
+    HasAttr(String),
+    /// The declared-indexed attribute equals the value (in its canonical JSON text).
+    AttrEq(String, String),
+}
+
+impl BitmapKey {
+    fn tag(&self) -> u8 {
+        match self {
+            BitmapKey::All => 0,
+            BitmapKey::Unsubscribed => 1,
+            BitmapKey::TopicIn(_) => 2,
+            BitmapKey::TopicOut(_) => 3,
+            BitmapKey::Segment(_) => 4,
+            BitmapKey::Related(..) => 5,
+            BitmapKey::RelatedType(_) => 6,
+            BitmapKey::Platform(_) => 7,
+            BitmapKey::Event(..) => 8,
+            BitmapKey::Metric(_) => 9,
+            BitmapKey::HasAttr(_) => 10,
+            BitmapKey::AttrEq(..) => 11,
+        }
+    }
+
+    /// The key prefix of this bitmap's chunks: tag byte, then its fields.
+    pub fn prefix(&self) -> Vec<u8> {
+        let k = KeyBuf::new().byte(self.tag());
+        match self {
+            BitmapKey::All | BitmapKey::Unsubscribed => k,
+            BitmapKey::TopicIn(n)
+            | BitmapKey::TopicOut(n)
+            | BitmapKey::Segment(n)
+            | BitmapKey::RelatedType(n) => k.u32(*n),
+            BitmapKey::Related(t, o) => k.u32(*t).str16(o),
+            BitmapKey::Platform(s) | BitmapKey::Metric(s) | BitmapKey::HasAttr(s) => k.str16(s),
+            BitmapKey::Event(a, b) | BitmapKey::AttrEq(a, b) => k.str16(a).str16(b),
+        }
+        .done()
+    }
+
+    /// The key of chunk `chunk` (= `pid >> 16`).
+    pub fn chunk_key(&self, chunk: u16) -> Vec<u8> {
+        let mut k = self.prefix();
+        k.extend_from_slice(&chunk.to_be_bytes());
+        k
+    }
+
+    /// The bitmap and chunk of a stored key.
+    pub fn decode_chunk_key(key: &[u8]) -> Result<(BitmapKey, u16)> {
+        let r = KeyReader::new(Family::Bitmaps, key);
+        let (tag, r) = r.byte()?;
+        let (bk, r) = match tag {
+            0 => (BitmapKey::All, r),
+            1 => (BitmapKey::Unsubscribed, r),
+            2..=4 | 6 => {
+                let (n, r) = r.u32()?;
+                let bk = match tag {
+                    2 => BitmapKey::TopicIn(n),
+                    3 => BitmapKey::TopicOut(n),
+                    4 => BitmapKey::Segment(n),
+                    _ => BitmapKey::RelatedType(n),
+                };
+                (bk, r)
+            }
+            5 => {
+                let (t, r) = r.u32()?;
+                let (o, r) = r.str16()?;
+                (BitmapKey::Related(t, o), r)
+            }
+            7 | 9 | 10 => {
+                let (s, r) = r.str16()?;
+                let bk = match tag {
+                    7 => BitmapKey::Platform(s),
+                    9 => BitmapKey::Metric(s),
+                    _ => BitmapKey::HasAttr(s),
+                };
+                (bk, r)
+            }
+            8 | 11 => {
+                let (a, r) = r.str16()?;
+                let (b, r) = r.str16()?;
+                let bk = if tag == 8 {
+                    BitmapKey::Event(a, b)
+                } else {
+                    BitmapKey::AttrEq(a, b)
+                };
+                (bk, r)
+            }
+            _ => return Err(corrupted(Family::Bitmaps, key, "unknown bitmap tag")),
+        };
+        let (hi, r) = r.byte()?;
+        let (lo, r) = r.byte()?;
+        r.end()?;
+        Ok((bk, u16::from_be_bytes([hi, lo])))
+    }
+}
+
+/// The largest serialized chunk accepted from disk: one roaring container is at most
+/// 8 KiB, plus headers.
+const MAX_CHUNK_BYTES: usize = 16 << 10;
+
+/// Serializes one chunk (the members of one `pid >> 16` range).
+pub fn encode_chunk(chunk: &RoaringBitmap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.serialized_size());
+    // Writing into a Vec cannot fail.
+    let _ = chunk.serialize_into(&mut out);
+    out
+}
+
+/// Reads one stored chunk with roaring's validating decoder, checking that every member
+/// lies in the chunk's range.
+pub fn decode_chunk(key: &[u8], chunk: u16, bytes: &[u8]) -> Result<RoaringBitmap> {
+    if bytes.len() > MAX_CHUNK_BYTES {
+        return Err(corrupted(
+            Family::Bitmaps,
+            key,
+            format!(
+                "chunk of {} bytes is larger than any valid chunk",
+                bytes.len()
+            ),
+        ));
+    }
+    let bitmap = RoaringBitmap::deserialize_from(bytes)
+        .map_err(|e| corrupted(Family::Bitmaps, key, format!("invalid roaring bitmap: {e}")))?;
+    let lo = u32::from(chunk) << 16;
+    let hi = lo | 0xFFFF;
+    if bitmap.min().is_some_and(|m| m < lo) || bitmap.max().is_some_and(|m| m > hi) {
+        return Err(corrupted(
+            Family::Bitmaps,
+            key,
+            "chunk holds members outside its range",
+        ));
+    }
+    Ok(bitmap)
+}
+
+/// The members of `bitmap` in chunk `chunk`.
+pub fn chunk_of(bitmap: &RoaringBitmap, chunk: u16) -> RoaringBitmap {
+    let lo = u32::from(chunk) << 16;
+    let mut mask = RoaringBitmap::new();
+    mask.insert_range(lo..=lo | 0xFFFF);
+    bitmap & mask
+}
+
+/// Every bitmap, in memory.
+#[derive(Debug, Default, Clone)]
+pub struct Bitmaps {
+    map: HashMap<BitmapKey, RoaringBitmap>,
+}
+
+impl Bitmaps {
+    /// The bitmap, if it has ever had a member.
+    pub fn get(&self, key: &BitmapKey) -> Option<&RoaringBitmap> {
+        self.map.get(key)
+    }
+
+    /// Whether `pid` is in the bitmap.
+    pub fn contains(&self, key: &BitmapKey, pid: u32) -> bool {
+        self.map.get(key).is_some_and(|b| b.contains(pid))
+    }
+
+    /// Every bitmap key with at least one member.
+    pub fn keys(&self) -> impl Iterator<Item = &BitmapKey> {
+        self.map
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(k, _)| k)
+    }
+
+    /// Every (key, bitmap).
+    pub fn iter(&self) -> impl Iterator<Item = (&BitmapKey, &RoaringBitmap)> {
+        self.map.iter()
+    }
+
+    /// Adds a chunk read from disk.
+    pub fn load_chunk(&mut self, key: BitmapKey, chunk: RoaringBitmap) {
+        *self.map.entry(key).or_default() |= chunk;
+    }
+
+    /// Applies committed changes.
+    pub fn apply(&mut self, delta: &Delta) {
+        for ((key, pid), add) in &delta.changes {
+            let b = self.map.entry(key.clone()).or_default();
+            if *add {
+                b.insert(*pid);
+            } else {
+                b.remove(*pid);
+            }
+        }
+        self.map.retain(|_, b| !b.is_empty());
+    }
+
+    /// Replaces one bitmap whole (segment rebuilds).
+    pub fn set(&mut self, key: BitmapKey, bitmap: RoaringBitmap) {
+        if bitmap.is_empty() {
+            self.map.remove(&key);
+        } else {
+            self.map.insert(key, bitmap);
+        }
+    }
+}
+
+/// Bitmap changes staged by one batch: the last word for each (bitmap, person).
+#[derive(Debug, Default, Clone)]
+pub struct Delta {
+    changes: BTreeMap<(BitmapKey, u32), bool>,
+}
+
+impl Delta {
+    /// Records that `pid` is (`add`) or is not in `key` after the batch.
+    pub fn set(&mut self, key: BitmapKey, pid: u32, add: bool) {
+        self.changes.insert((key, pid), add);
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Membership of `pid` in `key` after the batch, given the committed bitmaps.
+    pub fn contains(&self, bitmaps: &Bitmaps, key: &BitmapKey, pid: u32) -> bool {
+        match self.changes.get(&(key.clone(), pid)) {
+            Some(add) => *add,
+            None => bitmaps.contains(key, pid),
+        }
+    }
+
+    /// Drops changes that change nothing against `bitmaps`.
+    pub fn prune(&mut self, bitmaps: &Bitmaps) {
+        self.changes
+            .retain(|(key, pid), add| bitmaps.contains(key, *pid) != *add);
+    }
+
+    /// The new contents of every chunk the changes touch, to persist: (chunk key,
+    /// serialized chunk or `None` when it became empty).
+    pub fn chunk_writes(&self, bitmaps: &Bitmaps) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let mut by_chunk: BTreeMap<(&BitmapKey, u16), Vec<(u32, bool)>> = BTreeMap::new();
+        for ((key, pid), add) in &self.changes {
+            by_chunk
+                .entry((key, (*pid >> 16) as u16))
+                .or_default()
+                .push((*pid, *add));
+        }
+        let empty = RoaringBitmap::new();
+        by_chunk
+            .into_iter()
+            .map(|((key, chunk), changes)| {
+                let mut c = chunk_of(bitmaps.get(key).unwrap_or(&empty), chunk);
+                for (pid, add) in changes {
+                    if add {
+                        c.insert(pid);
+                    } else {
+                        c.remove(pid);
+                    }
+                }
+                let bytes = if c.is_empty() {
+                    None
+                } else {
+                    Some(encode_chunk(&c))
+                };
+                (key.chunk_key(chunk), bytes)
+            })
+            .collect()
+    }
+
+    /// Every change, as ((bitmap, pid), member after).
+    pub fn iter(&self) -> impl Iterator<Item = (&BitmapKey, u32, bool)> {
+        self.changes.iter().map(|((k, p), a)| (k, *p, *a))
+    }
+}
+
+/// The bitmaps a person's identifiers and attributes put them in: `HasAttr` for each
+/// attribute and identifier, `Unsubscribed`, `TopicIn`/`TopicOut`, and `AttrEq` for the
+/// declared-indexed attributes in `indexed`.
+pub fn attribute_keys(
+    person: Option<&PersonRecord>,
+    attrs: Option<&AttributesRecord>,
+    indexed: &BTreeSet<String>,
+) -> BTreeSet<BitmapKey> {
+    let mut out = BTreeSet::new();
+    if let Some(p) = person {
+        for (name, v) in [("id", &p.id), ("email", &p.email), ("phone", &p.phone)] {
+            if v.is_some() {
+                out.insert(BitmapKey::HasAttr(name.to_owned()));
+            }
+        }
+    }
+    let Some(attrs) = attrs else {
+        return out;
+    };
+    for (name, value) in &attrs.values {
+        out.insert(BitmapKey::HasAttr(name.clone()));
+        if indexed.contains(name) {
+            out.insert(BitmapKey::AttrEq(name.clone(), eq_text(value)));
+        }
+    }
+    if attrs
+        .values
+        .get("unsubscribed")
+        .is_some_and(Value::is_truthy)
+    {
+        out.insert(BitmapKey::Unsubscribed);
+    }
+    let topics = attrs
+        .values
+        .get("cio_subscription_preferences")
+        .and_then(Value::as_map)
+        .and_then(|m| m.get("topics"))
+        .and_then(Value::as_map);
+    for (name, value) in topics.into_iter().flatten() {
+        let Some(n) = topic_number(name) else {
+            continue;
+        };
+        match value {
+            Value::Bool(true) => {
+                out.insert(BitmapKey::TopicIn(n));
+            }
+            Value::Bool(false) => {
+                out.insert(BitmapKey::TopicOut(n));
+            }
+            // Customer.io's truthiness does not apply here: only booleans are explicit.
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `topic_3` → 3.
+pub fn topic_number(name: &str) -> Option<u32> {
+    name.strip_prefix("topic_")?.parse().ok()
+}
+
+/// The canonical text of a value for equality bitmaps: compact JSON, with whole floats
+/// written as integers so `3` and `3.0` are equal.
+pub fn eq_text(value: &Value) -> String {
+    match value {
+        Value::Float(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => (*x as i64).to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_keys_roundtrip() {
+        let keys = [
+            BitmapKey::All,
+            BitmapKey::Unsubscribed,
+            BitmapKey::TopicIn(3),
+            BitmapKey::TopicOut(4),
+            BitmapKey::Segment(9),
+            BitmapKey::Related(1, "acme".into()),
+            BitmapKey::RelatedType(2),
+            BitmapKey::Platform("ios".into()),
+            BitmapKey::Event("event".into(), "purchase".into()),
+            BitmapKey::Metric("opened".into()),
+            BitmapKey::HasAttr("plan".into()),
+            BitmapKey::AttrEq("plan".into(), "\"pro\"".into()),
+        ];
+        for k in keys {
+            for chunk in [0u16, 1, 0xFFFF] {
+                let (back, c) = BitmapKey::decode_chunk_key(&k.chunk_key(chunk)).unwrap();
+                assert_eq!((back, c), (k.clone(), chunk));
+            }
+        }
+        assert!(BitmapKey::decode_chunk_key(&[99, 0, 0]).is_err());
+        assert!(BitmapKey::decode_chunk_key(&[0]).is_err());
+    }
+
+    #[test]
+    fn chunks_roundtrip_and_are_range_checked() {
+        let mut b = RoaringBitmap::new();
+        b.insert(5);
+        b.insert(70_000);
+        let c0 = chunk_of(&b, 0);
+        assert_eq!(c0.len(), 1);
+        let bytes = encode_chunk(&c0);
+        assert_eq!(decode_chunk(b"k", 0, &bytes).unwrap(), c0);
+        assert!(
+            decode_chunk(b"k", 1, &bytes).is_err(),
+            "member 5 is not in chunk 1"
+        );
+        assert!(decode_chunk(b"k", 0, &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn a_delta_rewrites_only_the_chunks_it_touches() {
+        let mut bitmaps = Bitmaps::default();
+        let mut big = RoaringBitmap::new();
+        big.insert_range(0..300_000);
+        bitmaps.set(BitmapKey::All, big);
+        let mut d = Delta::default();
+        d.set(BitmapKey::All, 300_001, true);
+        d.set(BitmapKey::All, 5, false);
+        let writes = d.chunk_writes(&bitmaps);
+        assert_eq!(writes.len(), 2, "chunks 0 and 4");
+        bitmaps.apply(&d);
+        assert!(bitmaps.contains(&BitmapKey::All, 300_001));
+        assert!(!bitmaps.contains(&BitmapKey::All, 5));
+    }
+}
+
+/// What a batch changed about each person, as far as the bitmaps care.
+#[derive(Debug, Default, Clone)]
+pub struct Touches {
+    people: BTreeMap<u32, Touch>,
+}
+
+/// What one batch changed about one person.
+#[derive(Debug, Default, Clone)]
+pub struct Touch {
+    /// Created in this batch.
+    pub created: bool,
+    /// Deleted in this batch (which overrides everything else).
+    pub deleted: bool,
+    /// Identifiers or attributes changed.
+    pub attrs: bool,
+    /// Devices changed.
+    pub devices: bool,
+    /// Relationships to these objects changed.
+    pub objects: BTreeSet<(u32, String)>,
+    /// Tracked these (kind, name) events.
+    pub events: BTreeSet<(String, String)>,
+    /// Had these delivery metrics.
+    pub metrics: BTreeSet<String>,
+    /// Absorbed these people by merge (their event and metric history).
+    pub absorbed: Vec<u32>,
+}
+
+impl Touches {
+    /// The touch record of `pid`.
+    pub fn of(&mut self, pid: u32) -> &mut Touch {
+        self.people.entry(pid).or_default()
+    }
+
+    /// Whether nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.people.is_empty()
+    }
+
+    /// Every touched person.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Touch)> {
+        self.people.iter().map(|(p, t)| (*p, t))
+    }
+}
+
+/// Computes the bitmap changes of a batch from what it touched, reading the staged
+/// state (after) and the stored state (before) through `txn`, and the committed bitmaps.
+pub fn plan(
+    txn: &mut crate::store::Txn<'_>,
+    touches: &Touches,
+    bitmaps: &Bitmaps,
+    indexed: &BTreeSet<String>,
+) -> Result<Delta> {
+    use crate::store::{pid_key, AttributesF, DevicesF, PeopleF, RelationshipsF};
+    let mut delta = Delta::default();
+    for (pid, t) in touches.iter() {
+        if t.deleted {
+            for key in bitmaps.keys() {
+                if bitmaps.contains(key, pid) {
+                    delta.set(key.clone(), pid, false);
+                }
+            }
+            continue;
+        }
+        if t.created {
+            delta.set(BitmapKey::All, pid, true);
+        }
+        if t.attrs || t.created {
+            let pk = pid_key(pid);
+            let before = attribute_keys(
+                txn.base::<PeopleF>(&pk)?.as_ref(),
+                txn.base::<AttributesF>(&pk)?.as_ref(),
+                indexed,
+            );
+            let after = attribute_keys(
+                txn.get::<PeopleF>(&pk)?.as_ref(),
+                txn.get::<AttributesF>(&pk)?.as_ref(),
+                indexed,
+            );
+            for k in before.difference(&after) {
+                delta.set(k.clone(), pid, false);
+            }
+            for k in after.difference(&before) {
+                delta.set(k.clone(), pid, true);
+            }
+        }
+        if t.devices {
+            let mut platforms = BTreeSet::new();
+            for key in txn.keys(Family::Devices, &pid_key(pid))? {
+                if let Some(d) = txn.get::<DevicesF>(&key)? {
+                    platforms.insert(d.platform);
+                }
+            }
+            let known: BTreeSet<String> = bitmaps
+                .keys()
+                .filter_map(|k| match k {
+                    BitmapKey::Platform(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .chain(platforms.iter().cloned())
+                .collect();
+            for p in known {
+                let has = platforms.contains(&p);
+                delta.set(BitmapKey::Platform(p), pid, has);
+            }
+        }
+        let mut types = BTreeSet::new();
+        for (type_id, object_id) in &t.objects {
+            let exists = txn
+                .get::<RelationshipsF>(&RelationshipsF::key(pid, *type_id, object_id))?
+                .is_some();
+            delta.set(BitmapKey::Related(*type_id, object_id.clone()), pid, exists);
+            types.insert(*type_id);
+        }
+        for type_id in types {
+            let prefix = KeyBuf::new().u32(pid).u32(type_id).done();
+            let any = !txn.keys(Family::Relationships, &prefix)?.is_empty();
+            delta.set(BitmapKey::RelatedType(type_id), pid, any);
+        }
+        for (kind, name) in &t.events {
+            delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, true);
+        }
+        for metric in &t.metrics {
+            delta.set(BitmapKey::Metric(metric.clone()), pid, true);
+        }
+        for s in &t.absorbed {
+            for key in bitmaps.keys() {
+                if matches!(key, BitmapKey::Event(..) | BitmapKey::Metric(_))
+                    && bitmaps.contains(key, *s)
+                {
+                    delta.set(key.clone(), pid, true);
+                }
+            }
+        }
+    }
+    delta.prune(bitmaps);
+    Ok(delta)
+}
