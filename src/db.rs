@@ -46,6 +46,7 @@ use crate::model::{Ident, IdentKind, Person};
 use crate::model::{ObjectRef, Value};
 use crate::people::{self, Counters, Ctx, Identify, IdentityOptions, Outcome};
 use crate::relations;
+use crate::segments::Catalog;
 use crate::store::kv::{FaultKv, Faults, Kv, SledKv};
 use crate::store::records::MetaValue;
 use crate::store::{
@@ -146,6 +147,20 @@ pub enum Op {
         person: Ident,
         /// The object.
         object: ObjectRef,
+    },
+    /// Add people to a manual segment (at most 1000).
+    AddToSegment {
+        /// The segment id.
+        segment: u32,
+        /// The people.
+        people: Vec<Ident>,
+    },
+    /// Remove people from a manual segment (at most 1000).
+    RemoveFromSegment {
+        /// The segment id.
+        segment: u32,
+        /// The people.
+        people: Vec<Ident>,
     },
     /// Merge `secondary` into `primary`.
     Merge {
@@ -281,8 +296,9 @@ pub(crate) struct Inner {
     /// queries, so a reader never sees half of a commit or a bitmap that disagrees with
     /// the data.
     pub(crate) gate: RwLock<Bitmaps>,
-    /// Attributes with equality bitmaps.
-    pub(crate) indexed: BTreeSet<String>,
+    /// Topics, segments and indexed attributes, resolved for the write path. Changed
+    /// only under the writer lock.
+    pub(crate) catalog: RwLock<Catalog>,
     /// The sequence number of the last commit applied to sled.
     committed: AtomicU64,
     /// The sequence number of the last commit known durable (and written to `COMMIT`).
@@ -433,6 +449,31 @@ fn read_commit_file(dir: &Path) -> Result<Option<u64>> {
     Ok(Some(seq))
 }
 
+/// Plans the bitmap changes of what `touches` records, maintains the data-driven
+/// segments, and stages every dirty chunk, each once.
+pub(crate) fn stage_bitmaps(
+    txn: &mut Txn<'_>,
+    touches: &Touches,
+    bitmaps: &Bitmaps,
+    catalog: &Catalog,
+    now: i64,
+    counters: &mut Counters,
+) -> Result<Delta> {
+    if touches.is_empty() {
+        return Ok(Delta::default());
+    }
+    let mut delta = crate::index::plan(txn, touches, bitmaps, &catalog.indexed)?;
+    crate::segments::maintain(txn, touches, bitmaps, &mut delta, catalog, now, counters)?;
+    delta.prune(bitmaps);
+    for (key, bytes) in delta.chunk_writes(bitmaps) {
+        match bytes {
+            Some(b) => txn.put::<BitmapsF>(key, b),
+            None => txn.delete::<BitmapsF>(key),
+        }
+    }
+    Ok(delta)
+}
+
 /// Reads every bitmap chunk into memory.
 fn load_bitmaps(store: &Store) -> Result<Bitmaps> {
     let mut bitmaps = Bitmaps::default();
@@ -542,6 +583,7 @@ impl ProfileDb {
             }
         };
         let bitmaps = load_bitmaps(&store)?;
+        let catalog = Catalog::load(&store)?;
         let durable_seq = durable_seq.unwrap_or(0);
         let salvaged = durable_seq > commit_seq;
         if salvaged && !config.salvage {
@@ -559,7 +601,7 @@ impl ProfileDb {
                     commit_seq,
                 }),
                 gate: RwLock::new(bitmaps),
-                indexed: BTreeSet::new(),
+                catalog: RwLock::new(catalog),
                 committed: AtomicU64::new(commit_seq),
                 durable: Mutex::new(if salvaged { 0 } else { durable_seq }),
                 poisoned: AtomicBool::new(false),
@@ -643,6 +685,45 @@ impl ProfileDb {
         Ok(())
     }
 
+    /// As [`commit`](Self::commit), replacing the in-memory bitmaps with `bitmaps` (when
+    /// given) inside the gate.
+    fn commit_replacing(
+        &self,
+        writer: &mut Writer,
+        mut txn: Txn<'_>,
+        counters: Counters,
+        bitmaps: Option<Bitmaps>,
+    ) -> Result<()> {
+        let seq = writer.commit_seq + 1;
+        txn.put::<MetaF>(
+            meta_keys::COUNTERS.to_vec(),
+            MetaValue::Counters {
+                next_pid: counters.next_pid,
+                next_seq: counters.next_seq,
+                commit_seq: seq,
+            },
+        );
+        let writes = txn.into_write_set()?;
+        {
+            let mut gate = self
+                .inner
+                .gate
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(e) = self.inner.store.kv().commit(&writes) {
+                self.poison();
+                return Err(e.into());
+            }
+            if let Some(b) = bitmaps {
+                *gate = b;
+            }
+        }
+        writer.counters = counters;
+        writer.commit_seq = seq;
+        self.inner.committed.store(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Flushes and fsyncs everything committed so far, then records it in `COMMIT`.
     fn make_durable(&self) -> Result<()> {
         let mut durable = self
@@ -685,10 +766,16 @@ impl ProfileDb {
         let mut txn = Txn::new(&self.inner.store);
         let mut touches = Touches::default();
         let mut outcomes = Vec::with_capacity(ops.len());
+        // Only this writer changes the bitmaps and the catalog, so what it reads here
+        // stays true until its own commit.
+        let catalog = self.catalog();
+        let bitmaps = self.read_gate();
         {
             let mut cx = Ctx {
                 txn: &mut txn,
                 touches: &mut touches,
+                bitmaps: &bitmaps,
+                catalog: &catalog,
                 now,
                 limits: &self.inner.config.limits,
                 options: &self.inner.config.identity,
@@ -730,6 +817,12 @@ impl ProfileDb {
                         relations::delete_relationship(&mut cx, person, object)
                     }
                     Op::Merge { primary, secondary } => merge::merge(&mut cx, primary, secondary),
+                    Op::AddToSegment { segment, people } => {
+                        crate::segments::change_members(&mut cx, *segment, people, false)
+                    }
+                    Op::RemoveFromSegment { segment, people } => {
+                        crate::segments::change_members(&mut cx, *segment, people, true)
+                    }
                 };
                 match result {
                     Ok(o) => outcomes.push(o),
@@ -743,10 +836,15 @@ impl ProfileDb {
                 }
             }
         }
+        if txn.is_clean() && touches.is_empty() {
+            return Ok(outcomes);
+        }
+        let delta = stage_bitmaps(&mut txn, &touches, &bitmaps, &catalog, now, &mut counters)?;
+        drop(bitmaps);
+        drop(catalog);
         if txn.is_clean() {
             return Ok(outcomes);
         }
-        let delta = self.stage_bitmaps(&mut txn, &touches)?;
         self.commit(&mut writer, txn, counters, &delta)?;
         drop(writer);
         if self.inner.config.durability == Durability::Flush {
@@ -755,25 +853,71 @@ impl ProfileDb {
         Ok(outcomes)
     }
 
-    /// Plans the bitmap changes of what `touches` records and stages their chunks.
-    fn stage_bitmaps(&self, txn: &mut Txn<'_>, touches: &Touches) -> Result<Delta> {
-        if touches.is_empty() {
-            return Ok(Delta::default());
-        }
-        let bitmaps = self.read_gate();
-        let delta = crate::index::plan(txn, touches, &bitmaps, &self.inner.indexed)?;
-        for (key, bytes) in delta.chunk_writes(&bitmaps) {
-            match bytes {
-                Some(b) => txn.put::<BitmapsF>(key, b),
-                None => txn.delete::<BitmapsF>(key),
-            }
-        }
-        Ok(delta)
+    /// The topic and segment catalog.
+    pub(crate) fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.inner
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Now, by the configured clock.
     pub fn now(&self) -> i64 {
         self.inner.config.clock.now()
+    }
+
+    /// Commits what `stage` stages under the writer lock; then, inside the commit gate,
+    /// `bitmaps` changes the in-memory bitmaps, and after it `catalog` the catalog.
+    pub(crate) fn commit_with(
+        &self,
+        stage: impl FnOnce(&mut Txn<'_>),
+        after: impl FnOnce(&mut Bitmaps, &mut Catalog),
+    ) -> Result<()> {
+        let mut writer = self.writer()?;
+        let counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        stage(&mut txn);
+        let mut new_catalog = self.catalog().clone();
+        let mut bitmaps = self.read_gate().clone();
+        after(&mut bitmaps, &mut new_catalog);
+        self.commit_replacing(&mut writer, txn, counters, Some(bitmaps))?;
+        *self
+            .inner
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = new_catalog;
+        drop(writer);
+        if self.inner.config.durability == Durability::Flush {
+            self.make_durable()?;
+        }
+        Ok(())
+    }
+
+    /// Commits bitmap changes `delta` (their chunks, and what `stage` adds) as one unit.
+    pub(crate) fn commit_delta(
+        &self,
+        delta: Delta,
+        stage: impl FnOnce(&mut Txn<'_>, &mut Counters, &Bitmaps, &Delta),
+    ) -> Result<()> {
+        let mut writer = self.writer()?;
+        let mut counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        {
+            let bitmaps = self.read_gate();
+            stage(&mut txn, &mut counters, &bitmaps, &delta);
+            for (key, bytes) in delta.chunk_writes(&bitmaps) {
+                match bytes {
+                    Some(b) => txn.put::<BitmapsF>(key, b),
+                    None => txn.delete::<BitmapsF>(key),
+                }
+            }
+        }
+        self.commit(&mut writer, txn, counters, &delta)?;
+        drop(writer);
+        if self.inner.config.durability == Durability::Flush {
+            self.make_durable()?;
+        }
+        Ok(())
     }
 
     /// Commits whatever `stage` stages, as one atomic unit under the writer lock.
@@ -1160,7 +1304,7 @@ impl ProfileDb {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::People, &key)?;
             let attrs = store.get::<AttributesF>(&key)?;
-            let mut derived = attribute_keys(Some(&rec), attrs.as_ref(), &self.inner.indexed);
+            let mut derived = attribute_keys(Some(&rec), attrs.as_ref(), &self.catalog().indexed);
             derived.insert(K::All);
             for item in store.scan::<crate::store::DevicesF>(&key, false, None) {
                 derived.insert(K::Platform(item?.1.platform));

@@ -56,6 +56,7 @@
 //! another version is refused at open, unmodified.
 
 pub mod activity;
+pub mod audience;
 pub mod clock;
 pub mod db;
 pub mod deliveries;
@@ -67,8 +68,11 @@ pub mod merge;
 pub mod model;
 pub mod people;
 pub mod profile;
+pub mod query;
 pub mod relations;
+pub mod segments;
 pub mod store;
+pub mod workspace;
 
 pub use activity::Track;
 pub use deliveries::{Metric, NewDelivery};
@@ -86,3 +90,4 @@ pub use model::{
 pub use people::{Identify, IgnoreReason, Outcome};
 pub use store::kv::Faults;
 pub use store::Family;
+pub use workspace::{Audience, PersonSummary, RefreshReport, SegmentInfo};

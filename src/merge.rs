@@ -13,6 +13,8 @@
 //! - Deliveries and devices move to the primary (devices even past the per-person cap:
 //!   a merge never drops a device). Relationships the primary lacks move; for an object
 //!   both are related to, the primary keeps its own relationship attributes.
+//! - Manual segment memberships the primary lacks are inherited; data-driven ones follow
+//!   from the primary's new data.
 //! - The secondary and every key of it are then deleted, and the primary gets a
 //!   `profile_merge` activity naming the secondary.
 
@@ -162,6 +164,18 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
         touch.events.extend(pending.events);
         touch.metrics.extend(pending.metrics);
         touch.absorbed.push(s);
+        // Manual segment memberships the primary lacks.
+        for def in cx.catalog.segments.values().filter(|d| !d.data_driven()) {
+            let key = crate::index::BitmapKey::Segment(def.id);
+            let in_s = pending
+                .segments
+                .get(&def.id)
+                .copied()
+                .unwrap_or_else(|| cx.bitmaps.contains(&key, s));
+            if in_s {
+                touch.segments.insert(def.id, true);
+            }
+        }
     }
     people::delete_person(cx, s)?;
     let moved_deliveries = moved_ids.len() as i64;

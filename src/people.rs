@@ -291,6 +291,14 @@ pub enum Outcome {
     /// The write would change nothing (an object or type as it already is); nothing was
     /// written.
     NoChange,
+    /// A manual segment's membership changed for `changed` people; `unknown` of the
+    /// identifiers named nobody (they are ignored, as the Track API does).
+    Members {
+        /// People who joined or left.
+        changed: usize,
+        /// Identifiers that named nobody.
+        unknown: usize,
+    },
     /// A merge moved the secondary into `primary`, and deleted the secondary.
     Merged {
         /// Who remains.
@@ -343,6 +351,10 @@ pub(crate) struct Counters {
 pub(crate) struct Ctx<'t, 'a> {
     pub txn: &'t mut Txn<'a>,
     pub touches: &'t mut crate::index::Touches,
+    /// The committed bitmaps (the batch's own changes are in `touches`).
+    pub bitmaps: &'t crate::index::Bitmaps,
+    /// Topics and segments.
+    pub catalog: &'t crate::segments::Catalog,
     pub now: i64,
     pub limits: &'t Limits,
     pub options: &'t IdentityOptions,

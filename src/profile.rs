@@ -135,7 +135,7 @@ impl ProfileDb {
     /// [`Error::Input`](crate::Error::Input) for a malformed identifier;
     /// [`Error::Corrupted`](crate::Error::Corrupted) when a record is damaged.
     pub fn profile(&self, ident: &Ident, recent: usize) -> Result<Option<Profile>> {
-        let _gate = self.read_gate();
+        let bitmaps = self.read_gate();
         let Some(pid) = self.resolve(ident)? else {
             return Ok(None);
         };
@@ -148,11 +148,11 @@ impl ProfileDb {
         Ok(Some(Profile {
             subscription: Subscription {
                 unsubscribed: person.unsubscribed(),
-                topics: Vec::new(),
+                topics: self.topics_of(pid, &bitmaps),
             },
             activities: timeline(store, pid, &ActivityFilter::new(recent))?,
             deliveries: deliveries_of(store, pid, recent)?,
-            segments: Vec::new(),
+            segments: self.segments_of(pid, &bitmaps),
             devices: devices_of(store, pid)?,
             relationships: relationships_of(store, pid)?,
             person,

@@ -475,6 +475,8 @@ pub struct Touch {
     pub metrics: BTreeSet<String>,
     /// Absorbed these people by merge (their event and metric history).
     pub absorbed: Vec<u32>,
+    /// Manual segments joined (`true`) or left (`false`).
+    pub segments: BTreeMap<u32, bool>,
 }
 
 impl Touches {
@@ -486,6 +488,11 @@ impl Touches {
     /// Whether nothing was touched.
     pub fn is_empty(&self) -> bool {
         self.people.is_empty()
+    }
+
+    /// Whether `pid` was deleted in this batch.
+    pub fn is_deleted(&self, pid: u32) -> bool {
+        self.people.get(&pid).is_some_and(|t| t.deleted)
     }
 
     /// Every touched person.
@@ -582,6 +589,9 @@ pub fn plan(
                     delta.set(key.clone(), pid, true);
                 }
             }
+        }
+        for (id, member) in &t.segments {
+            delta.set(BitmapKey::Segment(*id), pid, *member);
         }
     }
     delta.prune(bitmaps);

@@ -585,6 +585,8 @@ pub mod meta_keys {
     pub const FORMAT: &[u8] = b"format";
     /// The counters and the sequence number of the last commit, written by every commit.
     pub const COUNTERS: &[u8] = b"counters";
+    /// The attributes declared indexed (equality bitmaps).
+    pub const INDEXED: &[u8] = b"indexed";
 }
 
 /// Key of the `people` and `attributes` families: the pid, 4 bytes big-endian.

@@ -169,6 +169,8 @@ pub enum MetaValue {
         /// The sequence number of the last commit.
         commit_seq: u64,
     },
+    /// Key `indexed`: the attributes with equality bitmaps.
+    Indexed(Vec<String>),
 }
 
 #[cfg(test)]
@@ -274,6 +276,7 @@ mod tests {
         fn meta_roundtrips(version in any::<u32>(), created in any::<i64>(), n in any::<u64>(), m in any::<u64>()) {
             roundtrip(&MetaValue::Format { version, created });
             roundtrip(&MetaValue::Counters { next_pid: n, next_seq: m, commit_seq: n ^ m });
+            roundtrip(&MetaValue::Indexed(vec![format!("{n}"), String::new()]));
         }
 
         #[test]

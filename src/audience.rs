@@ -1,0 +1,653 @@
+//! Evaluating conditions: audience queries over every person, and one person's
+//! membership (for segment maintenance).
+//!
+//! A parsed [`Expr`] is first resolved against the workspace (segment names to ids,
+//! topic defaults, which attributes have equality bitmaps) into a [`Cond`]. Atoms that a
+//! bitmap answers exactly become set algebra; the rest are checked person by person, but
+//! only on the candidates the bitmaps leave: an `and` evaluates its bitmap operands first
+//! and narrows the set the others see, and every per-person atom starts from its own
+//! candidate bitmap (people with the attribute, with the event, with a device...).
+//!
+//! Comparison semantics: numbers compare as numbers (a numeric string compares as its
+//! number, since Customer.io hands attribute values around as strings); strings compare
+//! lexicographically; `contains` is a substring of a string or a member of an array;
+//! `starts_with` a string prefix; `now±N` is the evaluation time plus N seconds. A
+//! comparison with an attribute that is absent is false, except `!=`, which is true.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use roaring::RoaringBitmap;
+
+use crate::error::{Error, InputError, Result};
+use crate::index::{eq_text, BitmapKey, Bitmaps, Delta};
+use crate::model::Value;
+use crate::query::{Atom, CmpOp, Expr, Filter, Literal, Occurrence, SegmentName};
+use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
+use crate::store::{
+    pid_key, ActivityF, AttributesF, DeliveriesF, DevicesF, EventsByNameF, Family, PeopleF, Store,
+    Txn,
+};
+
+/// A condition resolved against the workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// Every operand.
+    And(Vec<Cond>),
+    /// Any operand.
+    Or(Vec<Cond>),
+    /// Not the operand.
+    Not(Box<Cond>),
+    /// Everyone.
+    All,
+    /// Exactly the members of a bitmap.
+    Key(BitmapKey),
+    /// Subscribed to an opt-in-by-default topic: everyone but its explicit opt-outs.
+    TopicDefaultIn(u32),
+    /// Checked per person (on the candidates of its bitmap).
+    Scan(Atom),
+}
+
+/// What the workspace knows that resolution needs.
+pub struct Workspace<'a> {
+    /// Segment ids by name.
+    pub segments: &'a BTreeMap<String, u32>,
+    /// Every segment id that exists.
+    pub segment_ids: &'a BTreeSet<u32>,
+    /// Topic defaults (opted in?) by id.
+    pub topics: &'a BTreeMap<u32, bool>,
+    /// Attributes with equality bitmaps.
+    pub indexed: &'a BTreeSet<String>,
+}
+
+fn query_error(what: String) -> Error {
+    InputError::invalid("condition", what).into()
+}
+
+/// True when a count comparison accepts zero occurrences.
+fn admits_zero(count: Option<(CmpOp, u64)>) -> bool {
+    match count {
+        None => false,
+        Some((op, n)) => cmp_u64(0, op, n),
+    }
+}
+
+fn cmp_u64(a: u64, op: CmpOp, b: u64) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+        CmpOp::Contains | CmpOp::StartsWith => false,
+    }
+}
+
+/// True when an occurrence atom is just "ever did it at least once".
+fn plain(occ: &Occurrence) -> bool {
+    occ.filters.is_empty()
+        && occ.within.is_none()
+        && matches!(
+            occ.count,
+            None | Some((CmpOp::Ge, 1)) | Some((CmpOp::Gt, 0))
+        )
+}
+
+impl Cond {
+    /// Resolves `expr`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] on `condition` naming an unknown segment or topic.
+    pub fn resolve(expr: &Expr, ws: &Workspace<'_>) -> Result<Cond> {
+        Ok(match expr {
+            Expr::And(xs) => Cond::And(
+                xs.iter()
+                    .map(|x| Cond::resolve(x, ws))
+                    .collect::<Result<_>>()?,
+            ),
+            Expr::Or(xs) => Cond::Or(
+                xs.iter()
+                    .map(|x| Cond::resolve(x, ws))
+                    .collect::<Result<_>>()?,
+            ),
+            Expr::Not(x) => Cond::Not(Box::new(Cond::resolve(x, ws)?)),
+            Expr::Atom(a) => match a {
+                Atom::All => Cond::All,
+                Atom::Unsubscribed => Cond::Key(BitmapKey::Unsubscribed),
+                Atom::Segment(SegmentName::Id(id)) => {
+                    if !ws.segment_ids.contains(id) {
+                        return Err(query_error(format!(
+                            "names segment #{id}, which does not exist"
+                        )));
+                    }
+                    Cond::Key(BitmapKey::Segment(*id))
+                }
+                Atom::Segment(SegmentName::Name(name)) => match ws.segments.get(name) {
+                    Some(id) => Cond::Key(BitmapKey::Segment(*id)),
+                    None => {
+                        return Err(query_error(format!(
+                            "names segment \"{name}\", which does not exist"
+                        )))
+                    }
+                },
+                Atom::Topic(n) => match ws.topics.get(n) {
+                    Some(true) => Cond::TopicDefaultIn(*n),
+                    Some(false) => Cond::Key(BitmapKey::TopicIn(*n)),
+                    None => {
+                        return Err(query_error(format!(
+                            "names topic {n}, which is not defined"
+                        )))
+                    }
+                },
+                Atom::AttrExists { path } if path.len() == 1 => match path.first() {
+                    Some(name) => Cond::Key(BitmapKey::HasAttr(name.clone())),
+                    None => Cond::Scan(a.clone()),
+                },
+                Atom::Attr {
+                    path,
+                    op: CmpOp::Eq,
+                    value,
+                } if path.len() == 1 && !matches!(value, Literal::Now(_)) => {
+                    match path.first().filter(|n| ws.indexed.contains(*n)) {
+                        Some(name) => Cond::Key(BitmapKey::AttrEq(
+                            name.clone(),
+                            eq_text(&literal_value(value, 0)),
+                        )),
+                        None => Cond::Scan(a.clone()),
+                    }
+                }
+                Atom::Related { type_id, object_id } => Cond::Key(match object_id {
+                    Some(o) => BitmapKey::Related(*type_id, o.clone()),
+                    None => BitmapKey::RelatedType(*type_id),
+                }),
+                Atom::Device {
+                    field,
+                    op: CmpOp::Eq,
+                    value: Literal::String(p),
+                } if field == "platform" => Cond::Key(BitmapKey::Platform(p.to_ascii_lowercase())),
+                Atom::Event(occ) if plain(occ) => {
+                    Cond::Key(BitmapKey::Event("event".into(), occ.name.clone()))
+                }
+                Atom::Delivery(occ) if plain(occ) => Cond::Key(BitmapKey::Metric(occ.name.clone())),
+                other => Cond::Scan(other.clone()),
+            },
+        })
+    }
+
+    /// Whether the condition depends on the clock (`within`, `now`): such segments are
+    /// re-evaluated by `refresh`.
+    pub fn uses_clock(&self) -> bool {
+        match self {
+            Cond::And(xs) | Cond::Or(xs) => xs.iter().any(Cond::uses_clock),
+            Cond::Not(x) => x.uses_clock(),
+            Cond::Scan(atom) => atom_uses_clock(atom),
+            _ => false,
+        }
+    }
+
+    /// The segments the condition reads.
+    pub fn segments(&self, out: &mut BTreeSet<u32>) {
+        match self {
+            Cond::And(xs) | Cond::Or(xs) => xs.iter().for_each(|x| x.segments(out)),
+            Cond::Not(x) => x.segments(out),
+            Cond::Key(BitmapKey::Segment(id)) => {
+                out.insert(*id);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn literal_uses_clock(l: &Literal) -> bool {
+    matches!(l, Literal::Now(_))
+}
+
+fn atom_uses_clock(atom: &Atom) -> bool {
+    match atom {
+        Atom::Attr { value, .. } | Atom::Device { value, .. } => literal_uses_clock(value),
+        Atom::Event(o) | Atom::Delivery(o) => {
+            o.within.is_some() || o.filters.iter().any(|f| literal_uses_clock(&f.value))
+        }
+        _ => false,
+    }
+}
+
+/// A literal as a value, with `now±N` made concrete.
+fn literal_value(l: &Literal, now: i64) -> Value {
+    match l {
+        Literal::String(s) => Value::String(s.clone()),
+        Literal::Int(i) => Value::Int(*i),
+        Literal::Float(x) => Value::Float(*x),
+        Literal::Bool(b) => Value::Bool(*b),
+        Literal::Now(off) => Value::Int(now.saturating_add(*off)),
+    }
+}
+
+fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(x) => Some(*x),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+        _ => None,
+    }
+}
+
+/// Compares a stored value (`None`: absent) with a literal.
+pub fn compare(v: Option<&Value>, op: CmpOp, lit: &Literal, now: i64) -> bool {
+    let Some(v) = v else {
+        return op == CmpOp::Ne;
+    };
+    let l = literal_value(lit, now);
+    let numeric = matches!(l, Value::Int(_) | Value::Float(_))
+        || matches!(v, Value::Int(_) | Value::Float(_));
+    let ord = if numeric {
+        match (as_number(v), as_number(&l)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => None,
+        }
+    } else {
+        match (v, &l) {
+            (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+            (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    };
+    use std::cmp::Ordering::*;
+    match op {
+        CmpOp::Eq => ord == Some(Equal) || (ord.is_none() && *v == l),
+        CmpOp::Ne => !(ord == Some(Equal) || (ord.is_none() && *v == l)),
+        CmpOp::Lt => ord == Some(Less),
+        CmpOp::Le => matches!(ord, Some(Less | Equal)),
+        CmpOp::Gt => ord == Some(Greater),
+        CmpOp::Ge => matches!(ord, Some(Greater | Equal)),
+        CmpOp::Contains => match (v, &l) {
+            (Value::String(a), Value::String(b)) => a.contains(b.as_str()),
+            (Value::Array(items), _) => items.iter().any(|i| compare(Some(i), CmpOp::Eq, lit, now)),
+            _ => false,
+        },
+        CmpOp::StartsWith => match (v, &l) {
+            (Value::String(a), Value::String(b)) => a.starts_with(b.as_str()),
+            _ => false,
+        },
+    }
+}
+
+fn get_path<'v>(map: &'v crate::model::Map, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    let v = map.get(first)?;
+    if rest.is_empty() {
+        Some(v)
+    } else {
+        get_path(v.as_map()?, rest)
+    }
+}
+
+/// Where per-person checks read a person's data: the store (queries) or a batch's
+/// staging area (segment maintenance inside a commit).
+pub trait Source {
+    /// The person record.
+    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>>;
+    /// The attributes record.
+    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>>;
+    /// Every device.
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>>;
+    /// Every delivery.
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>>;
+    /// Every occurrence (time, seq) of an event.
+    fn occurrences(&mut self, pid: u32, kind: &str, name: &str) -> Result<Vec<(i64, u64)>>;
+    /// An event's properties.
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
+    /// Membership in a bitmap.
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool;
+}
+
+/// Reads committed data.
+pub struct StoreSource<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// The committed bitmaps.
+    pub bitmaps: &'a Bitmaps,
+}
+
+impl Source for StoreSource<'_> {
+    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
+        self.store.get::<PeopleF>(&pid_key(pid))
+    }
+    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
+        self.store.get::<AttributesF>(&pid_key(pid))
+    }
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
+        self.store
+            .scan::<DevicesF>(&pid_key(pid), false, None)
+            .map(|r| r.map(|(_, v)| v))
+            .collect()
+    }
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
+        self.store
+            .scan::<DeliveriesF>(&pid_key(pid), false, None)
+            .map(|r| r.map(|(_, v)| v))
+            .collect()
+    }
+    fn occurrences(&mut self, pid: u32, kind: &str, name: &str) -> Result<Vec<(i64, u64)>> {
+        self.store
+            .keys(
+                Family::EventsByName,
+                &EventsByNameF::prefix(pid, kind, name),
+            )?
+            .iter()
+            .map(|k| EventsByNameF::decode_key(k).map(|(_, _, _, t, s)| (t, s)))
+            .collect()
+    }
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
+        Ok(self
+            .store
+            .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
+            .map(|r| r.data))
+    }
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
+        self.bitmaps.contains(key, pid)
+    }
+}
+
+/// Reads a batch's staged data and its pending bitmap changes.
+pub struct TxnSource<'t, 'a> {
+    /// The staging area.
+    pub txn: &'t mut Txn<'a>,
+    /// The committed bitmaps.
+    pub bitmaps: &'t Bitmaps,
+    /// The batch's bitmap changes so far.
+    pub delta: &'t Delta,
+}
+
+impl Source for TxnSource<'_, '_> {
+    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
+        self.txn.get::<PeopleF>(&pid_key(pid))
+    }
+    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
+        self.txn.get::<AttributesF>(&pid_key(pid))
+    }
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
+        let mut out = Vec::new();
+        for k in self.txn.keys(Family::Devices, &pid_key(pid))? {
+            out.extend(self.txn.get::<DevicesF>(&k)?);
+        }
+        Ok(out)
+    }
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
+        let mut out = Vec::new();
+        for k in self.txn.keys(Family::Deliveries, &pid_key(pid))? {
+            out.extend(self.txn.get::<DeliveriesF>(&k)?);
+        }
+        Ok(out)
+    }
+    fn occurrences(&mut self, pid: u32, kind: &str, name: &str) -> Result<Vec<(i64, u64)>> {
+        self.txn
+            .keys(
+                Family::EventsByName,
+                &EventsByNameF::prefix(pid, kind, name),
+            )?
+            .iter()
+            .map(|k| EventsByNameF::decode_key(k).map(|(_, _, _, t, s)| (t, s)))
+            .collect()
+    }
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
+        Ok(self
+            .txn
+            .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
+            .map(|r| r.data))
+    }
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
+        self.delta.contains(self.bitmaps, key, pid)
+    }
+}
+
+fn filters_hold(filters: &[Filter], data: &Value, now: i64) -> bool {
+    filters.iter().all(|f| {
+        let v = data.as_map().and_then(|m| get_path(m, &f.path));
+        compare(v, f.op, &f.value, now)
+    })
+}
+
+fn delivery_field(d: &DeliveryRecord, path: &[String]) -> Option<Value> {
+    let name = path.first()?;
+    let s = |o: &Option<String>| o.as_ref().map(|v| Value::from(v.as_str()));
+    match name.as_str() {
+        "channel" | "type" => Some(Value::from(d.channel.as_str())),
+        "message_id" => s(&d.message_id),
+        "campaign_id" => s(&d.campaign_id),
+        "broadcast_id" => s(&d.broadcast_id),
+        "newsletter_id" => s(&d.newsletter_id),
+        "recipient" => s(&d.recipient),
+        "subject" => s(&d.subject),
+        "status" => Some(Value::from(d.status.as_str())),
+        _ => None,
+    }
+}
+
+/// Whether a per-person atom holds for `pid`.
+pub fn atom_holds(atom: &Atom, pid: u32, src: &mut dyn Source, now: i64) -> Result<bool> {
+    Ok(match atom {
+        Atom::All => true,
+        Atom::Unsubscribed => src.member(&BitmapKey::Unsubscribed, pid),
+        Atom::Segment(_) | Atom::Topic(_) | Atom::Related { .. } => false, // resolved to bitmaps
+        Atom::AttrExists { path } => attr_value(src, pid, path)?.is_some(),
+        Atom::Attr { path, op, value } => {
+            compare(attr_value(src, pid, path)?.as_ref(), *op, value, now)
+        }
+        Atom::Event(occ) => {
+            let since = occ.within.map(|w| now.saturating_sub(w));
+            let mut n = 0u64;
+            for (t, seq) in src.occurrences(pid, "event", &occ.name)? {
+                if since.is_some_and(|s| t < s) {
+                    continue;
+                }
+                if !occ.filters.is_empty() {
+                    let data = src.event_data(pid, t, seq)?.unwrap_or_default();
+                    if !filters_hold(&occ.filters, &data, now) {
+                        continue;
+                    }
+                }
+                n += 1;
+            }
+            count_holds(occ.count, n)
+        }
+        Atom::Delivery(occ) => {
+            let since = occ.within.map(|w| now.saturating_sub(w));
+            let mut n = 0u64;
+            for d in src.deliveries(pid)? {
+                let Some(t) = d.metrics.get(&occ.name) else {
+                    continue;
+                };
+                if since.is_some_and(|s| *t < s) {
+                    continue;
+                }
+                if occ
+                    .filters
+                    .iter()
+                    .all(|f| compare(delivery_field(&d, &f.path).as_ref(), f.op, &f.value, now))
+                {
+                    n += 1;
+                }
+            }
+            count_holds(occ.count, n)
+        }
+        Atom::Device { field, op, value } => src.devices(pid)?.iter().any(|d| {
+            let v = match field.as_str() {
+                "platform" => Some(Value::from(d.platform.as_str())),
+                "last_used" => Some(Value::Int(d.last_used)),
+                "status" | "last_status" => Some(Value::from(d.status.as_str())),
+                other => d.attributes.get(other).cloned(),
+            };
+            compare(v.as_ref(), *op, value, now)
+        }),
+    })
+}
+
+fn count_holds(count: Option<(CmpOp, u64)>, n: u64) -> bool {
+    match count {
+        None => n >= 1,
+        Some((op, want)) => cmp_u64(n, op, want),
+    }
+}
+
+/// An attribute by path; `id`, `email`, `phone`, `anonymous_id` and `cio_id` read the
+/// identifiers.
+fn attr_value(src: &mut dyn Source, pid: u32, path: &[String]) -> Result<Option<Value>> {
+    let Some(first) = path.first() else {
+        return Ok(None);
+    };
+    if path.len() == 1 {
+        let ident = match first.as_str() {
+            "cio_id" => return Ok(Some(Value::from(crate::model::PersonId(pid).cio_id()))),
+            "id" | "email" | "phone" | "anonymous_id" => {
+                src.person(pid)?.and_then(|p| match first.as_str() {
+                    "id" => p.id,
+                    "email" => p.email,
+                    "phone" => p.phone,
+                    _ => p.anonymous_id,
+                })
+            }
+            _ => None,
+        };
+        if ident.is_some() {
+            return Ok(ident.map(Value::String));
+        }
+    }
+    Ok(src
+        .attributes(pid)?
+        .and_then(|a| get_path(&a.values, path).cloned()))
+}
+
+/// Whether `cond` holds for `pid` (segment maintenance: bitmap atoms by membership).
+pub fn holds(cond: &Cond, pid: u32, src: &mut dyn Source, now: i64) -> Result<bool> {
+    Ok(match cond {
+        Cond::And(xs) => {
+            for x in xs {
+                if !holds(x, pid, src, now)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Cond::Or(xs) => {
+            for x in xs {
+                if holds(x, pid, src, now)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        Cond::Not(x) => !holds(x, pid, src, now)?,
+        Cond::All => src.member(&BitmapKey::All, pid),
+        Cond::Key(k) => src.member(k, pid),
+        Cond::TopicDefaultIn(n) => {
+            src.member(&BitmapKey::All, pid) && !src.member(&BitmapKey::TopicOut(*n), pid)
+        }
+        Cond::Scan(atom) => atom_holds(atom, pid, src, now)?,
+    })
+}
+
+/// Records, for `explain`, how each atom was answered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Explain {
+    /// One line per atom: `index` or `scan of N candidates`.
+    pub lines: Vec<String>,
+}
+
+/// The candidate bitmap of a per-person atom: everyone it could possibly hold for.
+fn candidates(atom: &Atom, bitmaps: &Bitmaps) -> Option<RoaringBitmap> {
+    let get = |k: &BitmapKey| bitmaps.get(k).cloned().unwrap_or_default();
+    match atom {
+        Atom::AttrExists { path } => path.first().map(|n| get(&BitmapKey::HasAttr(n.clone()))),
+        Atom::Attr { path, op, .. } if *op != CmpOp::Ne => {
+            path.first().map(|n| get(&BitmapKey::HasAttr(n.clone())))
+        }
+        Atom::Event(occ) if !admits_zero(occ.count) => {
+            Some(get(&BitmapKey::Event("event".into(), occ.name.clone())))
+        }
+        Atom::Delivery(occ) if !admits_zero(occ.count) => {
+            Some(get(&BitmapKey::Metric(occ.name.clone())))
+        }
+        Atom::Device { .. } => {
+            let mut any = RoaringBitmap::new();
+            for (k, b) in bitmaps.iter() {
+                if matches!(k, BitmapKey::Platform(_)) {
+                    any |= b;
+                }
+            }
+            Some(any)
+        }
+        _ => None,
+    }
+}
+
+fn is_bitmap(c: &Cond) -> bool {
+    matches!(c, Cond::All | Cond::Key(_) | Cond::TopicDefaultIn(_))
+}
+
+/// The members of `within` for whom `cond` holds.
+pub fn eval(
+    cond: &Cond,
+    within: &RoaringBitmap,
+    bitmaps: &Bitmaps,
+    src: &mut dyn Source,
+    now: i64,
+    explain: &mut Explain,
+) -> Result<RoaringBitmap> {
+    let empty = RoaringBitmap::new();
+    Ok(match cond {
+        Cond::All => within.clone(),
+        Cond::Key(k) => {
+            explain.lines.push(format!("{k:?}: index"));
+            within & bitmaps.get(k).unwrap_or(&empty)
+        }
+        Cond::TopicDefaultIn(n) => {
+            explain
+                .lines
+                .push(format!("topic {n} (opted in by default): index"));
+            within - bitmaps.get(&BitmapKey::TopicOut(*n)).unwrap_or(&empty)
+        }
+        Cond::Not(x) => within - eval(x, within, bitmaps, src, now, explain)?,
+        Cond::Or(xs) => {
+            let mut out = RoaringBitmap::new();
+            for x in xs {
+                out |= eval(x, within, bitmaps, src, now, explain)?;
+            }
+            out
+        }
+        Cond::And(xs) => {
+            // Bitmap operands first, then composites, then per-person atoms: each sees
+            // only what the ones before it left.
+            let mut order: Vec<&Cond> = xs.iter().collect();
+            order.sort_by_key(|c| match c {
+                c if is_bitmap(c) => 0,
+                Cond::Scan(_) => 2,
+                _ => 1,
+            });
+            let mut cur = within.clone();
+            for x in order {
+                if cur.is_empty() {
+                    break;
+                }
+                cur = eval(x, &cur, bitmaps, src, now, explain)?;
+            }
+            cur
+        }
+        Cond::Scan(atom) => {
+            let cands = match candidates(atom, bitmaps) {
+                Some(c) => within & c,
+                None => within.clone(),
+            };
+            explain
+                .lines
+                .push(format!("{atom}: scan of {} candidates", cands.len()));
+            let mut out = RoaringBitmap::new();
+            for pid in &cands {
+                if atom_holds(atom, pid, src, now)? {
+                    out.insert(pid);
+                }
+            }
+            out
+        }
+    })
+}

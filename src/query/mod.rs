@@ -1,0 +1,6 @@
+//! The condition language: its syntax tree, and parsing text and App API filter JSON into it.
+pub mod ast;
+pub mod parse;
+
+pub use ast::*;
+pub use parse::{parse, parse_filter_json, ParseError};
