@@ -2455,9 +2455,9 @@ mod tests {
             .prop_map(normalize)
     }
 
-    /// Condition text from grammar fragments, so many inputs get past the first token.
-    fn token_soup() -> impl Strategy<Value = String> {
-        let token = prop::sample::select(vec![
+    /// Fragments of condition text, valid and broken.
+    fn fragment() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
             "and",
             "or",
             "not",
@@ -2509,9 +2509,96 @@ mod tests {
             " ",
             "é",
             "#",
-        ]);
-        (prop::collection::vec(token, 0..24), any::<bool>())
+        ])
+    }
+
+    /// Condition text from grammar fragments, so many inputs get past the first token.
+    fn token_soup() -> impl Strategy<Value = String> {
+        (prop::collection::vec(fragment(), 0..24), any::<bool>())
             .prop_map(|(tokens, spaced)| tokens.join(if spaced { " " } else { "" }))
+    }
+
+    /// The canonical text of a valid tree, truncated, or with one character deleted,
+    /// replaced by a fragment, or a fragment inserted: near misses, many still valid.
+    fn mutated_text() -> impl Strategy<Value = String> {
+        (expr(), any::<prop::sample::Index>(), 0_u8..4, fragment()).prop_map(
+            |(tree, at, kind, fragment)| {
+                let mut text = tree.to_string();
+                let bounds: Vec<usize> = text
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(text.len()))
+                    .collect();
+                let i = bounds[at.index(bounds.len())];
+                let next = text[i..].chars().next().map_or(0, char::len_utf8);
+                match kind {
+                    0 => text.truncate(i),
+                    1 => text.insert_str(i, fragment),
+                    2 => text.replace_range(i..i + next, ""),
+                    _ => text.replace_range(i..i + next, fragment),
+                }
+                text
+            },
+        )
+    }
+
+    /// App API filters, mostly well-formed, with wrong keys, types and operators mixed in.
+    fn filter_json() -> impl Strategy<Value = Json> {
+        let junk = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|x| json!(x)),
+            "[a-z.]{0,4}".prop_map(Json::String),
+            Just(json!({})),
+            Just(json!([])),
+        ];
+        let value = prop_oneof![
+            any::<String>().prop_map(Json::String),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|x| json!(x)),
+            any::<bool>().prop_map(Json::Bool),
+        ];
+        let field = prop_oneof![
+            6 => "[a-z_]{1,4}(\\.[a-z_ ]{1,4}){0,2}".prop_map(Json::String),
+            1 => junk.clone(),
+        ];
+        let operator_value = prop_oneof![
+            3 => value.prop_map(|v| (json!("eq"), Some(v))),
+            3 => Just((json!("exists"), None)),
+            1 => (
+                prop_oneof![
+                    prop::sample::select(vec!["eq", "exists", "gt", "EQ"]).prop_map(|s| json!(s)),
+                    junk.clone(),
+                ],
+                proptest::option::of(junk.clone()),
+            ),
+        ];
+        let id = prop_oneof![
+            6 => any::<u32>().prop_map(|n| json!(n)),
+            1 => junk.clone(),
+        ];
+        let leaf = prop_oneof![
+            4 => id.prop_map(|id| json!({"segment": {"id": id}})),
+            4 => (field, operator_value).prop_map(|(field, (operator, value))| {
+                let mut attribute = serde_json::Map::new();
+                attribute.insert("field".to_owned(), field);
+                attribute.insert("operator".to_owned(), operator);
+                if let Some(value) = value {
+                    attribute.insert("value".to_owned(), value);
+                }
+                json!({ "attribute": attribute })
+            }),
+            1 => junk,
+        ];
+        leaf.prop_recursive(5, 48, 4, |inner| {
+            prop_oneof![
+                4 => prop::collection::vec(inner.clone(), 0..4).prop_map(|v| json!({ "and": v })),
+                4 => prop::collection::vec(inner.clone(), 0..4).prop_map(|v| json!({ "or": v })),
+                4 => inner.clone().prop_map(|v| json!({ "not": v })),
+                1 => (inner.clone(), inner).prop_map(|(a, b)| json!({ "not": a, "or": [b] })),
+            ]
+        })
     }
 
     fn any_json() -> impl Strategy<Value = Json> {
@@ -2588,7 +2675,15 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_json_never_panics(value in any_json()) {
+        fn mutated_text_never_panics(text in mutated_text()) {
+            match parse(&text) {
+                Ok(tree) => prop_assert_eq!(parse(&tree.to_string()), Ok(tree)),
+                Err(e) => prop_assert!(e.position <= text.len(), "{} for {:?}", e, text),
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in prop_oneof![any_json(), filter_json()]) {
             if let Ok(tree) = parse_filter_json(&value) {
                 prop_assert_eq!(parse(&tree.to_string()), Ok(tree));
             }
