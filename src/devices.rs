@@ -264,5 +264,7 @@ pub(crate) fn push_result(
     }
     rec.status = next.to_owned();
     cx.txn.put::<DevicesF>(key, rec);
+    // Segments may read the status.
+    cx.touches.of(pid).devices = true;
     Ok(Outcome::Updated(crate::model::PersonId(pid)))
 }
