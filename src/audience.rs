@@ -293,8 +293,16 @@ pub trait Source {
     fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>>;
     /// Every delivery.
     fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>>;
-    /// Every occurrence (time, seq) of an event.
-    fn occurrences(&mut self, pid: u32, kind: &str, name: &str) -> Result<Vec<(i64, u64)>>;
+    /// Occurrences (time, seq) of an event at or after `since`, oldest first; at most
+    /// `limit` of them when given.
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>>;
     /// An event's properties.
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
     /// Membership in a bitmap.
@@ -328,15 +336,36 @@ impl Source for StoreSource<'_> {
             .map(|r| r.map(|(_, v)| v))
             .collect()
     }
-    fn occurrences(&mut self, pid: u32, kind: &str, name: &str) -> Result<Vec<(i64, u64)>> {
-        self.store
-            .keys(
-                Family::EventsByName,
-                &EventsByNameF::prefix(pid, kind, name),
-            )?
-            .iter()
-            .map(|k| EventsByNameF::decode_key(k).map(|(_, _, _, t, s)| (t, s)))
-            .collect()
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>> {
+        let prefix = EventsByNameF::prefix(pid, kind, name);
+        let mut lower = prefix.clone();
+        lower.extend_from_slice(&crate::store::codec::time_bytes(since.unwrap_or(i64::MIN)));
+        let mut upper = prefix;
+        upper.extend_from_slice(&[0xFF; 17]);
+        let mut out = Vec::new();
+        for item in self.store.kv().range(
+            Family::EventsByName,
+            (
+                std::ops::Bound::Included(lower),
+                std::ops::Bound::Excluded(upper),
+            ),
+            false,
+        ) {
+            let (k, _) = item?;
+            let (_, _, _, t, s) = EventsByNameF::decode_key(&k)?;
+            out.push((t, s));
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
     }
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
         Ok(self
@@ -380,15 +409,29 @@ impl Source for TxnSource<'_, '_> {
         }
         Ok(out)
     }
-    fn occurrences(&mut self, pid: u32, kind: &str, name: &str) -> Result<Vec<(i64, u64)>> {
-        self.txn
-            .keys(
-                Family::EventsByName,
-                &EventsByNameF::prefix(pid, kind, name),
-            )?
-            .iter()
-            .map(|k| EventsByNameF::decode_key(k).map(|(_, _, _, t, s)| (t, s)))
-            .collect()
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>> {
+        let mut out = Vec::new();
+        for k in self.txn.keys(
+            Family::EventsByName,
+            &EventsByNameF::prefix(pid, kind, name),
+        )? {
+            let (_, _, _, t, s) = EventsByNameF::decode_key(&k)?;
+            if since.is_some_and(|since| t < since) {
+                continue;
+            }
+            out.push((t, s));
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
     }
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
         Ok(self
@@ -398,6 +441,104 @@ impl Source for TxnSource<'_, '_> {
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
         self.delta.contains(self.bitmaps, key, pid)
+    }
+}
+
+/// Caches one person's reads over another source: segment maintenance evaluates many
+/// conditions for the same person, and each record should be read and decoded once.
+pub struct Cached<'s> {
+    inner: &'s mut dyn Source,
+    pid: u32,
+    person: Option<Option<PersonRecord>>,
+    attributes: Option<Option<AttributesRecord>>,
+    devices: Option<Vec<DeviceRecord>>,
+    deliveries: Option<Vec<DeliveryRecord>>,
+    occurrences: BTreeMap<(String, String), Vec<(i64, u64)>>,
+}
+
+impl<'s> Cached<'s> {
+    /// A cache of `pid`'s reads over `inner`.
+    pub fn new(inner: &'s mut dyn Source, pid: u32) -> Cached<'s> {
+        Cached {
+            inner,
+            pid,
+            person: None,
+            attributes: None,
+            devices: None,
+            deliveries: None,
+            occurrences: BTreeMap::new(),
+        }
+    }
+}
+
+impl Source for Cached<'_> {
+    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
+        if pid != self.pid {
+            return self.inner.person(pid);
+        }
+        if self.person.is_none() {
+            self.person = Some(self.inner.person(pid)?);
+        }
+        Ok(self.person.clone().flatten())
+    }
+    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
+        if pid != self.pid {
+            return self.inner.attributes(pid);
+        }
+        if self.attributes.is_none() {
+            self.attributes = Some(self.inner.attributes(pid)?);
+        }
+        Ok(self.attributes.clone().flatten())
+    }
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
+        if pid != self.pid {
+            return self.inner.devices(pid);
+        }
+        if self.devices.is_none() {
+            self.devices = Some(self.inner.devices(pid)?);
+        }
+        Ok(self.devices.clone().unwrap_or_default())
+    }
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
+        if pid != self.pid {
+            return self.inner.deliveries(pid);
+        }
+        if self.deliveries.is_none() {
+            self.deliveries = Some(self.inner.deliveries(pid)?);
+        }
+        Ok(self.deliveries.clone().unwrap_or_default())
+    }
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>> {
+        if pid != self.pid {
+            return self.inner.occurrences(pid, kind, name, since, limit);
+        }
+        let key = (kind.to_owned(), name.to_owned());
+        if !self.occurrences.contains_key(&key) {
+            let all = self.inner.occurrences(pid, kind, name, None, None)?;
+            self.occurrences.insert(key.clone(), all);
+        }
+        Ok(self
+            .occurrences
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|(t, _)| since.is_none_or(|s| *t >= s))
+            .take(limit.unwrap_or(usize::MAX))
+            .copied()
+            .collect())
+    }
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
+        self.inner.event_data(pid, time, seq)
+    }
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
+        self.inner.member(key, pid)
     }
 }
 
@@ -436,11 +577,16 @@ pub fn atom_holds(atom: &Atom, pid: u32, src: &mut dyn Source, now: i64) -> Resu
         }
         Atom::Event(occ) => {
             let since = occ.within.map(|w| now.saturating_sub(w));
+            // Without filters, reading past what the count needs cannot change it.
+            let needed = match occ.count {
+                None => Some(1),
+                Some((CmpOp::Ge, n)) => usize::try_from(n).ok(),
+                Some((CmpOp::Gt, n)) => usize::try_from(n).ok().map(|n| n + 1),
+                _ => None,
+            };
+            let limit = if occ.filters.is_empty() { needed } else { None };
             let mut n = 0u64;
-            for (t, seq) in src.occurrences(pid, "event", &occ.name)? {
-                if since.is_some_and(|s| t < s) {
-                    continue;
-                }
+            for (t, seq) in src.occurrences(pid, "event", &occ.name, since, limit)? {
                 if !occ.filters.is_empty() {
                     let data = src.event_data(pid, t, seq)?.unwrap_or_default();
                     if !filters_hold(&occ.filters, &data, now) {

@@ -72,6 +72,7 @@ pub mod query;
 pub mod relations;
 pub mod segments;
 pub mod store;
+pub mod synth;
 pub mod workspace;
 
 pub use activity::Track;

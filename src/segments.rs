@@ -12,7 +12,10 @@
 //!   every commit re-evaluates, for each person it touched, only the segments whose
 //!   condition reads what changed (attributes, devices, relationships, an event or metric
 //!   of the names it reads, or a segment it references), in dependency order, and records
-//!   `segment_entered` / `segment_exited` in the person's timeline. The initial build
+//!   `segment_entered` / `segment_exited` in the person's timeline: per person and
+//!   commit, one entry for the segments entered and one for those left
+//!   (`data.segment_ids`, `data.segments`; `name` when it is a single segment), close to
+//!   the shape Customer.io's activity export uses (`data.entered`). The initial build
 //!   records no activity.
 //! - A condition may reference other segments; a reference cycle is refused. References
 //!   are stored by id (`segment:#3`), so renaming a segment never breaks one. Deleting a
@@ -22,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::audience::{holds, Cond, TxnSource, Workspace};
+use crate::audience::{holds, Cond, Source, TxnSource, Workspace};
 use crate::error::{InputError, InputReason, Result};
 use crate::index::{BitmapKey, Bitmaps, Delta, Touch, Touches};
 use crate::model::{Map, Value};
@@ -330,67 +333,134 @@ pub(crate) fn maintain(
             continue;
         }
         let mut changed: BTreeSet<u32> = t.segments.keys().copied().collect();
-        for id in &catalog.order {
-            let Some(def) = catalog.segments.get(id) else {
-                continue;
+        let local = {
+            let mut src = TxnSource {
+                txn,
+                bitmaps,
+                delta,
             };
-            let Some(cond) = &def.cond else {
-                continue;
+            let mut cached = crate::audience::Cached::new(&mut src, pid);
+            let mut view = Overlay {
+                inner: &mut cached,
+                local: BTreeMap::new(),
             };
-            if !def.reads.affected_by(t, &changed) {
-                continue;
-            }
-            let key = BitmapKey::Segment(*id);
-            let want = {
-                let mut src = TxnSource {
-                    txn,
-                    bitmaps,
-                    delta,
+            for id in &catalog.order {
+                let Some(def) = catalog.segments.get(id) else {
+                    continue;
                 };
-                holds(cond, pid, &mut src, now)?
-            };
-            if delta.contains(bitmaps, &key, pid) != want {
-                delta.set(key, pid, want);
-                changed.insert(*id);
+                let Some(cond) = &def.cond else {
+                    continue;
+                };
+                if !def.reads.affected_by(t, &changed) {
+                    continue;
+                }
+                let key = BitmapKey::Segment(*id);
+                let want = holds(cond, pid, &mut view, now)?;
+                if view.member(&key, pid) != want {
+                    view.local.insert(*id, want);
+                    changed.insert(*id);
+                }
+            }
+            view.local
+        };
+        for (id, want) in local {
+            delta.set(BitmapKey::Segment(id), pid, want);
+        }
+    }
+    // Entered / exited activity for every segment membership that changes: per person,
+    // one entry for the segments entered and one for those exited.
+    let mut changes: BTreeMap<(u32, bool), Vec<u32>> = BTreeMap::new();
+    for (k, pid, add) in delta.iter() {
+        if let BitmapKey::Segment(id) = k {
+            if bitmaps.contains(k, pid) != add && !touches.is_deleted(pid) {
+                changes.entry((pid, add)).or_default().push(*id);
             }
         }
     }
-    // Entered / exited activity for every segment membership that changes.
-    let changes: Vec<(u32, u32, bool)> = delta
-        .iter()
-        .filter_map(|(k, pid, add)| match k {
-            BitmapKey::Segment(id) if bitmaps.contains(k, pid) != add => Some((*id, pid, add)),
-            _ => None,
-        })
-        .collect();
-    for (id, pid, add) in changes {
-        if touches.is_deleted(pid) {
-            continue;
-        }
-        let name = catalog
-            .segments
-            .get(&id)
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
-        record(txn, counters, pid, now, id, &name, add);
+    for ((pid, entered), mut ids) in changes {
+        ids.sort_unstable();
+        record(txn, counters, pid, now, catalog, &ids, entered);
     }
     Ok(())
 }
 
-/// Appends a segment entered/exited entry to `pid`'s timeline.
+/// A source whose segment memberships reflect changes decided earlier in the same
+/// maintenance pass (dependents see what their dependencies just became).
+struct Overlay<'s> {
+    inner: &'s mut dyn crate::audience::Source,
+    local: BTreeMap<u32, bool>,
+}
+
+impl crate::audience::Source for Overlay<'_> {
+    fn person(&mut self, pid: u32) -> Result<Option<crate::store::records::PersonRecord>> {
+        self.inner.person(pid)
+    }
+    fn attributes(&mut self, pid: u32) -> Result<Option<crate::store::records::AttributesRecord>> {
+        self.inner.attributes(pid)
+    }
+    fn devices(&mut self, pid: u32) -> Result<Vec<crate::store::records::DeviceRecord>> {
+        self.inner.devices(pid)
+    }
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<crate::store::records::DeliveryRecord>> {
+        self.inner.deliveries(pid)
+    }
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>> {
+        self.inner.occurrences(pid, kind, name, since, limit)
+    }
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
+        self.inner.event_data(pid, time, seq)
+    }
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
+        match key {
+            BitmapKey::Segment(id) => match self.local.get(id) {
+                Some(m) => *m,
+                None => self.inner.member(key, pid),
+            },
+            _ => self.inner.member(key, pid),
+        }
+    }
+}
+
+/// Appends a segment entered (or exited) entry to `pid`'s timeline naming the segments:
+/// `data` is `{"segment_ids": [...], "segments": [names]}`; `name` is the segment's name
+/// when there is one.
 pub(crate) fn record(
     txn: &mut Txn<'_>,
     counters: &mut Counters,
     pid: u32,
     now: i64,
-    id: u32,
-    name: &str,
+    catalog: &Catalog,
+    ids: &[u32],
     entered: bool,
 ) {
     let seq = counters.next_seq;
     counters.next_seq += 1;
+    let names: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            catalog
+                .segments
+                .get(id)
+                .map(|s| s.name.clone())
+                .unwrap_or_default()
+        })
+        .collect();
     let mut data = Map::new();
-    data.insert("segment_id".into(), Value::Int(i64::from(id)));
+    data.insert(
+        "segment_ids".into(),
+        Value::Array(ids.iter().map(|i| Value::Int(i64::from(*i))).collect()),
+    );
+    data.insert(
+        "segments".into(),
+        Value::Array(names.iter().map(|n| Value::from(n.as_str())).collect()),
+    );
     txn.put::<ActivityF>(
         ActivityF::key(pid, now, seq),
         ActivityRecord {
@@ -400,7 +470,10 @@ pub(crate) fn record(
                 SEGMENT_EXITED
             }
             .to_owned(),
-            name: Some(name.to_owned()),
+            name: match names.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
             data: Value::Map(data),
             event_id: None,
         },

@@ -277,6 +277,18 @@ impl ProfileDb {
         Ok(out)
     }
 
+    /// The segments (data-driven and manual) the person belongs to.
+    ///
+    /// # Errors
+    /// As [`person`](ProfileDb::person).
+    pub fn person_segments(&self, ident: &Ident) -> Result<Vec<SegmentRef>> {
+        let Some(pid) = self.resolve(ident)? else {
+            return Ok(Vec::new());
+        };
+        let bitmaps = self.read_gate();
+        Ok(self.segments_of(pid, &bitmaps))
+    }
+
     /// The segments `pid` belongs to.
     pub(crate) fn segments_of(&self, pid: u32, bitmaps: &Bitmaps) -> Vec<SegmentRef> {
         let catalog = self.catalog();
@@ -661,17 +673,17 @@ impl ProfileDb {
         }
         let now = self.now();
         self.commit_delta(delta, |txn, counters, bitmaps, delta| {
+            let mut changes: BTreeMap<(u32, bool), Vec<u32>> = BTreeMap::new();
             for (k, pid, add) in delta.iter() {
                 if let BitmapKey::Segment(id) = k {
                     if bitmaps.contains(k, pid) != add {
-                        let name = catalog
-                            .segments
-                            .get(id)
-                            .map(|s| s.name.as_str())
-                            .unwrap_or("");
-                        crate::segments::record(txn, counters, pid, now, *id, name, add);
+                        changes.entry((pid, add)).or_default().push(*id);
                     }
                 }
+            }
+            for ((pid, entered), mut ids) in changes {
+                ids.sort_unstable();
+                crate::segments::record(txn, counters, pid, now, &catalog, &ids, entered);
             }
         })?;
         Ok(report)

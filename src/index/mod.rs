@@ -226,15 +226,19 @@ impl Bitmaps {
 
     /// Applies committed changes.
     pub fn apply(&mut self, delta: &Delta) {
-        for ((key, pid), add) in &delta.changes {
+        for (key, members) in &delta.changes {
             let b = self.map.entry(key.clone()).or_default();
-            if *add {
-                b.insert(*pid);
-            } else {
-                b.remove(*pid);
+            for (pid, add) in members {
+                if *add {
+                    b.insert(*pid);
+                } else {
+                    b.remove(*pid);
+                }
+            }
+            if b.is_empty() {
+                self.map.remove(key);
             }
         }
-        self.map.retain(|_, b| !b.is_empty());
     }
 
     /// Replaces one bitmap whole (segment rebuilds).
@@ -250,23 +254,23 @@ impl Bitmaps {
 /// Bitmap changes staged by one batch: the last word for each (bitmap, person).
 #[derive(Debug, Default, Clone)]
 pub struct Delta {
-    changes: BTreeMap<(BitmapKey, u32), bool>,
+    changes: HashMap<BitmapKey, BTreeMap<u32, bool>>,
 }
 
 impl Delta {
     /// Records that `pid` is (`add`) or is not in `key` after the batch.
     pub fn set(&mut self, key: BitmapKey, pid: u32, add: bool) {
-        self.changes.insert((key, pid), add);
+        self.changes.entry(key).or_default().insert(pid, add);
     }
 
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.values().all(BTreeMap::is_empty)
     }
 
     /// Membership of `pid` in `key` after the batch, given the committed bitmaps.
     pub fn contains(&self, bitmaps: &Bitmaps, key: &BitmapKey, pid: u32) -> bool {
-        match self.changes.get(&(key.clone(), pid)) {
+        match self.changes.get(key).and_then(|m| m.get(&pid)) {
             Some(add) => *add,
             None => bitmaps.contains(key, pid),
         }
@@ -274,25 +278,29 @@ impl Delta {
 
     /// Drops changes that change nothing against `bitmaps`.
     pub fn prune(&mut self, bitmaps: &Bitmaps) {
-        self.changes
-            .retain(|(key, pid), add| bitmaps.contains(key, *pid) != *add);
+        for (key, members) in self.changes.iter_mut() {
+            let committed = bitmaps.get(key);
+            members.retain(|pid, add| committed.is_some_and(|b| b.contains(*pid)) != *add);
+        }
+        self.changes.retain(|_, m| !m.is_empty());
     }
 
     /// The new contents of every chunk the changes touch, to persist: (chunk key,
     /// serialized chunk or `None` when it became empty).
     pub fn chunk_writes(&self, bitmaps: &Bitmaps) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let mut by_chunk: BTreeMap<(&BitmapKey, u16), Vec<(u32, bool)>> = BTreeMap::new();
-        for ((key, pid), add) in &self.changes {
-            by_chunk
-                .entry((key, (*pid >> 16) as u16))
-                .or_default()
-                .push((*pid, *add));
-        }
         let empty = RoaringBitmap::new();
-        by_chunk
-            .into_iter()
-            .map(|((key, chunk), changes)| {
-                let mut c = chunk_of(bitmaps.get(key).unwrap_or(&empty), chunk);
+        let mut out = Vec::new();
+        for (key, members) in &self.changes {
+            let mut by_chunk: BTreeMap<u16, Vec<(u32, bool)>> = BTreeMap::new();
+            for (pid, add) in members {
+                by_chunk
+                    .entry((*pid >> 16) as u16)
+                    .or_default()
+                    .push((*pid, *add));
+            }
+            let bitmap = bitmaps.get(key).unwrap_or(&empty);
+            for (chunk, changes) in by_chunk {
+                let mut c = chunk_of(bitmap, chunk);
                 for (pid, add) in changes {
                     if add {
                         c.insert(pid);
@@ -305,14 +313,18 @@ impl Delta {
                 } else {
                     Some(encode_chunk(&c))
                 };
-                (key.chunk_key(chunk), bytes)
-            })
-            .collect()
+                out.push((key.chunk_key(chunk), bytes));
+            }
+        }
+        out.sort();
+        out
     }
 
-    /// Every change, as ((bitmap, pid), member after).
+    /// Every change, as (bitmap, pid, member after).
     pub fn iter(&self) -> impl Iterator<Item = (&BitmapKey, u32, bool)> {
-        self.changes.iter().map(|((k, p), a)| (k, *p, *a))
+        self.changes
+            .iter()
+            .flat_map(|(k, m)| m.iter().map(move |(p, a)| (k, *p, *a)))
     }
 }
 
