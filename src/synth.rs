@@ -10,7 +10,7 @@ use crate::model::{Ident, ObjectRef, Platform};
 use crate::{Identify, Op, Track};
 
 /// The default seed.
-pub const SEED: u64 = 0x5EED_0F_9E0_91E;
+pub const SEED: u64 = 0x5EED_0F9E_091E;
 
 /// splitmix64: a fast, well-mixed hash of `x`.
 pub fn mix(x: u64) -> u64 {
