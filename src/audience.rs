@@ -45,6 +45,9 @@ pub enum Cond {
     TopicDefaultIn(u32),
     /// Checked per person (on the candidates of its bitmap).
     Scan(Atom),
+    /// A numeric comparison (`<`, `<=`, `>`, `>=`) of a range-indexed attribute,
+    /// answered by a range scan of the ordered index.
+    Range(Atom),
 }
 
 /// What the workspace knows that resolution needs.
@@ -57,6 +60,8 @@ pub struct Workspace<'a> {
     pub topics: &'a BTreeMap<u32, bool>,
     /// Attributes with equality bitmaps.
     pub indexed: &'a BTreeSet<String>,
+    /// Attributes with an ordered index.
+    pub ranged: &'a BTreeSet<String>,
 }
 
 fn query_error(what: String) -> Error {
@@ -156,6 +161,13 @@ impl Cond {
                         None => Cond::Scan(a.clone()),
                     }
                 }
+                Atom::Attr {
+                    path,
+                    op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+                    value: Literal::Int(_) | Literal::Float(_) | Literal::Now(_),
+                } if path.len() == 1 && path.first().is_some_and(|n| ws.ranged.contains(n)) => {
+                    Cond::Range(a.clone())
+                }
                 Atom::Related { type_id, object_id } => Cond::Key(match object_id {
                     Some(o) => BitmapKey::Related(*type_id, o.clone()),
                     None => BitmapKey::RelatedType(*type_id),
@@ -180,7 +192,7 @@ impl Cond {
         match self {
             Cond::And(xs) | Cond::Or(xs) => xs.iter().any(Cond::uses_clock),
             Cond::Not(x) => x.uses_clock(),
-            Cond::Scan(atom) => atom_uses_clock(atom),
+            Cond::Scan(atom) | Cond::Range(atom) => atom_uses_clock(atom),
             _ => false,
         }
     }
@@ -223,7 +235,8 @@ fn literal_value(l: &Literal, now: i64) -> Value {
     }
 }
 
-fn as_number(v: &Value) -> Option<f64> {
+/// A value as a number, as comparisons read it: integers, floats, numeric strings.
+pub fn as_number(v: &Value) -> Option<f64> {
     match v {
         Value::Int(i) => Some(*i as f64),
         Value::Float(x) => Some(*x),
@@ -307,6 +320,12 @@ pub trait Source {
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
     /// Membership in a bitmap.
     fn member(&self, key: &BitmapKey, pid: u32) -> bool;
+    /// Everyone whose range-indexed attribute `name` compares true with the literal
+    /// (from the ordered index).
+    fn range(&mut self, name: &str, op: CmpOp, value: &Literal, now: i64) -> Result<RoaringBitmap> {
+        let _ = (name, op, value, now);
+        Ok(RoaringBitmap::new())
+    }
 }
 
 /// Reads committed data.
@@ -375,6 +394,35 @@ impl Source for StoreSource<'_> {
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
         self.bitmaps.contains(key, pid)
+    }
+    fn range(&mut self, name: &str, op: CmpOp, value: &Literal, now: i64) -> Result<RoaringBitmap> {
+        use crate::store::RangesF;
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let Some(x) = as_number(&literal_value(value, now)) else {
+            return Ok(RoaringBitmap::new());
+        };
+        let prefix = RangesF::prefix(name);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xFF; 13]);
+        let after = |v: f64| {
+            let mut k = RangesF::at(name, v);
+            k.extend_from_slice(&[0xFF; 4]);
+            k
+        };
+        let (lo, hi) = match op {
+            CmpOp::Gt => (Excluded(after(x)), Excluded(end)),
+            CmpOp::Ge => (Included(RangesF::at(name, x)), Excluded(end)),
+            CmpOp::Lt => (Included(prefix), Excluded(RangesF::at(name, x))),
+            CmpOp::Le => (Included(prefix), Excluded(after(x))),
+            _ => (Unbounded, Unbounded),
+        };
+        let mut out = RoaringBitmap::new();
+        for item in self.store.kv().range(Family::Ranges, (lo, hi), false) {
+            let (k, _) = item?;
+            let (_, _, pid) = RangesF::decode_key(&k)?;
+            out.insert(pid);
+        }
+        Ok(out)
     }
 }
 
@@ -689,7 +737,7 @@ pub fn holds(cond: &Cond, pid: u32, src: &mut dyn Source, now: i64) -> Result<bo
         Cond::TopicDefaultIn(n) => {
             src.member(&BitmapKey::All, pid) && !src.member(&BitmapKey::TopicOut(*n), pid)
         }
-        Cond::Scan(atom) => atom_holds(atom, pid, src, now)?,
+        Cond::Scan(atom) | Cond::Range(atom) => atom_holds(atom, pid, src, now)?,
     })
 }
 
@@ -728,7 +776,10 @@ fn candidates(atom: &Atom, bitmaps: &Bitmaps) -> Option<RoaringBitmap> {
 }
 
 fn is_bitmap(c: &Cond) -> bool {
-    matches!(c, Cond::All | Cond::Key(_) | Cond::TopicDefaultIn(_))
+    matches!(
+        c,
+        Cond::All | Cond::Key(_) | Cond::TopicDefaultIn(_) | Cond::Range(_)
+    )
 }
 
 /// The members of `within` for whom `cond` holds.
@@ -778,6 +829,16 @@ pub fn eval(
                 cur = eval(x, &cur, bitmaps, src, now, explain)?;
             }
             cur
+        }
+        Cond::Range(atom) => {
+            explain.lines.push(format!("{atom}: ordered index"));
+            match atom {
+                Atom::Attr { path, op, value } => match path.first() {
+                    Some(name) => within & &src.range(name, *op, value, now)?,
+                    None => RoaringBitmap::new(),
+                },
+                _ => RoaringBitmap::new(),
+            }
         }
         Cond::Scan(atom) => {
             let cands = match candidates(atom, bitmaps) {

@@ -462,7 +462,7 @@ pub(crate) fn stage_bitmaps(
     if touches.is_empty() {
         return Ok(Delta::default());
     }
-    let mut delta = crate::index::plan(txn, touches, bitmaps, &catalog.indexed)?;
+    let mut delta = crate::index::plan(txn, touches, bitmaps, &catalog.indexed, &catalog.ranged)?;
     crate::segments::maintain(txn, touches, bitmaps, &mut delta, catalog, now, counters)?;
     delta.prune(bitmaps);
     for (key, bytes) in delta.chunk_writes(bitmaps) {

@@ -145,6 +145,8 @@ pub struct Catalog {
     pub order: Vec<u32>,
     /// Attributes with equality bitmaps.
     pub indexed: BTreeSet<String>,
+    /// Attributes with an ordered (range) index.
+    pub ranged: BTreeSet<String>,
 }
 
 impl Catalog {
@@ -162,6 +164,7 @@ impl Catalog {
     /// [`Error::Input`](crate::Error::Input) for unknown segments or topics.
     pub fn resolve(&self, expr: &Expr) -> Result<Cond> {
         let indexed = &self.indexed;
+        let ranged = &self.ranged;
         let ids = self.ids();
         let segment_ids: BTreeSet<u32> = self.segments.keys().copied().collect();
         let topics: BTreeMap<u32, bool> = self
@@ -176,6 +179,7 @@ impl Catalog {
                 segment_ids: &segment_ids,
                 topics: &topics,
                 indexed,
+                ranged,
             },
         )
     }
@@ -187,18 +191,23 @@ impl Catalog {
     /// condition that no longer parses.
     pub fn load(store: &Store) -> Result<Catalog> {
         let mut cat = Catalog::default();
-        match store.get::<crate::store::MetaF>(crate::store::meta_keys::INDEXED)? {
-            Some(crate::store::records::MetaValue::Indexed(names)) => {
-                cat.indexed = names.into_iter().collect();
+        for (key, set) in [
+            (crate::store::meta_keys::INDEXED, &mut cat.indexed),
+            (crate::store::meta_keys::RANGED, &mut cat.ranged),
+        ] {
+            match store.get::<crate::store::MetaF>(key)? {
+                Some(crate::store::records::MetaValue::Indexed(names)) => {
+                    *set = names.into_iter().collect();
+                }
+                Some(_) => {
+                    return Err(crate::store::corrupted(
+                        Family::Meta,
+                        key,
+                        "expected a list of indexed attributes",
+                    ))
+                }
+                None => {}
             }
-            Some(_) => {
-                return Err(crate::store::corrupted(
-                    Family::Meta,
-                    crate::store::meta_keys::INDEXED,
-                    "expected the list of indexed attributes",
-                ))
-            }
-            None => {}
         }
         for item in store.scan::<TopicsF>(&[], false, None) {
             let (key, rec) = item?;

@@ -725,6 +725,49 @@ impl ProfileDb {
     }
 }
 
+impl ProfileDb {
+    /// Declares `attribute` range-indexed: an ordered index of its numeric values
+    /// (numbers, and strings holding numbers, such as unix timestamps), built now from
+    /// every person and kept from then on, so `attr.NAME < / <= / > / >= NUMBER` (or
+    /// `now±N`) is answered by a range scan instead of a per-person check.
+    ///
+    /// # Errors
+    /// [`Error::Input`](crate::Error::Input) for a bad name.
+    pub fn index_attribute_range(&self, attribute: &str) -> Result<()> {
+        if attribute.is_empty() || attribute.contains('.') {
+            return Err(InputError::new(
+                "attribute",
+                InputReason::Invalid("must be a top-level attribute name".into()),
+            )
+            .into());
+        }
+        let mut catalog = self.catalog().clone();
+        if !catalog.ranged.insert(attribute.to_owned()) {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for item in self.inner.store.scan::<AttributesF>(&[], false, None) {
+            let (key, rec) = item?;
+            let pid = crate::store::pid_from_key(Family::Attributes, &key)?;
+            if let Some(x) = rec
+                .values
+                .get(attribute)
+                .and_then(crate::audience::as_number)
+            {
+                entries.push(crate::store::RangesF::key(attribute, x, pid));
+            }
+        }
+        catalog.finish()?;
+        let names: Vec<String> = catalog.ranged.iter().cloned().collect();
+        self.commit_catalog(catalog, Vec::new(), |txn| {
+            for k in entries {
+                txn.put::<crate::store::RangesF>(k, ());
+            }
+            txn.put::<MetaF>(meta_keys::RANGED.to_vec(), MetaValue::Indexed(names));
+        })
+    }
+}
+
 /// A one-operation batch's error without the batch wrapper.
 fn unwrap_single(e: crate::Error) -> crate::Error {
     match e {

@@ -831,9 +831,21 @@ proptest! {
         for (i, (text, _)) in conditions.iter().enumerate().skip(atoms.len()).take(4) {
             db.create_segment(&format!("s{i}"), Some(text)).unwrap();
         }
-        // More writes after the segments exist: they must keep up.
+        // Declared indexes change how atoms are answered, not what they mean.
+        db.index_attribute("plan").unwrap();
+        db.index_attribute_range("age").unwrap();
+        // More writes after the segments and indexes exist: they must keep up.
         load(&db, &specs.iter().rev().cloned().collect::<Vec<_>>(), 1);
         let people: Vec<Facts> = db.people().unwrap().into_iter().map(|p| facts(&db, p)).collect();
+        for (text, tree) in &conditions {
+            let mut want: Vec<String> = people
+                .iter()
+                .filter(|f| tree.eval(&atoms, f, T0))
+                .filter_map(|f| f.person.id.clone())
+                .collect();
+            want.sort();
+            prop_assert_eq!(&ids(&db, text), &want, "indexed condition: {}", text);
+        }
         for (i, (text, tree)) in conditions.iter().enumerate().skip(atoms.len()).take(4) {
             let mut want: Vec<String> = people
                 .iter()
@@ -845,4 +857,54 @@ proptest! {
         }
         prop_assert!(db.verify().unwrap().is_ok(), "{:?}", db.verify().unwrap().problems);
     }
+}
+
+#[test]
+fn range_indexed_attributes_answer_comparisons_from_the_ordered_index() {
+    let (_d, db, _c) = open();
+    for (i, age) in [5i64, 17, 18, 30, 64, -3].iter().enumerate() {
+        db.identify(Identify::new(u(&format!("p{i}"))).set("age", *age))
+            .unwrap();
+    }
+    db.identify(Identify::new(u("s")).set("age", "40")).unwrap();
+    db.identify(Identify::new(u("f")).set("age", 18.5)).unwrap();
+    db.identify(Identify::new(u("none")).set("age", "old"))
+        .unwrap();
+    let before: Vec<(String, u64)> = [
+        "attr.age > 18",
+        "attr.age >= 18",
+        "attr.age < 18",
+        "attr.age <= 18",
+        "attr.age > -10",
+    ]
+    .iter()
+    .map(|c| (c.to_string(), db.count(c).unwrap()))
+    .collect();
+    db.index_attribute_range("age").unwrap();
+    for (c, n) in &before {
+        assert_eq!(db.count(c).unwrap(), *n, "{c}");
+        let ex = db.explain(c).unwrap();
+        assert!(
+            ex.lines.iter().all(|l| l.contains("ordered index")),
+            "{ex:?}"
+        );
+    }
+    assert_eq!(
+        db.count("attr.age > 18").unwrap(),
+        4,
+        "30, 64, \"40\", 18.5"
+    );
+    // Kept current by writes, removals, deletes.
+    db.identify(Identify::new(u("p0")).set("age", 99)).unwrap();
+    db.identify(Identify::new(u("p3")).remove("age")).unwrap();
+    db.delete(&u("p4")).unwrap();
+    assert_eq!(ids(&db, "attr.age > 18"), ["f", "p0", "s"]);
+    // And with the clock: created_at within the last day.
+    db.index_attribute_range("created_at").unwrap();
+    db.identify(Identify::new(u("new")).set("created_at", T0 - 100))
+        .unwrap();
+    db.identify(Identify::new(u("old")).set("created_at", T0 - 10 * 86_400))
+        .unwrap();
+    assert_eq!(ids(&db, "attr.created_at > now-1d"), ["new"]);
+    assert!(db.verify().unwrap().is_ok());
 }

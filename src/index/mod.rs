@@ -520,10 +520,37 @@ pub fn plan(
     touches: &Touches,
     bitmaps: &Bitmaps,
     indexed: &BTreeSet<String>,
+    ranged: &BTreeSet<String>,
 ) -> Result<Delta> {
-    use crate::store::{pid_key, AttributesF, DevicesF, PeopleF, RelationshipsF};
+    use crate::store::{pid_key, AttributesF, DevicesF, PeopleF, RangesF, RelationshipsF};
     let mut delta = Delta::default();
     for (pid, t) in touches.iter() {
+        // The ordered index of range-indexed attributes: plain keys, staged directly.
+        if !ranged.is_empty() && (t.attrs || t.created || t.deleted) {
+            let pk = pid_key(pid);
+            let before = txn.base::<AttributesF>(&pk)?;
+            let after = if t.deleted {
+                None
+            } else {
+                txn.get::<AttributesF>(&pk)?
+            };
+            for name in ranged {
+                let num = |r: &Option<AttributesRecord>| {
+                    r.as_ref()
+                        .and_then(|a| a.values.get(name))
+                        .and_then(crate::audience::as_number)
+                };
+                let (old, new) = (num(&before), num(&after));
+                if old != new {
+                    if let Some(v) = old {
+                        txn.delete::<RangesF>(RangesF::key(name, v, pid));
+                    }
+                    if let Some(v) = new {
+                        txn.put::<RangesF>(RangesF::key(name, v, pid), ());
+                    }
+                }
+            }
+        }
         if t.deleted {
             for key in bitmaps.keys() {
                 if bitmaps.contains(key, pid) {

@@ -65,6 +65,7 @@ families! {
     Bitmaps "bitmaps" "bitmap id + chunk (pid >> 16) → one chunk of a roaring bitmap.",
     Topics "topics" "topic id → name and default.",
     Segments "segments" "segment id → definition.",
+    Ranges "ranges" "attribute name + orderable number + pid → (): ordered index of range-indexed attributes.",
 }
 
 impl Family {
@@ -181,6 +182,11 @@ impl Family {
                 decode_value::<SegmentsF>(key, value)?;
                 None
             }
+            Family::Ranges => {
+                let (_, _, pid) = RangesF::decode_key(key)?;
+                decode_value::<RangesF>(key, value)?;
+                Some(pid)
+            }
         })
     }
 }
@@ -219,6 +225,7 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = AnonymousF::decode_key(bytes);
     let _ = DeliveriesF::decode_key(bytes);
     let _ = MembersF::decode_key(bytes);
+    let _ = RangesF::decode_key(bytes);
 }
 
 /// Builds keys: big-endian integers, sign-flipped times, length-prefixed strings.
@@ -388,6 +395,57 @@ family!(
 family!(BitmapsF, Family::Bitmaps, Vec<u8>);
 family!(TopicsF, Family::Topics, TopicRecord);
 family!(SegmentsF, Family::Segments, SegmentRecord);
+family!(RangesF, Family::Ranges, ());
+
+/// A float as 8 bytes whose big-endian order is numeric order.
+pub fn orderable(x: f64) -> [u8; 8] {
+    let bits = x.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    ordered.to_be_bytes()
+}
+
+/// Inverse of [`orderable`].
+pub fn from_orderable(b: [u8; 8]) -> f64 {
+    let ordered = u64::from_be_bytes(b);
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    f64::from_bits(bits)
+}
+
+impl RangesF {
+    /// The key prefix of one attribute's entries.
+    pub fn prefix(name: &str) -> Vec<u8> {
+        KeyBuf::new().str16(name).done()
+    }
+    /// Key: `u16`-prefixed attribute name, orderable number (8 bytes), pid.
+    pub fn key(name: &str, value: f64, pid: u32) -> Vec<u8> {
+        let mut k = Self::prefix(name);
+        k.extend_from_slice(&orderable(value));
+        k.extend_from_slice(&pid.to_be_bytes());
+        k
+    }
+    /// The key prefix of one attribute's entries at `value`.
+    pub fn at(name: &str, value: f64) -> Vec<u8> {
+        let mut k = Self::prefix(name);
+        k.extend_from_slice(&orderable(value));
+        k
+    }
+    /// (name, value, pid) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(String, f64, u32)> {
+        let (name, r) = KeyReader::new(Family::Ranges, key).str16()?;
+        let (v, r) = r.u64()?;
+        let (pid, r) = r.u32()?;
+        r.end()?;
+        Ok((name, from_orderable(v.to_be_bytes()), pid))
+    }
+}
 
 /// Who an event id belongs to, in `event_ids` keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -587,6 +645,8 @@ pub mod meta_keys {
     pub const COUNTERS: &[u8] = b"counters";
     /// The attributes declared indexed (equality bitmaps).
     pub const INDEXED: &[u8] = b"indexed";
+    /// The attributes declared range-indexed (the `ranges` family).
+    pub const RANGED: &[u8] = b"ranged";
 }
 
 /// Key of the `people` and `attributes` families: the pid, 4 bytes big-endian.
