@@ -254,7 +254,7 @@ pub(crate) fn report_metric(cx: &mut Ctx<'_, '_>, m: &Metric) -> Result<Outcome>
     }
     let at = m.timestamp.unwrap_or(cx.now);
     let status_time = rec.metrics.get(&rec.status).copied().unwrap_or(i64::MIN);
-    if at >= status_time {
+    if !rec.metrics.contains_key(&m.metric) && at >= status_time {
         rec.status = m.metric.clone();
     }
     rec.metrics.entry(m.metric.clone()).or_insert(at);

@@ -80,6 +80,10 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
     }
     if !inherited.is_empty() {
         cx.txn.put::<AttributesF>(pid_key(p), pattrs);
+        if let Some(mut prec) = cx.txn.get::<PeopleF>(&pid_key(p))? {
+            prec.updated = cx.now;
+            cx.txn.put::<PeopleF>(pid_key(p), prec);
+        }
     }
 
     // Timeline: tracked events and delivery metrics move.

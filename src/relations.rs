@@ -7,7 +7,9 @@
 //!   readable from both sides: `relationships` is keyed by person, `members` by object.
 //!   Relating to an object that does not exist yet creates it, empty.
 //! - Deleting an object removes every relationship to it (each person gets a
-//!   `delete_relationship` activity).
+//!   `delete_relationship` activity), including those kept for anonymous ids (found by a
+//!   scan of `anon_relationships`, which holds only relationships of people not yet
+//!   identified).
 //! - Relationships can be made for an `anonymous_id` that no person has yet; they move
 //!   to the person who is identified with it.
 
@@ -239,6 +241,12 @@ pub(crate) fn delete_object(cx: &mut Ctx<'_, '_>, object: &ObjectRef) -> Result<
             Value::Null,
         );
     }
+    for akey in cx.txn.keys(Family::AnonRelationships, &[])? {
+        let (_, t, o) = AnonRelationshipsF::decode_key(&akey)?;
+        if t == object.type_id && o == object.object_id {
+            cx.txn.delete::<AnonRelationshipsF>(akey);
+        }
+    }
     if existed || !members.is_empty() {
         Ok(Outcome::Recorded(None))
     } else {
@@ -260,6 +268,14 @@ pub(crate) fn add_relationship(
         match people::lookup(cx.txn, IdentKind::AnonymousId, &norm)? {
             Some(_) => None,
             None => Some(norm),
+        }
+    } else {
+        None
+    };
+    let pid = if anon.is_none() {
+        match people::resolve_or_create(cx, who)? {
+            Ok(pid) => Some(pid),
+            Err(outcome) => return Ok(outcome),
         }
     } else {
         None
@@ -294,9 +310,8 @@ pub(crate) fn add_relationship(
         cx.txn.put::<AnonRelationshipsF>(key, rec);
         return Ok(Outcome::Recorded(None));
     }
-    let pid = match people::resolve_or_create(cx, who)? {
-        Ok(pid) => pid,
-        Err(outcome) => return Ok(outcome),
+    let Some(pid) = pid else {
+        return Ok(Outcome::NotFound);
     };
     let key = RelationshipsF::key(pid, object.type_id, &object.object_id);
     let existing = cx.txn.get::<RelationshipsF>(&key)?;

@@ -786,3 +786,76 @@ fn identify_carries_cio_relationships_in_both_wire_forms() {
     assert!(err.input().is_some());
     assert!(db.person(&u("u-201")).unwrap().is_none());
 }
+
+// Regression tests for bugs the model test (tests/model.rs) found in the profile.
+
+/// Bug 1: a merge that gave the primary new attributes left its `updated` time alone.
+#[test]
+fn profile_bug_01_merge_did_not_touch_updated() {
+    let (_d, db, clock) = open();
+    db.identify(Identify::new(u("p"))).unwrap();
+    db.identify(Identify::new(u("s")).set("plan", "pro"))
+        .unwrap();
+    clock.advance(60);
+    db.merge(&u("p"), &u("s")).unwrap();
+    let p = db.person(&u("p")).unwrap().unwrap();
+    assert_eq!(p.attributes["plan"], Value::from("pro"));
+    assert_eq!(p.updated, T0 + 60);
+}
+
+/// Bug 2: a repeated report of an earlier metric took the status back although the
+/// metric kept its first time.
+#[test]
+fn profile_bug_02_repeated_metric_took_the_status() {
+    let (_d, db, _c) = open();
+    db.add_delivery(&u("a"), NewDelivery::new("d1", Channel::Email))
+        .unwrap();
+    db.report_metric(Metric::new("d1", "sent").timestamp(T0 + 10))
+        .unwrap();
+    db.report_metric(Metric::new("d1", "delivered").timestamp(T0 + 20))
+        .unwrap();
+    db.report_metric(Metric::new("d1", "sent").timestamp(T0 + 30))
+        .unwrap();
+    let (_, d) = db.delivery("d1").unwrap().unwrap();
+    assert_eq!(d.status, "delivered");
+    assert_eq!(d.metrics["sent"], T0 + 10);
+}
+
+/// Bug 3: deleting an object left relationships kept for anonymous ids, which then
+/// moved to the person identified with the anonymous id.
+#[test]
+fn profile_bug_03_delete_object_left_anonymous_relationships() {
+    let (_d, db, _c) = open();
+    let acme = ObjectRef::new(1, "acme");
+    db.add_relationship(
+        &Ident::anonymous_id("anon"),
+        &acme,
+        vec![("role".into(), "admin".into())],
+    )
+    .unwrap();
+    db.delete_object(&acme).unwrap();
+    assert_eq!(
+        db.delete_relationship(&Ident::anonymous_id("anon"), &acme)
+            .unwrap(),
+        Outcome::NotFound
+    );
+    db.identify(Identify::new(u("u")).set("anonymous_id", "anon"))
+        .unwrap();
+    assert!(db.relationships(&u("u")).unwrap().is_empty());
+    assert!(db.object_people(&acme).unwrap().is_empty());
+}
+
+/// Bug 4: a relationship call for an unknown cio_id was ignored but still created the
+/// object and its type.
+#[test]
+fn profile_bug_04_ignored_relationship_created_the_object() {
+    let (_d, db, _c) = open();
+    let acme = ObjectRef::new(1, "acme");
+    assert_eq!(
+        db.add_relationship(&Ident::cio_id("00000009"), &acme, vec![])
+            .unwrap(),
+        Outcome::Ignored(IgnoreReason::UnknownCioId)
+    );
+    assert!(db.object(&acme).unwrap().is_none());
+    assert!(db.object_types().unwrap().is_empty());
+}
