@@ -210,6 +210,93 @@ impl Cond {
     }
 }
 
+/// How a condition's result can change as the clock advances while the data stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trend {
+    /// It cannot change.
+    Static,
+    /// It can only turn from true to false (`within`, `> now-7d`): members can only
+    /// leave, so re-evaluating the current members suffices.
+    Decaying,
+    /// It can only turn from false to true (`< now-7d`, `count < 3 within 1d`).
+    Growing,
+    /// Either way.
+    Mixed,
+}
+
+impl Trend {
+    fn flip(self) -> Trend {
+        match self {
+            Trend::Decaying => Trend::Growing,
+            Trend::Growing => Trend::Decaying,
+            other => other,
+        }
+    }
+
+    fn join(self, other: Trend) -> Trend {
+        match (self, other) {
+            (Trend::Static, t) | (t, Trend::Static) => t,
+            (a, b) if a == b => a,
+            _ => Trend::Mixed,
+        }
+    }
+}
+
+fn op_trend(op: CmpOp) -> Trend {
+    // A rising threshold (`now` grows): `> now-D` can only turn false, `< now-D` true.
+    match op {
+        CmpOp::Gt | CmpOp::Ge => Trend::Decaying,
+        CmpOp::Lt | CmpOp::Le => Trend::Growing,
+        _ => Trend::Mixed,
+    }
+}
+
+fn atom_trend(atom: &Atom) -> Trend {
+    match atom {
+        Atom::Attr { op, value, .. } | Atom::Device { op, value, .. } => {
+            if literal_uses_clock(value) {
+                op_trend(*op)
+            } else {
+                Trend::Static
+            }
+        }
+        Atom::Event(o) | Atom::Delivery(o) => {
+            let filters = o.filters.iter().fold(Trend::Static, |t, f| {
+                t.join(if literal_uses_clock(&f.value) {
+                    Trend::Mixed
+                } else {
+                    Trend::Static
+                })
+            });
+            let window = match (o.within, o.count) {
+                (None, _) => Trend::Static,
+                // A shrinking window can only lower the count.
+                (Some(_), None | Some((CmpOp::Ge | CmpOp::Gt, _))) => Trend::Decaying,
+                (Some(_), Some((CmpOp::Lt | CmpOp::Le, _))) => Trend::Growing,
+                (Some(_), Some(_)) => Trend::Mixed,
+            };
+            filters.join(window)
+        }
+        _ => Trend::Static,
+    }
+}
+
+impl Cond {
+    /// How the result can move as the clock advances (segments it references count as
+    /// `Mixed` when `moving` holds them: their membership may change in the same pass).
+    pub fn trend(&self, moving: &BTreeSet<u32>) -> Trend {
+        match self {
+            Cond::And(xs) | Cond::Or(xs) => xs
+                .iter()
+                .fold(Trend::Static, |t, x| t.join(x.trend(moving))),
+            Cond::Not(x) => x.trend(moving).flip(),
+            Cond::Key(BitmapKey::Segment(id)) if moving.contains(id) => Trend::Mixed,
+            Cond::Scan(a) | Cond::Range(a) => atom_trend(a),
+            _ => Trend::Static,
+        }
+    }
+}
+
 fn literal_uses_clock(l: &Literal) -> bool {
     matches!(l, Literal::Now(_))
 }

@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use roaring::RoaringBitmap;
 
-use crate::audience::{eval, Cond, Explain, StoreSource};
+use crate::audience::{eval, Cond, Explain, StoreSource, Trend};
 use crate::db::ProfileDb;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::{attribute_keys, chunk_of, encode_chunk, BitmapKey, Bitmaps, Delta};
@@ -20,6 +20,9 @@ use crate::store::records::{MetaValue, TopicRecord};
 use crate::store::{
     ident_key, meta_keys, AttributesF, BitmapsF, Family, MetaF, PeopleF, SegmentsF, TopicsF,
 };
+
+/// How many people one `refresh` commit covers at most.
+const REFRESH_COMMIT_PEOPLE: usize = 20_000;
 
 /// One person in a query result or the people list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,10 +629,14 @@ impl ProfileDb {
 
     /// Re-evaluates the data-driven segments whose conditions read the clock (`within`,
     /// `now`) at the current time, recording entered/exited activity for every change.
+    /// Only people whose membership can change are visited: for a condition that can
+    /// only turn false as time passes (`event:x within 7d`, `attr.t > now-1d`), the
+    /// current members; for one that can only turn true, the non-members.
     ///
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage) when reading or committing fails.
     pub fn refresh(&self) -> Result<RefreshReport> {
+        let now = self.now();
         let catalog = self.catalog().clone();
         let mut working = self.read_gate().clone();
         let mut report = RefreshReport::default();
@@ -649,11 +656,36 @@ impl ProfileDb {
                 continue;
             }
             report.segments += 1;
-            let Some(new) = self.build(&catalog, *id, &working, &mut |_, _| {})? else {
+            let Some(cond) = def.cond.as_ref() else {
                 continue;
             };
             let key = BitmapKey::Segment(*id);
             let old = working.get(&key).cloned().unwrap_or_default();
+            // Only who can change is visited: members when the condition can only turn
+            // false with time, non-members when it can only turn true.
+            let all = working.get(&BitmapKey::All).cloned().unwrap_or_default();
+            let trend = cond.trend(&dependents_dirty);
+            let within = match trend {
+                Trend::Decaying => old.clone(),
+                Trend::Growing => &all - &old,
+                Trend::Static | Trend::Mixed => all,
+            };
+            let mut src = StoreSource {
+                store: &self.inner.store,
+                bitmaps: &working,
+            };
+            let part = eval(
+                cond,
+                &within,
+                &working,
+                &mut src,
+                now,
+                &mut Explain::default(),
+            )?;
+            let new = match trend {
+                Trend::Growing => &old | &part,
+                _ => part,
+            };
             if old == new {
                 continue;
             }
@@ -671,21 +703,24 @@ impl ProfileDb {
         if delta.is_empty() {
             return Ok(report);
         }
-        let now = self.now();
-        self.commit_delta(delta, |txn, counters, bitmaps, delta| {
-            let mut changes: BTreeMap<(u32, bool), Vec<u32>> = BTreeMap::new();
-            for (k, pid, add) in delta.iter() {
-                if let BitmapKey::Segment(id) = k {
-                    if bitmaps.contains(k, pid) != add {
-                        changes.entry((pid, add)).or_default().push(*id);
+        // Commit in parts of bounded size (each part is atomic: its members' chunks and
+        // their activity together), so a mass exit does not become one huge transaction.
+        for part in delta.split_by_person(REFRESH_COMMIT_PEOPLE) {
+            self.commit_delta(part, |txn, counters, bitmaps, delta| {
+                let mut changes: BTreeMap<(u32, bool), Vec<u32>> = BTreeMap::new();
+                for (k, pid, add) in delta.iter() {
+                    if let BitmapKey::Segment(id) = k {
+                        if bitmaps.contains(k, pid) != add {
+                            changes.entry((pid, add)).or_default().push(*id);
+                        }
                     }
                 }
-            }
-            for ((pid, entered), mut ids) in changes {
-                ids.sort_unstable();
-                crate::segments::record(txn, counters, pid, now, &catalog, &ids, entered);
-            }
-        })?;
+                for ((pid, entered), mut ids) in changes {
+                    ids.sort_unstable();
+                    crate::segments::record(txn, counters, pid, now, &catalog, &ids, entered);
+                }
+            })?;
+        }
         Ok(report)
     }
 

@@ -908,3 +908,45 @@ fn range_indexed_attributes_answer_comparisons_from_the_ordered_index() {
     assert_eq!(ids(&db, "attr.created_at > now-1d"), ["new"]);
     assert!(db.verify().unwrap().is_ok());
 }
+
+#[test]
+fn refresh_matches_a_fresh_evaluation_for_every_trend() {
+    let (_d, db, clock) = open();
+    for i in 0..40i64 {
+        let who = u(&format!("p{i}"));
+        db.identify(Identify::new(who.clone()).set("t", T0 - i * 3_600))
+            .unwrap();
+        for k in 0..(i % 3) {
+            db.track(Track::event(who.clone(), "login").timestamp(T0 - i * 3_000 - k * 7_000))
+                .unwrap();
+        }
+    }
+    let conditions = [
+        "event:login within 1d",           // decaying
+        "event:login count < 1 within 1d", // growing
+        "event:login count = 1 within 2d", // mixed
+        "attr.t > now-1d",                 // decaying
+        "attr.t < now-1d",                 // growing
+        "not (event:login within 12h)",    // growing, through not
+    ];
+    for (i, c) in conditions.iter().enumerate() {
+        db.create_segment(&format!("s{i}"), Some(c)).unwrap();
+    }
+    for _ in 0..6 {
+        clock.advance(5 * 3_600);
+        db.refresh().unwrap();
+        for (i, c) in conditions.iter().enumerate() {
+            assert_eq!(
+                ids(&db, &format!("segment:s{i}")),
+                ids(&db, c),
+                "{c} at now = T0 + {}",
+                clock_now(&db) - T0
+            );
+        }
+    }
+    assert!(db.verify().unwrap().is_ok());
+}
+
+fn clock_now(db: &ProfileDb) -> i64 {
+    db.now()
+}

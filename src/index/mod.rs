@@ -320,6 +320,34 @@ impl Delta {
         out
     }
 
+    /// Splits the changes into deltas covering at most `people` people each (every
+    /// change of one person stays in one part).
+    pub fn split_by_person(self, people: usize) -> Vec<Delta> {
+        let mut by_pid: BTreeMap<u32, Vec<(BitmapKey, bool)>> = BTreeMap::new();
+        for (key, members) in self.changes {
+            for (pid, add) in members {
+                by_pid.entry(pid).or_default().push((key.clone(), add));
+            }
+        }
+        let mut parts = Vec::new();
+        let mut cur = Delta::default();
+        let mut n = 0;
+        for (pid, changes) in by_pid {
+            for (key, add) in changes {
+                cur.set(key, pid, add);
+            }
+            n += 1;
+            if n >= people.max(1) {
+                parts.push(std::mem::take(&mut cur));
+                n = 0;
+            }
+        }
+        if !cur.is_empty() {
+            parts.push(cur);
+        }
+        parts
+    }
+
     /// Every change, as (bitmap, pid, member after).
     pub fn iter(&self) -> impl Iterator<Item = (&BitmapKey, u32, bool)> {
         self.changes
