@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use profiledb::synth;
 use profiledb::{
     Channel, DeviceInput, Durability, Ident, Identify, ManualClock, Metric, NewDelivery, ObjectRef,
     Platform, Profile, ProfileDb, Track, Value,
@@ -146,11 +147,57 @@ fn demo(dir: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error
         .ok_or("the sample person is missing")?;
     println!();
     print_profile(&profile);
+    audience(&db)?;
     let stats = db.stats()?;
     println!(
         "\n{} people, {} commits, {} bytes on disk",
         stats.people, stats.commit_seq, stats.size_on_disk
     );
+    Ok(())
+}
+
+/// Loads synthetic people, defines topics and segments, and runs audience queries.
+fn audience(db: &ProfileDb) -> Result<(), Box<dyn std::error::Error>> {
+    const PEOPLE: u64 = 2_000;
+    println!("\nAudiences over {PEOPLE} synthetic people (profiledb::synth)");
+    for (id, name, default) in synth::topics() {
+        db.define_topic(id, &name, default)?;
+    }
+    let now = db.now();
+    let mut ops = Vec::new();
+    for n in 0..PEOPLE {
+        ops.extend(synth::person_ops(n, synth::SEED, now));
+    }
+    for chunk in ops.chunks(1_000) {
+        db.write_batch(chunk)?;
+    }
+    for (name, condition) in synth::segments(5) {
+        let id = db.create_segment(&name, Some(&condition))?;
+        let members = db.count(&format!("segment:#{id}"))?;
+        println!("  segment #{id} {name:<12} {members:>5} members  {condition}");
+    }
+    let query = r#"segment:"Segment 00" and topic:3 and not unsubscribed and attr.age > 40"#;
+    let result = db.query(query, 3, None)?;
+    println!("  query  {query}");
+    println!(
+        "         {} people; first: {:?}",
+        result.count,
+        result
+            .people
+            .iter()
+            .filter_map(|p| p.id.as_deref())
+            .collect::<Vec<_>>()
+    );
+    for line in db.explain(query)?.lines {
+        println!("         {line}");
+    }
+    let someone = Ident::id(synth::person_id(7));
+    let segments: Vec<String> = db
+        .person_segments(&someone)?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    println!("  {} is in {segments:?}", synth::person_id(7));
     Ok(())
 }
 
