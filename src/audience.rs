@@ -833,6 +833,8 @@ pub fn holds(cond: &Cond, pid: u32, src: &mut dyn Source, now: i64) -> Result<bo
 pub struct Explain {
     /// One line per atom: `index` or `scan of N candidates`.
     pub lines: Vec<String>,
+    /// People checked one by one, in all.
+    pub scanned: u64,
 }
 
 /// The candidate bitmap of a per-person atom: everyone it could possibly hold for.
@@ -869,7 +871,8 @@ fn is_bitmap(c: &Cond) -> bool {
     )
 }
 
-/// The members of `within` for whom `cond` holds.
+/// The members of `within` for whom `cond` holds. `progress` is called with the number
+/// of people checked one by one so far, every 4096 of them and at the end of each scan.
 pub fn eval(
     cond: &Cond,
     within: &RoaringBitmap,
@@ -877,6 +880,7 @@ pub fn eval(
     src: &mut dyn Source,
     now: i64,
     explain: &mut Explain,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<RoaringBitmap> {
     let empty = RoaringBitmap::new();
     Ok(match cond {
@@ -891,11 +895,11 @@ pub fn eval(
                 .push(format!("topic {n} (opted in by default): index"));
             within - bitmaps.get(&BitmapKey::TopicOut(*n)).unwrap_or(&empty)
         }
-        Cond::Not(x) => within - eval(x, within, bitmaps, src, now, explain)?,
+        Cond::Not(x) => within - eval(x, within, bitmaps, src, now, explain, progress)?,
         Cond::Or(xs) => {
             let mut out = RoaringBitmap::new();
             for x in xs {
-                out |= eval(x, within, bitmaps, src, now, explain)?;
+                out |= eval(x, within, bitmaps, src, now, explain, progress)?;
             }
             out
         }
@@ -913,7 +917,7 @@ pub fn eval(
                 if cur.is_empty() {
                     break;
                 }
-                cur = eval(x, &cur, bitmaps, src, now, explain)?;
+                cur = eval(x, &cur, bitmaps, src, now, explain, progress)?;
             }
             cur
         }
@@ -940,7 +944,12 @@ pub fn eval(
                 if atom_holds(atom, pid, src, now)? {
                     out.insert(pid);
                 }
+                explain.scanned += 1;
+                if explain.scanned % 4096 == 0 {
+                    progress(explain.scanned);
+                }
             }
+            progress(explain.scanned);
             out
         }
     })

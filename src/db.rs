@@ -523,19 +523,32 @@ impl ProfileDb {
         let durable_seq = read_commit_file(dir)?;
 
         let sled_dir = dir.join(SLED_DIR);
-        let sled = SledKv::open(&sled_dir, config.cache_bytes).map_err(|e| match e {
-            StorageError::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                Error::Open(OpenError::Locked {
-                    path: dir.to_path_buf(),
-                })
+        // sled 0.34 releases its file lock only when its background threads let go of
+        // the database, a moment after the last handle is dropped; so a reopen right
+        // after a close retries for up to a second before calling the database locked.
+        let mut attempts = 0;
+        let sled = loop {
+            match SledKv::open(&sled_dir, config.cache_bytes) {
+                Ok(kv) => break kv,
+                Err(StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    attempts += 1;
+                    if attempts >= 50 {
+                        return Err(Error::Open(OpenError::Locked {
+                            path: dir.to_path_buf(),
+                        }));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(other) => {
+                    return Err(Error::Open(OpenError::Damaged {
+                        reason: other.to_string(),
+                    }))
+                }
             }
-            other => Error::Open(OpenError::Damaged {
-                reason: other.to_string(),
-            }),
-        })?;
+        };
         let kv: Box<dyn Kv> = match &config.faults {
             Some(f) => Box::new(FaultKv::new(sled, f.clone())),
             None => Box::new(sled),

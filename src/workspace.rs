@@ -142,7 +142,15 @@ impl ProfileDb {
             bitmaps: &bitmaps,
         };
         let mut explain = Explain::default();
-        let set = eval(&cond, &all, &bitmaps, &mut src, self.now(), &mut explain)?;
+        let set = eval(
+            &cond,
+            &all,
+            &bitmaps,
+            &mut src,
+            self.now(),
+            &mut explain,
+            &mut |_| {},
+        )?;
         Ok((set, explain))
     }
 
@@ -472,7 +480,15 @@ impl ProfileDb {
             bitmaps,
         };
         let mut explain = Explain::default();
-        let set = eval(cond, &all, bitmaps, &mut src, self.now(), &mut explain)?;
+        let set = eval(
+            cond,
+            &all,
+            bitmaps,
+            &mut src,
+            self.now(),
+            &mut explain,
+            &mut |n| progress(n.min(total), total),
+        )?;
         progress(total, total);
         Ok(Some(set))
     }
@@ -488,7 +504,9 @@ impl ProfileDb {
     }
 
     /// As [`create_segment`](ProfileDb::create_segment), calling `progress(done, total)`
-    /// while the initial membership is computed.
+    /// while the initial membership is computed: `total` is the number of people, `done`
+    /// how many have been checked one by one so far (bitmap atoms need no per-person
+    /// work), reported every 4096 people, then `(total, total)` at the end.
     ///
     /// # Errors
     /// As [`create_segment`](ProfileDb::create_segment).
@@ -681,6 +699,7 @@ impl ProfileDb {
                 &mut src,
                 now,
                 &mut Explain::default(),
+                &mut |_| {},
             )?;
             let new = match trend {
                 Trend::Growing => &old | &part,

@@ -950,3 +950,25 @@ fn refresh_matches_a_fresh_evaluation_for_every_trend() {
 fn clock_now(db: &ProfileDb) -> i64 {
     db.now()
 }
+
+#[test]
+fn creating_a_segment_reports_progress() {
+    let (_d, db, _c) = open();
+    let ops: Vec<Op> = (0..5000)
+        .map(|i| Op::Identify(Identify::new(u(&format!("p{i}"))).set("age", i % 90)))
+        .collect();
+    db.write_batch(&ops).unwrap();
+    let mut seen = Vec::new();
+    db.create_segment_with_progress("Old", Some("attr.age > 60"), &mut |done, total| {
+        seen.push((done, total))
+    })
+    .unwrap();
+    assert_eq!(seen.first(), Some(&(0, 5000)));
+    assert_eq!(seen.last(), Some(&(5000, 5000)));
+    assert!(seen.iter().any(|(d, _)| *d == 4096), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert_eq!(
+        db.count("segment:Old").unwrap(),
+        db.count("attr.age > 60").unwrap()
+    );
+}

@@ -461,3 +461,23 @@ fn readers_run_while_a_writer_writes() {
     }
     assert_eq!(db.stats().unwrap().people, 200);
 }
+
+/// Bug: sled releases its file lock only after its background threads let go, so a
+/// reopen right after dropping a handle (poisoned or not) could fail as `Locked`.
+#[test]
+fn storage_bug_01_reopen_right_after_drop_was_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        let faults = Faults::new();
+        let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+        if i % 2 == 0 {
+            faults.fail_write_at(1);
+            assert!(db.identify(Identify::new(Ident::id("x"))).is_err());
+        } else {
+            db.identify(Identify::new(Ident::id(format!("p{i}"))))
+                .unwrap();
+        }
+    }
+    let db = builder().open(dir.path()).unwrap();
+    assert_eq!(db.stats().unwrap().people, 10);
+}
