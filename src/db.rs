@@ -663,9 +663,25 @@ impl ProfileDb {
     fn commit(
         &self,
         writer: &mut Writer,
-        mut txn: Txn<'_>,
+        txn: Txn<'_>,
         counters: Counters,
         delta: &Delta,
+    ) -> Result<()> {
+        self.commit_then(writer, txn, counters, |bitmaps| {
+            if !delta.is_empty() {
+                bitmaps.apply(delta);
+            }
+        })
+    }
+
+    /// Commits `txn` (plus the counters and a new commit sequence number), then runs
+    /// `change` on the in-memory bitmaps inside the gate, so readers see both or neither.
+    fn commit_then(
+        &self,
+        writer: &mut Writer,
+        mut txn: Txn<'_>,
+        counters: Counters,
+        change: impl FnOnce(&mut Bitmaps),
     ) -> Result<()> {
         let seq = writer.commit_seq + 1;
         // One meta write per commit: the counters and the commit's sequence number.
@@ -688,48 +704,7 @@ impl ProfileDb {
                 self.poison();
                 return Err(e.into());
             }
-            if !delta.is_empty() {
-                bitmaps.apply(delta);
-            }
-        }
-        writer.counters = counters;
-        writer.commit_seq = seq;
-        self.inner.committed.store(seq, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// As [`commit`](Self::commit), replacing the in-memory bitmaps with `bitmaps` (when
-    /// given) inside the gate.
-    fn commit_replacing(
-        &self,
-        writer: &mut Writer,
-        mut txn: Txn<'_>,
-        counters: Counters,
-        bitmaps: Option<Bitmaps>,
-    ) -> Result<()> {
-        let seq = writer.commit_seq + 1;
-        txn.put::<MetaF>(
-            meta_keys::COUNTERS.to_vec(),
-            MetaValue::Counters {
-                next_pid: counters.next_pid,
-                next_seq: counters.next_seq,
-                commit_seq: seq,
-            },
-        );
-        let writes = txn.into_write_set()?;
-        {
-            let mut gate = self
-                .inner
-                .gate
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(e) = self.inner.store.kv().commit(&writes) {
-                self.poison();
-                return Err(e.into());
-            }
-            if let Some(b) = bitmaps {
-                *gate = b;
-            }
+            change(&mut bitmaps);
         }
         writer.counters = counters;
         writer.commit_seq = seq;
@@ -893,7 +868,7 @@ impl ProfileDb {
         let mut new_catalog = self.catalog().clone();
         let mut bitmaps = self.read_gate().clone();
         after(&mut bitmaps, &mut new_catalog);
-        self.commit_replacing(&mut writer, txn, counters, Some(bitmaps))?;
+        self.commit_then(&mut writer, txn, counters, |gate| *gate = bitmaps)?;
         *self
             .inner
             .catalog
