@@ -606,42 +606,40 @@ impl<'s> Cached<'s> {
     }
 }
 
+/// The value in `slot`, loading it the first time.
+fn memo<T: Clone>(slot: &mut Option<T>, load: impl FnOnce() -> Result<T>) -> Result<T> {
+    if let Some(v) = slot {
+        return Ok(v.clone());
+    }
+    let v = load()?;
+    *slot = Some(v.clone());
+    Ok(v)
+}
+
 impl Source for Cached<'_> {
     fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
         if pid != self.pid {
             return self.inner.person(pid);
         }
-        if self.person.is_none() {
-            self.person = Some(self.inner.person(pid)?);
-        }
-        Ok(self.person.clone().flatten())
+        memo(&mut self.person, || self.inner.person(pid))
     }
     fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
         if pid != self.pid {
             return self.inner.attributes(pid);
         }
-        if self.attributes.is_none() {
-            self.attributes = Some(self.inner.attributes(pid)?);
-        }
-        Ok(self.attributes.clone().flatten())
+        memo(&mut self.attributes, || self.inner.attributes(pid))
     }
     fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
         if pid != self.pid {
             return self.inner.devices(pid);
         }
-        if self.devices.is_none() {
-            self.devices = Some(self.inner.devices(pid)?);
-        }
-        Ok(self.devices.clone().unwrap_or_default())
+        memo(&mut self.devices, || self.inner.devices(pid))
     }
     fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
         if pid != self.pid {
             return self.inner.deliveries(pid);
         }
-        if self.deliveries.is_none() {
-            self.deliveries = Some(self.inner.deliveries(pid)?);
-        }
-        Ok(self.deliveries.clone().unwrap_or_default())
+        memo(&mut self.deliveries, || self.inner.deliveries(pid))
     }
     fn occurrences(
         &mut self,
