@@ -15,6 +15,7 @@
 //!   removes activity older than a time.
 
 use crate::error::{InputError, InputReason, Result};
+use crate::index::day_of;
 use crate::limits::Limits;
 use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value};
 use crate::people::{self, Ctx, Outcome};
@@ -161,7 +162,7 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
     cx.touches
         .of(pid)
         .events
-        .insert((t.kind.as_str().to_owned(), name.clone()));
+        .insert((t.kind.as_str().to_owned(), name.clone(), day_of(timestamp)));
     put_event(
         cx.txn,
         pid,
@@ -249,7 +250,7 @@ pub(crate) fn merge_anonymous(cx: &mut Ctx<'_, '_>, pid: u32, anon: &str) -> Res
             cx.touches
                 .of(pid)
                 .events
-                .insert((rec.kind.clone(), name.clone()));
+                .insert((rec.kind.clone(), name.clone(), day_of(timestamp)));
         }
         put_event(cx.txn, pid, timestamp, seq, rec);
         moved += 1;

@@ -835,10 +835,53 @@ pub struct Explain {
     pub scanned: u64,
 }
 
+/// From the per-day event bitmaps, the people with an occurrence of `kind`/`name` at or
+/// after `since`: those certain to have one (an occurrence on a later day, or on the
+/// first day when the window starts at midnight), and those who may (an occurrence on
+/// the window's first day only, which must be checked one by one).
+fn days_since(
+    bitmaps: &Bitmaps,
+    kind: &str,
+    name: &str,
+    since: i64,
+) -> (RoaringBitmap, RoaringBitmap) {
+    let first = crate::index::day_of(since);
+    let whole_first = since.rem_euclid(86_400) == 0;
+    let mut sure = RoaringBitmap::new();
+    let mut edge = RoaringBitmap::new();
+    for (key, members) in bitmaps.iter() {
+        if let BitmapKey::EventDay(k, n, day) = key {
+            if k == kind && n == name {
+                if *day > first || (*day == first && whole_first) {
+                    sure |= members;
+                } else if *day == first {
+                    edge |= members;
+                }
+            }
+        }
+    }
+    edge -= &sure;
+    (sure, edge)
+}
+
+/// Whether an event atom holds exactly when one occurrence in its window exists.
+fn any_occurrence(occ: &Occurrence) -> bool {
+    occ.filters.is_empty()
+        && matches!(
+            occ.count,
+            None | Some((CmpOp::Ge, 1)) | Some((CmpOp::Gt, 0))
+        )
+}
+
 /// The candidate bitmap of a per-person atom: everyone it could possibly hold for.
-fn candidates(atom: &Atom, bitmaps: &Bitmaps) -> Option<RoaringBitmap> {
+fn candidates(atom: &Atom, bitmaps: &Bitmaps, now: i64) -> Option<RoaringBitmap> {
     let get = |k: &BitmapKey| bitmaps.get(k).cloned().unwrap_or_default();
     match atom {
+        Atom::Event(occ) if !admits_zero(occ.count) && occ.within.is_some() => {
+            let since = now.saturating_sub(occ.within.unwrap_or_default());
+            let (sure, edge) = days_since(bitmaps, "event", &occ.name, since);
+            Some(sure | edge)
+        }
         Atom::AttrExists { path } => path.first().map(|n| get(&BitmapKey::HasAttr(n.clone()))),
         Atom::Attr { path, op, .. } if *op != CmpOp::Ne => {
             path.first().map(|n| get(&BitmapKey::HasAttr(n.clone())))
@@ -860,13 +903,6 @@ fn candidates(atom: &Atom, bitmaps: &Bitmaps) -> Option<RoaringBitmap> {
         }
         _ => None,
     }
-}
-
-fn is_bitmap(c: &Cond) -> bool {
-    matches!(
-        c,
-        Cond::All | Cond::Key(_) | Cond::TopicDefaultIn(_) | Cond::Range(_)
-    )
 }
 
 /// The members of `within` for whom `cond` holds. `progress` is called with the number
@@ -894,6 +930,29 @@ pub fn eval(
             within - bitmaps.get(&BitmapKey::TopicOut(*n)).unwrap_or(&empty)
         }
         Cond::Not(x) => within - eval(x, within, bitmaps, src, now, explain, progress)?,
+        Cond::Or(xs) if xs.iter().all(|x| matches!(x, Cond::Key(_))) => {
+            // Only bitmaps: their union (word-wise over dense containers), then `within`.
+            let mut parts: Vec<&RoaringBitmap> = Vec::new();
+            for x in xs {
+                if let Cond::Key(k) = x {
+                    explain.lines.push(format!("{k:?}: index"));
+                    parts.extend(bitmaps.get(k));
+                }
+            }
+            parts.sort_by_key(|b| std::cmp::Reverse(b.len()));
+            let mut out = match parts.split_first() {
+                Some((first, others)) => {
+                    let mut out = (*first).clone();
+                    for b in others {
+                        out |= *b;
+                    }
+                    out
+                }
+                None => RoaringBitmap::new(),
+            };
+            out &= within;
+            out
+        }
         Cond::Or(xs) => {
             let mut out = RoaringBitmap::new();
             for x in xs {
@@ -902,16 +961,62 @@ pub fn eval(
             out
         }
         Cond::And(xs) => {
-            // Bitmap operands first, then composites, then per-person atoms: each sees
-            // only what the ones before it left.
-            let mut order: Vec<&Cond> = xs.iter().collect();
-            order.sort_by_key(|c| match c {
-                c if is_bitmap(c) => 0,
+            // Plain bitmap operands are combined in place, smallest first: members
+            // (`&=`), then exclusions (`-=`); then ordered-index ranges, composites and
+            // per-person atoms, each seeing only what the ones before it left.
+            let mut members: Vec<&RoaringBitmap> = Vec::new();
+            let mut excluded: Vec<&RoaringBitmap> = Vec::new();
+            let mut rest: Vec<&Cond> = Vec::new();
+            for x in xs {
+                match x {
+                    Cond::All => {}
+                    Cond::Key(k) => {
+                        explain.lines.push(format!("{k:?}: index"));
+                        members.push(bitmaps.get(k).unwrap_or(&empty));
+                    }
+                    Cond::TopicDefaultIn(n) => {
+                        explain
+                            .lines
+                            .push(format!("topic {n} (opted in by default): index"));
+                        if let Some(out) = bitmaps.get(&BitmapKey::TopicOut(*n)) {
+                            excluded.push(out);
+                        }
+                    }
+                    Cond::Not(inner) if matches!(**inner, Cond::Key(_)) => {
+                        if let Cond::Key(k) = &**inner {
+                            explain.lines.push(format!("{k:?}: index"));
+                            if let Some(b) = bitmaps.get(k) {
+                                excluded.push(b);
+                            }
+                        }
+                    }
+                    other => rest.push(other),
+                }
+            }
+            members.sort_by_key(|b| b.len());
+            let mut cur = match members.split_first() {
+                Some((first, others)) => {
+                    let mut cur = (*first).clone();
+                    cur &= within;
+                    for b in others {
+                        if cur.is_empty() {
+                            break;
+                        }
+                        cur &= *b;
+                    }
+                    cur
+                }
+                None => within.clone(),
+            };
+            for b in excluded {
+                cur -= b;
+            }
+            rest.sort_by_key(|c| match c {
+                Cond::Range(_) => 0,
                 Cond::Scan(_) => 2,
                 _ => 1,
             });
-            let mut cur = within.clone();
-            for x in order {
+            for x in rest {
                 if cur.is_empty() {
                     break;
                 }
@@ -929,8 +1034,33 @@ pub fn eval(
                 _ => RoaringBitmap::new(),
             }
         }
+        Cond::Scan(Atom::Event(occ)) if occ.within.is_some() && any_occurrence(occ) => {
+            // Everyone with an occurrence on a day wholly inside the window holds; only
+            // those seen on the window's first day alone are read one by one.
+            let since = now.saturating_sub(occ.within.unwrap_or_default());
+            let (sure, edge) = days_since(bitmaps, "event", &occ.name, since);
+            let edge = within & &edge;
+            explain.lines.push(format!(
+                "event:{} within: day index, scan of {} candidates on the window's first day",
+                occ.name,
+                edge.len()
+            ));
+            let atom = Atom::Event(occ.clone());
+            let mut out = within & &sure;
+            for pid in &edge {
+                if atom_holds(&atom, pid, src, now)? {
+                    out.insert(pid);
+                }
+                explain.scanned += 1;
+                if explain.scanned % 4096 == 0 {
+                    progress(explain.scanned);
+                }
+            }
+            progress(explain.scanned);
+            out
+        }
         Cond::Scan(atom) => {
-            let cands = match candidates(atom, bitmaps) {
+            let cands = match candidates(atom, bitmaps, now) {
                 Some(c) => within & c,
                 None => within.clone(),
             };

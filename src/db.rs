@@ -55,7 +55,7 @@ use crate::store::{
 };
 
 /// The on-disk format version this build reads and writes (see `src/store/FORMAT.md`).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MARKER: &str = "PROFILEDB";
 const COMMIT_FILE: &str = "COMMIT";
@@ -748,68 +748,43 @@ impl ProfileDb {
     }
 
     fn apply(&self, ops: &[Op], wrap: bool) -> Result<Vec<Outcome>> {
-        let mut writer = self.writer()?;
-        let now = self.inner.config.clock.now();
-        let mut counters = writer.counters;
-        let mut txn = Txn::new(&self.inner.store);
-        let mut touches = Touches::default();
-        let mut outcomes = Vec::with_capacity(ops.len());
-        // Only this writer changes the bitmaps and the catalog, so what it reads here
-        // stays true until its own commit.
-        let catalog = self.catalog();
-        let bitmaps = self.read_gate();
-        {
-            let mut cx = Ctx {
-                txn: &mut txn,
-                touches: &mut touches,
-                bitmaps: &bitmaps,
-                catalog: &catalog,
-                now,
-                limits: &self.inner.config.limits,
-                options: &self.inner.config.identity,
-                counters: &mut counters,
-            };
+        self.run(|cx| {
+            let mut outcomes = Vec::with_capacity(ops.len());
             for (index, op) in ops.iter().enumerate() {
                 let result = match op {
-                    Op::Identify(i) => people::identify(&mut cx, i),
-                    Op::Delete(i) => people::delete(&mut cx, i),
-                    Op::Suppress(i) => people::suppress(&mut cx, i),
-                    Op::Unsuppress(i) => people::unsuppress(&mut cx, i),
-                    Op::Track(t) => activity::track(&mut cx, t),
-                    Op::AddDevice { person, device } => {
-                        devices::add_device(&mut cx, person, device)
-                    }
-                    Op::DeleteDevice { person, token } => {
-                        devices::delete_device(&mut cx, person, token)
-                    }
-                    Op::PushResult { token, result } => {
-                        devices::push_result(&mut cx, token, *result)
-                    }
+                    Op::Identify(i) => people::identify(cx, i),
+                    Op::Delete(i) => people::delete(cx, i),
+                    Op::Suppress(i) => people::suppress(cx, i),
+                    Op::Unsuppress(i) => people::unsuppress(cx, i),
+                    Op::Track(t) => activity::track(cx, t),
+                    Op::AddDevice { person, device } => devices::add_device(cx, person, device),
+                    Op::DeleteDevice { person, token } => devices::delete_device(cx, person, token),
+                    Op::PushResult { token, result } => devices::push_result(cx, token, *result),
                     Op::AddDelivery { person, delivery } => {
-                        deliveries::add_delivery(&mut cx, person, delivery)
+                        deliveries::add_delivery(cx, person, delivery)
                     }
-                    Op::Metric(m) => deliveries::report_metric(&mut cx, m),
+                    Op::Metric(m) => deliveries::report_metric(cx, m),
                     Op::DefineObjectType { type_id, name } => {
-                        relations::define_type(&mut cx, *type_id, name)
+                        relations::define_type(cx, *type_id, name)
                     }
                     Op::IdentifyObject { object, attributes } => {
-                        relations::identify_object(&mut cx, object, attributes)
+                        relations::identify_object(cx, object, attributes)
                     }
-                    Op::DeleteObject(o) => relations::delete_object(&mut cx, o),
+                    Op::DeleteObject(o) => relations::delete_object(cx, o),
                     Op::AddRelationship {
                         person,
                         object,
                         attributes,
-                    } => relations::add_relationship(&mut cx, person, object, attributes),
+                    } => relations::add_relationship(cx, person, object, attributes),
                     Op::DeleteRelationship { person, object } => {
-                        relations::delete_relationship(&mut cx, person, object)
+                        relations::delete_relationship(cx, person, object)
                     }
-                    Op::Merge { primary, secondary } => merge::merge(&mut cx, primary, secondary),
+                    Op::Merge { primary, secondary } => merge::merge(cx, primary, secondary),
                     Op::AddToSegment { segment, people } => {
-                        crate::segments::change_members(&mut cx, *segment, people, false)
+                        crate::segments::change_members(cx, *segment, people, false)
                     }
                     Op::RemoveFromSegment { segment, people } => {
-                        crate::segments::change_members(&mut cx, *segment, people, true)
+                        crate::segments::change_members(cx, *segment, people, true)
                     }
                 };
                 match result {
@@ -823,22 +798,48 @@ impl ProfileDb {
                     Err(e) => return Err(e),
                 }
             }
-        }
+            Ok(outcomes)
+        })
+    }
+
+    /// Runs `body` against a fresh staging transaction under the writer lock, then plans
+    /// the bitmap and segment changes of what it touched and commits it all as one unit
+    /// (nothing when `body` fails or stages nothing).
+    pub(crate) fn run<T>(&self, body: impl FnOnce(&mut Ctx<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut writer = self.writer()?;
+        let now = self.inner.config.clock.now();
+        let mut counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        let mut touches = Touches::default();
+        // Only this writer changes the bitmaps and the catalog, so what it reads here
+        // stays true until its own commit.
+        let catalog = self.catalog();
+        let bitmaps = self.read_gate();
+        let out = body(&mut Ctx {
+            txn: &mut txn,
+            touches: &mut touches,
+            bitmaps: &bitmaps,
+            catalog: &catalog,
+            now,
+            limits: &self.inner.config.limits,
+            options: &self.inner.config.identity,
+            counters: &mut counters,
+        })?;
         if txn.is_clean() && touches.is_empty() {
-            return Ok(outcomes);
+            return Ok(out);
         }
         let delta = stage_bitmaps(&mut txn, &touches, &bitmaps, &catalog, now, &mut counters)?;
         drop(bitmaps);
         drop(catalog);
         if txn.is_clean() {
-            return Ok(outcomes);
+            return Ok(out);
         }
         self.commit(&mut writer, txn, counters, &delta)?;
         drop(writer);
         if self.inner.config.durability == Durability::Flush {
             self.make_durable()?;
         }
-        Ok(outcomes)
+        Ok(out)
     }
 
     /// The topic and segment catalog.
@@ -1307,13 +1308,17 @@ impl ProfileDb {
                 expected.entry(k).or_default().insert(pid);
             }
             for rk in store.keys(Family::EventsByName, &key)? {
-                let (_, code, name, _, _) = crate::store::EventsByNameF::decode_key(&rk)?;
-                let kind = match code {
-                    2 => "page",
-                    3 => "screen",
-                    _ => "event",
-                };
-                at_least
+                let (_, code, name, t, _) = crate::store::EventsByNameF::decode_key(&rk)?;
+                let kind = crate::store::track_kind_name(code);
+                expected
+                    .entry(K::EventDay(
+                        kind.to_owned(),
+                        name.clone(),
+                        crate::index::day_of(t),
+                    ))
+                    .or_default()
+                    .insert(pid);
+                expected
                     .entry(K::Event(kind.to_owned(), name))
                     .or_default()
                     .insert(pid);
@@ -1327,7 +1332,7 @@ impl ProfileDb {
         let empty = roaring::RoaringBitmap::new();
         let all = bitmaps.get(&K::All).unwrap_or(&empty);
         for (key, bitmap) in bitmaps.iter() {
-            let exact = !matches!(key, K::Event(..) | K::Metric(_) | K::Segment(_));
+            let exact = !matches!(key, K::Metric(_) | K::Segment(_));
             if exact && expected.get(key) != Some(bitmap) && !bitmap.is_empty() {
                 problems.push(format!("bitmap {key:?} does not match the people's data"));
             }

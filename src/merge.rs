@@ -110,6 +110,11 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
         if let Some(name) = &rec.name {
             cx.txn
                 .put::<EventsByNameF>(EventsByNameF::key(p, &rec.kind, name, timestamp, seq), ());
+            cx.touches.of(p).events.insert((
+                rec.kind.clone(),
+                name.clone(),
+                crate::index::day_of(timestamp),
+            ));
         }
         cx.txn
             .put::<ActivityF>(ActivityF::key(p, timestamp, seq), rec);
@@ -165,7 +170,6 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
         touch.attrs |= !inherited.is_empty();
         touch.devices |= !moved_tokens.is_empty();
         touch.objects.extend(moved_objects);
-        touch.events.extend(pending.events);
         touch.metrics.extend(pending.metrics);
         touch.absorbed.push(s);
         // Manual segment memberships the primary lacks.

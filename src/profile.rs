@@ -11,6 +11,7 @@ use std::ops::Bound;
 use crate::db::ProfileDb;
 use crate::deliveries::to_delivery;
 use crate::error::Result;
+use crate::index::day_of;
 use crate::model::{
     Activity, ActivityCursor, ActivityFilter, Delivery, Device, DeviceStatus, Ident, Map, Object,
     ObjectRef, PersonId, Platform, Profile, Relationship, Subscription, TrackKind,
@@ -18,9 +19,9 @@ use crate::model::{
 use crate::people;
 use crate::store::codec::time_bytes;
 use crate::store::{
-    corrupted, pid_key, ActivityF, AnonymousF, AttributesF, DeliveriesF, DeliveryIdsF,
-    DeviceTokensF, DevicesF, EventIdsF, EventsByNameF, Family, KeyBuf, MembersF, ObjectTypesF,
-    ObjectsF, PeopleF, RelationshipsF, Store,
+    corrupted, pid_key, track_kind_name, ActivityF, AnonymousF, AttributesF, DeliveriesF,
+    DeliveryIdsF, DeviceTokensF, DevicesF, EventIdsF, EventsByNameF, Family, KeyBuf, MembersF,
+    ObjectTypesF, ObjectsF, PeopleF, RelationshipsF, Store,
 };
 
 /// Reads up to `filter.limit` timeline entries of `pid`, newest first.
@@ -396,10 +397,13 @@ impl ProfileDb {
                 removed += 1;
             }
         }
+        // Each event-index entry also says which (kind, name, day) bitmap to re-check.
+        let mut gone: Vec<(Vec<u8>, u32, &str, String, i64)> = Vec::new();
         for item in store.kv().range(Family::EventsByName, all(), false) {
             let (key, _) = item?;
-            if EventsByNameF::decode_key(&key)?.3 < before {
-                doomed.push((Family::EventsByName, key));
+            let (pid, code, name, t, _) = EventsByNameF::decode_key(&key)?;
+            if t < before {
+                gone.push((key, pid, track_kind_name(code), name, day_of(t)));
             }
         }
         for item in store.kv().range(Family::EventIds, all(), false) {
@@ -421,11 +425,28 @@ impl ProfileDb {
                 for (family, key) in chunk {
                     match family {
                         Family::Activity => txn.delete::<ActivityF>(key.clone()),
-                        Family::EventsByName => txn.delete::<EventsByNameF>(key.clone()),
                         Family::EventIds => txn.delete::<EventIdsF>(key.clone()),
                         _ => txn.delete::<AnonymousF>(key.clone()),
                     }
                 }
+            })?;
+        }
+        // The event index goes through the write path, so the per-day event bitmaps and
+        // the segments that read these events follow in the same commits.
+        for chunk in gone.chunks(10_000) {
+            self.run(|cx| {
+                for (key, pid, kind, name, day) in chunk {
+                    cx.txn.delete::<EventsByNameF>(key.clone());
+                    if cx.txn.get::<PeopleF>(&pid_key(*pid))?.is_none() {
+                        continue;
+                    }
+                    cx.touches.of(*pid).events_gone.insert((
+                        (*kind).to_owned(),
+                        name.clone(),
+                        *day,
+                    ));
+                }
+                Ok(())
             })?;
         }
         Ok(removed)

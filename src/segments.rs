@@ -103,7 +103,10 @@ impl Reads {
             || (self.attrs && t.attrs)
             || (self.devices && t.devices)
             || (self.objects && !t.objects.is_empty())
-            || t.events.iter().any(|(_, n)| self.events.contains(n))
+            || t.events.iter().any(|(_, n, _)| self.events.contains(n))
+            || t.events_gone
+                .iter()
+                .any(|(_, n, _)| self.events.contains(n))
             || t.metrics.iter().any(|m| self.metrics.contains(m))
             || !t.absorbed.is_empty()
             || self.segments.iter().any(|s| changed_segments.contains(s))

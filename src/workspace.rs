@@ -136,7 +136,8 @@ impl ProfileDb {
     pub fn evaluate(&self, expr: &Expr) -> Result<(RoaringBitmap, Explain)> {
         let cond = self.catalog().resolve(expr)?;
         let bitmaps = self.read_gate();
-        let all = bitmaps.get(&BitmapKey::All).cloned().unwrap_or_default();
+        let empty = RoaringBitmap::new();
+        let all = bitmaps.get(&BitmapKey::All).unwrap_or(&empty);
         let mut src = StoreSource {
             store: &self.inner.store,
             bitmaps: &bitmaps,
@@ -144,7 +145,7 @@ impl ProfileDb {
         let mut explain = Explain::default();
         let set = eval(
             &cond,
-            &all,
+            all,
             &bitmaps,
             &mut src,
             self.now(),

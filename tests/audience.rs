@@ -8,7 +8,7 @@ mod common;
 use common::{input_field, open, T0};
 use profiledb::{
     ActivityFilter, Channel, DeviceInput, Durability, Faults, Ident, Identify, Metric, NewDelivery,
-    ObjectRef, Op, Outcome, Platform, ProfileDb, PushResult, Track, Value,
+    ObjectRef, Op, Outcome, Platform, ProfileDb, PushResult, Track, TrackKind, Value,
 };
 use proptest::prelude::*;
 
@@ -970,5 +970,61 @@ fn creating_a_segment_reports_progress() {
     assert_eq!(
         db.count("segment:Old").unwrap(),
         db.count("attr.age > 60").unwrap()
+    );
+}
+
+#[test]
+fn within_is_exact_across_day_boundaries_and_expiry() {
+    // Events spread over five days at uneven hours, so windows start mid-day; the
+    // per-day index must agree with reading every person's events.
+    let (_d, db, clock) = open();
+    for i in 0..60i64 {
+        let who = u(&format!("p{i:02}"));
+        db.identify(Identify::new(who.clone())).unwrap();
+        for k in 0..(i % 4) {
+            let t = T0 - (i * 7_919 + k * 31_337) % (5 * 86_400);
+            db.track(Track::event(who.clone(), "login").timestamp(t))
+                .unwrap();
+        }
+    }
+    db.create_segment("recent", Some("event:login within 2d"))
+        .unwrap();
+    db.create_segment("ever", Some("event:login")).unwrap();
+    let brute = |db: &ProfileDb, since: Option<i64>| -> Vec<String> {
+        let mut out: Vec<String> = (0..60)
+            .map(|i| format!("p{i:02}"))
+            .filter(|id| {
+                db.event_count(&u(id), TrackKind::Event, "login", since, None)
+                    .unwrap()
+                    > 0
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    for step in 0..4 {
+        let now = db.now();
+        for window in [3_600, 86_400, 2 * 86_400, 3 * 86_400 + 5_000] {
+            assert_eq!(
+                ids(&db, &format!("event:login within {window}s")),
+                brute(&db, Some(now - window)),
+                "window {window}s at step {step}"
+            );
+        }
+        assert_eq!(
+            ids(&db, "segment:recent"),
+            brute(&db, Some(now - 2 * 86_400))
+        );
+        assert_eq!(ids(&db, "segment:ever"), brute(&db, None));
+        // Expire up to a mid-day moment: some days lose only part of their events.
+        db.expire(T0 - 4 * 86_400 + step * 40_000 + 12_345).unwrap();
+        clock.advance(9 * 3_600);
+        db.refresh().unwrap();
+        assert!(db.verify().unwrap().is_ok(), "step {step}");
+    }
+    let explain = db.explain("event:login within 1d").unwrap();
+    assert!(
+        explain.lines.iter().any(|l| l.contains("day index")),
+        "{explain:?}"
     );
 }

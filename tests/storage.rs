@@ -140,7 +140,7 @@ fn a_newer_format_is_refused_unmodified() {
             err,
             Error::Open(OpenError::UnsupportedFormat {
                 found: 99,
-                supported: 1
+                supported: profiledb::FORMAT_VERSION
             })
         ),
         "{err}"

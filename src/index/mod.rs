@@ -41,7 +41,8 @@ pub enum BitmapKey {
     RelatedType(u32),
     /// Has a device of the platform (`ios`, `android`).
     Platform(String),
-    /// Ever tracked an event of kind (`event`, `page`, `screen`) and name.
+    /// Has an event of kind (`event`, `page`, `screen`) and name on record (exact: a
+    /// person leaves it when their last occurrence expires).
     Event(String, String),
     /// Ever had the delivery metric (`opened`, `clicked`...).
     Metric(String),
@@ -49,6 +50,15 @@ pub enum BitmapKey {
     HasAttr(String),
     /// The declared-indexed attribute equals the value (in its canonical JSON text).
     AttrEq(String, String),
+    /// Tracked an event of kind and name on the UTC day ([`day_of`]) — exact: a person
+    /// leaves it when their last occurrence that day expires. `within` conditions are
+    /// answered from these: every day after the window's first is wholly inside it.
+    EventDay(String, String, i64),
+}
+
+/// The UTC day number (days since 1970-01-01) of a unix time.
+pub fn day_of(unix_seconds: i64) -> i64 {
+    unix_seconds.div_euclid(86_400)
 }
 
 impl BitmapKey {
@@ -66,6 +76,7 @@ impl BitmapKey {
             BitmapKey::Metric(_) => 9,
             BitmapKey::HasAttr(_) => 10,
             BitmapKey::AttrEq(..) => 11,
+            BitmapKey::EventDay(..) => 12,
         }
     }
 
@@ -81,6 +92,7 @@ impl BitmapKey {
             BitmapKey::Related(t, o) => k.u32(*t).str16(o),
             BitmapKey::Platform(s) | BitmapKey::Metric(s) | BitmapKey::HasAttr(s) => k.str16(s),
             BitmapKey::Event(a, b) | BitmapKey::AttrEq(a, b) => k.str16(a).str16(b),
+            BitmapKey::EventDay(a, b, day) => k.str16(a).str16(b).time(*day),
         }
         .done()
     }
@@ -132,6 +144,12 @@ impl BitmapKey {
                     BitmapKey::AttrEq(a, b)
                 };
                 (bk, r)
+            }
+            12 => {
+                let (a, r) = r.str16()?;
+                let (b, r) = r.str16()?;
+                let (day, r) = r.time()?;
+                (BitmapKey::EventDay(a, b, day), r)
             }
             _ => return Err(corrupted(Family::Bitmaps, key, "unknown bitmap tag")),
         };
@@ -446,6 +464,8 @@ mod tests {
             BitmapKey::Metric("opened".into()),
             BitmapKey::HasAttr("plan".into()),
             BitmapKey::AttrEq("plan".into(), "\"pro\"".into()),
+            BitmapKey::EventDay("event".into(), "purchase".into(), 20_454),
+            BitmapKey::EventDay("page".into(), "/".into(), -3),
         ];
         for k in keys {
             for chunk in [0u16, 1, 0xFFFF] {
@@ -509,11 +529,15 @@ pub struct Touch {
     pub devices: bool,
     /// Relationships to these objects changed.
     pub objects: BTreeSet<(u32, String)>,
-    /// Tracked these (kind, name) events.
-    pub events: BTreeSet<(String, String)>,
+    /// Tracked these (kind, name, day) events.
+    pub events: BTreeSet<(String, String, i64)>,
+    /// Lost (expired) occurrences of these (kind, name, day) events: the day bitmap is
+    /// re-checked against what is left.
+    pub events_gone: BTreeSet<(String, String, i64)>,
     /// Had these delivery metrics.
     pub metrics: BTreeSet<String>,
-    /// Absorbed these people by merge (their event and metric history).
+    /// Absorbed these people by merge (their delivery-metric history; moved events are
+    /// in `events`).
     pub absorbed: Vec<u32>,
     /// Manual segments joined (`true`) or left (`false`).
     pub segments: BTreeMap<u32, bool>,
@@ -642,17 +666,44 @@ pub fn plan(
             let any = !txn.keys(Family::Relationships, &prefix)?.is_empty();
             delta.set(BitmapKey::RelatedType(type_id), pid, any);
         }
-        for (kind, name) in &t.events {
+        for (kind, name, day) in &t.events {
             delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, true);
+            delta.set(
+                BitmapKey::EventDay(kind.clone(), name.clone(), *day),
+                pid,
+                true,
+            );
+        }
+        for (kind, name, day) in &t.events_gone {
+            if t.events.contains(&(kind.clone(), name.clone(), *day)) {
+                continue;
+            }
+            let left = txn.keys(
+                Family::EventsByName,
+                &crate::store::EventsByNameF::prefix(pid, kind, name),
+            )?;
+            let mut that_day = false;
+            for key in &left {
+                if day_of(crate::store::EventsByNameF::decode_key(key)?.3) == *day {
+                    that_day = true;
+                    break;
+                }
+            }
+            delta.set(
+                BitmapKey::EventDay(kind.clone(), name.clone(), *day),
+                pid,
+                that_day,
+            );
+            if left.is_empty() {
+                delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, false);
+            }
         }
         for metric in &t.metrics {
             delta.set(BitmapKey::Metric(metric.clone()), pid, true);
         }
         for s in &t.absorbed {
             for key in bitmaps.keys() {
-                if matches!(key, BitmapKey::Event(..) | BitmapKey::Metric(_))
-                    && bitmaps.contains(key, *s)
-                {
+                if matches!(key, BitmapKey::Metric(_)) && bitmaps.contains(key, *s) {
                     delta.set(key.clone(), pid, true);
                 }
             }

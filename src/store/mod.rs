@@ -74,6 +74,13 @@ impl Family {
         self as usize
     }
 
+    /// The family's tag byte: the first byte of each of its keys in the shared sled
+    /// tree (its position in [`Family::ALL`], from 1; see `FORMAT.md`).
+    pub fn tag(self) -> u8 {
+        // At most 255 families; there are 23.
+        u8::try_from(self.index() + 1).unwrap_or(u8::MAX)
+    }
+
     /// Decodes a stored key and value of this family, for checks that read every record
     /// ([`ProfileDb::verify`](crate::ProfileDb::verify)). Returns the person the record
     /// belongs to, where the key or value names one.
@@ -486,6 +493,15 @@ impl EventIdsF {
             _ => return Err(corrupted(Family::EventIds, key, "unknown owner code")),
         };
         Ok((owner, r.tail_str()?))
+    }
+}
+
+/// The kind (`event`, `page`, `screen`) of a code in `events_by_name` keys.
+pub fn track_kind_name(code: u8) -> &'static str {
+    match code {
+        2 => "page",
+        3 => "screen",
+        _ => "event",
     }
 }
 
@@ -982,5 +998,47 @@ impl<'a> Txn<'a> {
             }
         }
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod family_tests {
+    use super::Family;
+
+    #[test]
+    fn family_tags_are_the_documented_ones() {
+        // FORMAT.md lists these; changing one is a format change.
+        let tags: Vec<(&str, u8)> = Family::ALL.iter().map(|f| (f.name(), f.tag())).collect();
+        let want = [
+            "meta",
+            "people",
+            "identifiers",
+            "attributes",
+            "activity",
+            "suppressed",
+            "events_by_name",
+            "event_ids",
+            "anonymous",
+            "deliveries",
+            "delivery_ids",
+            "devices",
+            "device_tokens",
+            "object_types",
+            "objects",
+            "relationships",
+            "members",
+            "anon_relationships",
+            "bitmaps",
+            "topics",
+            "segments",
+            "ranges",
+        ];
+        assert_eq!(tags.len(), want.len());
+        for (i, (name, tag)) in tags.into_iter().enumerate() {
+            assert_eq!(
+                (name, usize::from(tag)),
+                (want.get(i).copied().unwrap_or(""), i + 1)
+            );
+        }
     }
 }
