@@ -61,8 +61,10 @@ pub mod clock;
 pub mod db;
 pub mod deliveries;
 pub mod devices;
+pub mod dump;
 pub mod error;
 pub mod index;
+pub mod ingest;
 pub mod limits;
 pub mod merge;
 pub mod model;
@@ -78,6 +80,7 @@ pub mod workspace;
 pub use activity::Track;
 pub use deliveries::{Metric, NewDelivery};
 pub use devices::{DeviceInput, PushResult};
+pub use ingest::{Rejection, Report};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};
