@@ -79,7 +79,11 @@ fn write_line(out: &mut dyn Write, v: &Json) -> Result<()> {
 }
 
 fn record(family: Family, key: &[u8], value: &[u8]) -> Json {
-    json!([family.name(), store::codec::hex(key), store::codec::hex(value)])
+    json!([
+        family.name(),
+        store::codec::hex(key),
+        store::codec::hex(value)
+    ])
 }
 
 impl ProfileDb {
@@ -204,10 +208,10 @@ fn parse_records(
             .ok_or_else(|| {
                 InputError::invalid(format!("{at}.family"), format!("`{name}` is not a family"))
             })?;
-        let key = unhex(key)
-            .ok_or_else(|| InputError::invalid(format!("{at}.key"), "is not hex"))?;
-        let value = unhex(value)
-            .ok_or_else(|| InputError::invalid(format!("{at}.value"), "is not hex"))?;
+        let key =
+            unhex(key).ok_or_else(|| InputError::invalid(format!("{at}.key"), "is not hex"))?;
+        let value =
+            unhex(value).ok_or_else(|| InputError::invalid(format!("{at}.value"), "is not hex"))?;
         // Checksum, decoding, and the key's shape.
         family.check_record(&key, &value).map_err(|e| {
             InputError::invalid(format!("{at}.value"), format!("is not a valid record: {e}"))
@@ -324,9 +328,10 @@ pub(crate) fn restore(
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
             };
-            if let Some(i) = records.iter().position(|(f, k, _)| {
-                *f != Family::Meta || k.as_slice() == meta_keys::COUNTERS
-            }) {
+            if let Some(i) = records
+                .iter()
+                .position(|(f, k, _)| *f != Family::Meta || k.as_slice() == meta_keys::COUNTERS)
+            {
                 return Ok(Err(InputError::invalid(
                     format!("records[{i}]"),
                     "restore_begin carries only meta records other than the counters",

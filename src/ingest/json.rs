@@ -30,7 +30,10 @@ pub(crate) fn under(base: &str, e: InputError) -> InputError {
 }
 
 /// The JSON object at `field`.
-pub(crate) fn object<'a>(v: &'a Json, field: &str) -> Result<&'a JsonMap<String, Json>, InputError> {
+pub(crate) fn object<'a>(
+    v: &'a Json,
+    field: &str,
+) -> Result<&'a JsonMap<String, Json>, InputError> {
     v.as_object()
         .ok_or_else(|| InputError::invalid(field, "must be a JSON object"))
 }
@@ -55,7 +58,11 @@ pub(crate) fn opt_str(
 }
 
 /// A non-empty string at `m[key]`.
-pub(crate) fn req_str(m: &JsonMap<String, Json>, key: &str, base: &str) -> Result<String, InputError> {
+pub(crate) fn req_str(
+    m: &JsonMap<String, Json>,
+    key: &str,
+    base: &str,
+) -> Result<String, InputError> {
     match opt_str(m, key, base)? {
         Some(s) if !s.is_empty() => Ok(s),
         Some(_) => Err(InputError::new(join(base, key), InputReason::Empty)),
@@ -194,8 +201,9 @@ pub(crate) fn person(v: &Json, field: &str, kinds: &[IdentKind]) -> Result<Ident
 pub(crate) fn type_id(v: Option<&Json>, field: &str) -> Result<u32, InputError> {
     match v {
         None => Ok(1),
-        Some(Json::String(s)) => crate::relations::parse_type_id(s)
-            .map_err(|e| InputError::new(field, e.reason)),
+        Some(Json::String(s)) => {
+            crate::relations::parse_type_id(s).map_err(|e| InputError::new(field, e.reason))
+        }
         Some(Json::Number(n)) => n
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())

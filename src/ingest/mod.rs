@@ -204,6 +204,9 @@ impl Names {
         if field == who_leaf || field.is_empty() {
             return self.who.clone();
         }
+        if field == self.base || field.starts_with(&format!("{}.", self.base)) {
+            return field.to_owned();
+        }
         json::join(&self.base, field)
     }
 }

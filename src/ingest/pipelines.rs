@@ -42,9 +42,7 @@ fn actor(m: &JsonMap<String, Json>) -> Result<(Ident, &'static str), InputError>
 }
 
 fn named_user(m: &JsonMap<String, Json>, what: &str) -> Result<Ident, InputError> {
-    user(m)?.ok_or_else(|| {
-        InputError::invalid("userId", format!("is required for {what}"))
-    })
+    user(m)?.ok_or_else(|| InputError::invalid("userId", format!("is required for {what}")))
 }
 
 fn timestamp(m: &JsonMap<String, Json>) -> Result<Option<i64>, InputError> {
@@ -88,7 +86,8 @@ fn identify(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
         op.attributes.push((name.to_owned(), value));
     }
     if let Some(anon) = nonempty_str(m, "anonymousId", "")? {
-        op.attributes.push(("anonymous_id".to_owned(), Value::from(anon)));
+        op.attributes
+            .push(("anonymous_id".to_owned(), Value::from(anon)));
     }
     op.timestamp = timestamp(m)?;
     Ok(Plan::one(
@@ -126,9 +125,8 @@ fn track(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
             let device = device.unwrap_or(&empty);
             let token = match nonempty_str(device, "token", "context.device")? {
                 Some(t) => t,
-                None => req_str(&props, "device_id", "properties").map_err(|_| {
-                    InputError::invalid("context.device.token", "is required")
-                })?,
+                None => req_str(&props, "device_id", "properties")
+                    .map_err(|_| InputError::invalid("context.device.token", "is required"))?,
             };
             let names = Names::new("userId")
                 .rename("device.token", "context.device.token")
@@ -141,10 +139,11 @@ fn track(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
                 let platform = opt_str(device, "type", "context.device")?
                     .ok_or_else(|| InputError::invalid("context.device.type", "is required"))?;
                 body.insert("platform".into(), Json::String(platform));
-                let mut dev = super::v2::device_input(&body, token, "context.device")
-                    .map_err(|e| {
+                let mut dev =
+                    super::v2::device_input(&body, token, "context.device").map_err(|e| {
                         InputError::new(
-                            e.field.replace("context.device.platform", "context.device.type"),
+                            e.field
+                                .replace("context.device.platform", "context.device.type"),
                             e.reason,
                         )
                     })?;
@@ -161,7 +160,10 @@ fn track(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
                 )
             }
         }
-        "User Deleted" => (Op::Delete(named_user(m, event.as_str())?), Names::new("userId")),
+        "User Deleted" => (
+            Op::Delete(named_user(m, event.as_str())?),
+            Names::new("userId"),
+        ),
         "User Suppressed" => (
             Op::Suppress(named_user(m, event.as_str())?),
             Names::new("userId"),

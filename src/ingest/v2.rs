@@ -162,9 +162,8 @@ fn person(m: &JsonMap<String, Json>, action: &str) -> Result<Plan, InputError> {
             };
             let token = match json::nonempty_str(dev, "token", "device")? {
                 Some(t) => t,
-                None => req_str(dev, "id", "device").map_err(|_| {
-                    InputError::invalid("device.token", "is required")
-                })?,
+                None => req_str(dev, "id", "device")
+                    .map_err(|_| InputError::invalid("device.token", "is required"))?,
             };
             if action == "delete_device" {
                 Op::DeleteDevice {
@@ -271,8 +270,7 @@ fn object(m: &JsonMap<String, Json>, action: &str) -> Result<Plan, InputError> {
                 names.clone().base("attributes"),
             ));
             for (person, attributes, at) in related_people(m, false)? {
-                let n = Names::new(format!("{at}.identifiers.{}", person.kind.as_str()))
-                    .base(&at);
+                let n = Names::new(format!("{at}.identifiers.{}", person.kind.as_str())).base(&at);
                 steps.push((
                     Op::AddRelationship {
                         person,
@@ -286,8 +284,7 @@ fn object(m: &JsonMap<String, Json>, action: &str) -> Result<Plan, InputError> {
         "delete" => steps.push((Op::DeleteObject(object), names)),
         "add_relationships" | "delete_relationships" => {
             for (person, attributes, at) in related_people(m, true)? {
-                let n = Names::new(format!("{at}.identifiers.{}", person.kind.as_str()))
-                    .base(&at);
+                let n = Names::new(format!("{at}.identifiers.{}", person.kind.as_str())).base(&at);
                 let op = if action == "add_relationships" {
                     Op::AddRelationship {
                         person,

@@ -17,8 +17,8 @@ fn person(data: &JsonMap<String, Json>) -> std::result::Result<(Ident, String), 
         let ids = json::object(ids, "data.identifiers")?;
         for key in ["id", "email", "cio_id"] {
             if let Some(v) = nonempty_str(ids, key, "data.identifiers")? {
-                let kind = crate::model::IdentKind::from_name(key)
-                    .unwrap_or(crate::model::IdentKind::Id);
+                let kind =
+                    crate::model::IdentKind::from_name(key).unwrap_or(crate::model::IdentKind::Id);
                 return Ok((Ident::new(kind, v), format!("data.identifiers.{key}")));
             }
         }
@@ -205,8 +205,5 @@ fn customer(
     if let Some(t) = timestamp {
         op = op.timestamp(t);
     }
-    Ok(Plan::one(
-        Op::Identify(op),
-        Names::new(field).base("data"),
-    ))
+    Ok(Plan::one(Op::Identify(op), Names::new(field).base("data")))
 }
