@@ -181,10 +181,11 @@ impl ProfileDb {
     }
 }
 
+/// One stored record: family, key, value (envelope included).
+type RawRecord = (Family, Vec<u8>, Vec<u8>);
+
 /// Parses `records` into (family, key, value), refusing with the field's path.
-fn parse_records(
-    m: &JsonMap<String, Json>,
-) -> std::result::Result<Vec<(Family, Vec<u8>, Vec<u8>)>, InputError> {
+fn parse_records(m: &JsonMap<String, Json>) -> std::result::Result<Vec<RawRecord>, InputError> {
     let Some(Json::Array(list)) = m.get("records") else {
         return Err(InputError::invalid("records", "must be an array"));
     };

@@ -224,11 +224,14 @@ fn relationships(
     }
 }
 
+/// A person related to an object: who, relationship attributes, the entry's field.
+type RelatedPerson = (Ident, Vec<(String, crate::model::Value)>, String);
+
 /// The people side of an object's `cio_relationships`: `[{identifiers, relationship_attributes}]`.
 fn related_people(
     m: &JsonMap<String, Json>,
     required: bool,
-) -> Result<Vec<(Ident, Vec<(String, crate::model::Value)>, String)>, InputError> {
+) -> Result<Vec<RelatedPerson>, InputError> {
     let list = match get(m, "cio_relationships") {
         None if !required => return Ok(Vec::new()),
         None => return Err(InputError::invalid("cio_relationships", "is required")),
