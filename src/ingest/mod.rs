@@ -41,7 +41,7 @@
 //! | person/add_device | [`Op::AddDevice`]: `device.token` (or `device.id`), `platform` ios/android, `last_used`, `attributes` |
 //! | person/delete_device | [`Op::DeleteDevice`]: `device.token` |
 //! | person/merge | [`Op::Merge`]: `primary` and `secondary`, each one identifier |
-//! | object/identify, identify_anonymous | [`Op::IdentifyObject`] (`identifiers.object_type_id` + `object_id`, `attributes`), then an [`Op::AddRelationship`] per `cio_relationships` entry (`identifiers` of a person or an `anonymous_id`, `relationship_attributes`) |
+//! | object/identify, identify_anonymous | [`Op::IdentifyObject`] (`identifiers.object_type_id` + `object_id`, `attributes`), then an [`Op::AddRelationship`] per `cio_relationships` entry (`identifiers` of a person or an `anonymous_id`, `relationship_attributes`), and one for a top-level `anonymous_id` (as the spec's identify_anonymous example sends it) |
 //! | object/delete | [`Op::DeleteObject`] |
 //! | object/add_relationships, delete_relationships | one relationship op per `cio_relationships` entry |
 //! | delivery/event | [`Op::Metric`]: `identifiers.id` is the delivery id, `name` one of opened, converted, delivered; `timestamp`. A delivery this database has not recorded is left alone (there is nobody to record it for). |

@@ -281,6 +281,8 @@ fn view(m: &JsonMap<String, Json>, kind: &str) -> Result<Plan, InputError> {
 fn group(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
     let (who, field) = actor(m)?;
     let group_id = req_str(m, "groupId", "")?;
+    // Objects and relationships carry no time, but a malformed one is still refused.
+    timestamp(m)?;
     let mut traits = match get(m, "traits") {
         Some(t) => json::object(t, "traits")?.clone(),
         None => JsonMap::new(),
@@ -347,6 +349,7 @@ fn group(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
 fn alias(m: &JsonMap<String, Json>) -> Result<Plan, InputError> {
     let primary = named_user(m, "alias")?;
     let previous = req_str(m, "previousId", "")?;
+    timestamp(m)?;
     Ok(Plan::one(
         Op::Merge {
             primary,

@@ -272,6 +272,17 @@ fn object(m: &JsonMap<String, Json>, action: &str) -> Result<Plan, InputError> {
                 },
                 names.clone().base("attributes"),
             ));
+            // The spec's identify_anonymous example names the visitor at the top level.
+            if let Some(anon) = json::nonempty_str(m, "anonymous_id", "")? {
+                steps.push((
+                    Op::AddRelationship {
+                        person: Ident::anonymous_id(anon),
+                        object: object.clone(),
+                        attributes: Vec::new(),
+                    },
+                    Names::new("anonymous_id"),
+                ));
+            }
             for (person, attributes, at) in related_people(m, false)? {
                 let n = Names::new(format!("{at}.identifiers.{}", person.kind.as_str())).base(&at);
                 steps.push((
