@@ -35,6 +35,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Wire formats in, export out
+//! [`ProfileDb::ingest`] reads the JSON real clients send: Track API v2 entities and
+//! batches, Data Pipelines (Segment-spec) calls and batches, and reporting-webhook
+//! delivery events ([`ingest`] lists every shape). [`ProfileDb::export`] writes the whole
+//! database as JSON lines that `ingest` restores into an equal database ([`dump`]).
+//!
 //! ## Limits
 //! Inputs are checked against [`Limits`] (Customer.io's published limits by default:
 //! identifiers and attribute names 150 bytes, attribute values 1000 bytes, 300 attributes

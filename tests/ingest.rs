@@ -1135,3 +1135,26 @@ fn every_spec_example_is_ingested() {
     assert!(db.person(&Ident::id("97980cfea0067")).unwrap().is_some());
     assert!(db.verify().unwrap().is_ok());
 }
+
+#[test]
+fn consecutive_valid_batch_items_commit_together() {
+    let (_d, db, _c) = open();
+    let item = |i: usize| json!({"type": "person", "action": "event", "identifiers": {"id": format!("u-{i}")}, "name": "e"});
+    let seq = db.stats().unwrap().commit_seq;
+    let r = ingest(&db, json!({"batch": (0..50).map(item).collect::<Vec<_>>()}));
+    assert_eq!((r.applied, r.rejected.len()), (50, 0));
+    assert_eq!(
+        db.stats().unwrap().commit_seq,
+        seq + 1,
+        "one commit for the whole batch"
+    );
+    // One refused item in the middle: the items before it commit together, then the rest.
+    let mut items: Vec<_> = (50..60).map(item).collect();
+    items[4] =
+        json!({"type": "person", "action": "event", "identifiers": {"id": "u-x"}, "name": ""});
+    let seq = db.stats().unwrap().commit_seq;
+    let r = ingest(&db, json!({ "batch": items }));
+    assert_eq!((r.applied, r.rejected[0].item), (9, Some(4)));
+    assert_eq!(db.stats().unwrap().commit_seq, seq + 2);
+    assert_eq!(db.people().unwrap().len(), 59);
+}
