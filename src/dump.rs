@@ -36,9 +36,9 @@
 //! value is checked (checksum, decoding) before it is written: a damaged line is
 //! refused, naming `records[i].value`, and writes nothing.
 //!
-//! What is not carried: the commit sequence numbers ([`Stats::commit_seq`]
-//! (crate::Stats::commit_seq), `durable_seq`), which count this database's commits, and
-//! the bytes on disk.
+//! What is not carried: the commit sequence numbers
+//! ([`Stats::commit_seq`](crate::Stats::commit_seq), `durable_seq`), which count this
+//! database's commits, and the bytes on disk.
 
 use std::io::Write;
 
