@@ -909,6 +909,44 @@ impl ProfileDb {
         Ok(())
     }
 
+    /// Restore hook for [`crate::dump`]: commits what `stage` stages (with `counters`
+    /// when given, else the current ones) as one unit; with `reload`, the in-memory
+    /// bitmaps and catalog are then read afresh from the store, inside the commit gate.
+    pub(crate) fn commit_restore(
+        &self,
+        stage: impl FnOnce(&mut Txn<'_>) -> Result<()>,
+        counters: Option<Counters>,
+        reload: bool,
+    ) -> Result<()> {
+        let mut writer = self.writer()?;
+        let counters = counters.unwrap_or(writer.counters);
+        let mut txn = Txn::new(&self.inner.store);
+        stage(&mut txn)?;
+        let store = &self.inner.store;
+        let mut loaded = Ok(());
+        self.commit_then(&mut writer, txn, counters, |gate| {
+            if reload {
+                match load_bitmaps(store) {
+                    Ok(b) => *gate = b,
+                    Err(e) => loaded = Err(e),
+                }
+            }
+        })?;
+        loaded?;
+        if reload {
+            *self
+                .inner
+                .catalog
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Catalog::load(store)?;
+        }
+        drop(writer);
+        if self.inner.config.durability == Durability::Flush {
+            self.make_durable()?;
+        }
+        Ok(())
+    }
+
     /// Commits whatever `stage` stages, as one atomic unit under the writer lock.
     pub(crate) fn commit_raw(&self, stage: impl FnOnce(&mut Txn<'_>)) -> Result<()> {
         let mut writer = self.writer()?;

@@ -35,6 +35,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Wire formats in, export out
+//! [`ProfileDb::ingest`] reads the JSON real clients send: Track API v2 entities and
+//! batches, Data Pipelines (Segment-spec) calls and batches, and reporting-webhook
+//! delivery events ([`ingest`] lists every shape). [`ProfileDb::export`] writes the whole
+//! database as JSON lines that `ingest` restores into an equal database ([`dump`]).
+//!
 //! ## Limits
 //! Inputs are checked against [`Limits`] (Customer.io's published limits by default:
 //! identifiers and attribute names 150 bytes, attribute values 1000 bytes, 300 attributes
@@ -61,8 +67,10 @@ pub mod clock;
 pub mod db;
 pub mod deliveries;
 pub mod devices;
+pub mod dump;
 pub mod error;
 pub mod index;
+pub mod ingest;
 pub mod limits;
 pub mod merge;
 pub mod model;
@@ -78,6 +86,7 @@ pub mod workspace;
 pub use activity::Track;
 pub use deliveries::{Metric, NewDelivery};
 pub use devices::{DeviceInput, PushResult};
+pub use ingest::{Rejection, Report};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};

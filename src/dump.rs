@@ -1,0 +1,420 @@
+//! Export: the whole database as JSON lines that [`ProfileDb::ingest`] reads back into
+//! an equal database.
+//!
+//! # Why extension messages
+//! The wire formats cannot carry what makes two databases equal: the internal person ids
+//! (and so every `cio_id`, including the gaps deleted people leave), activity history as
+//! recorded (attribute changes, merges, segment entered/exited, anonymous merges, with
+//! their times and sequence numbers), when each attribute was set, delivery metric
+//! times, device statuses, suppression groups, topic and segment definitions with their
+//! manual members, object-type names, declared indexes, or the anonymous activity kept
+//! for people not yet identified. Replaying Track or Pipelines calls would rebuild a
+//! similar database, not this one. So the export is a lossless dump of every stored
+//! record, in profiledb's own extension messages (`"type": "profiledb"`), and ingesting it
+//! restores every record byte for byte.
+//!
+//! # Format
+//! One JSON object per line, in this order:
+//! 1. `{"type": "profiledb", "action": "restore_begin", "format": <FORMAT_VERSION>,
+//!    "next_pid": N, "next_seq": N, "records": [...]}`: the database-wide counters (the
+//!    next person id and activity sequence number) and the `meta` records (format
+//!    record, declared indexes). Accepted only by a database that holds no records yet
+//!    (a fresh one), of the same format version.
+//! 2. `{"type": "profiledb", "action": "restore", "records": [...]}`: up to
+//!    [`RECORDS_PER_LINE`] records (fewer when they are large) of one family after
+//!    another, in `Family::ALL` order and key order. Each line is committed as one
+//!    unit. A record that already exists is refused (a restore never overwrites).
+//! 3. `{"type": "profiledb", "action": "restore_end", "records": N}`: N records were
+//!    exported after the header. The restore checks the database now holds exactly
+//!    that many, then loads the bitmaps and the topic/segment catalog from the restored
+//!    records. Until this line, readers see people without their bitmaps: do not read or
+//!    write the database in between.
+//!
+//! A record is `[family, key, value]`: the family's name (see
+//! [`Family::name`]), the key in lowercase hex, and the stored value in lowercase hex,
+//! envelope included (format version, checksum, payload; `src/store/FORMAT.md`). Each
+//! value is checked (checksum, decoding) before it is written: a damaged line is
+//! refused, naming `records[i].value`, and writes nothing.
+//!
+//! What is not carried: the commit sequence numbers
+//! ([`Stats::commit_seq`](crate::Stats::commit_seq), `durable_seq`), which count this
+//! database's commits, and the bytes on disk.
+
+use std::io::Write;
+
+use serde_json::{json, Map as JsonMap, Value as Json};
+
+use crate::db::{ProfileDb, FORMAT_VERSION};
+use crate::error::{Error, InputError, Result, StorageError};
+use crate::people::Counters;
+use crate::store::records::MetaValue;
+use crate::store::{self, meta_keys, Family, Txn};
+
+/// The most records one `restore` line holds.
+pub const RECORDS_PER_LINE: usize = 512;
+
+/// Bytes of hex after which a `restore` line is ended early.
+const BYTES_PER_LINE: usize = 256 * 1024;
+
+fn io(e: std::io::Error) -> Error {
+    Error::Storage(StorageError::Io(e))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
+
+fn write_line(out: &mut dyn Write, v: &Json) -> Result<()> {
+    serde_json::to_writer(&mut *out, v).map_err(|e| io(e.into()))?;
+    out.write_all(b"\n").map_err(io)
+}
+
+fn record(family: Family, key: &[u8], value: &[u8]) -> Json {
+    json!([
+        family.name(),
+        store::codec::hex(key),
+        store::codec::hex(value)
+    ])
+}
+
+impl ProfileDb {
+    /// Writes the whole database to `out` as JSON lines that [`ingest`](ProfileDb::ingest)
+    /// (into a fresh database) reads back into an equal one; returns the number of lines.
+    /// The format is in [`crate::dump`]. Writers wait while the export runs, so it is one
+    /// consistent snapshot.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Identify, ProfileDb};
+    /// let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    /// let db = ProfileDb::open(a.path())?;
+    /// db.identify(Identify::new(Ident::id("u-1")).set("plan", "pro"))?;
+    /// let mut out = Vec::new();
+    /// db.export(&mut out)?;
+    /// let copy = ProfileDb::open(b.path())?;
+    /// for line in String::from_utf8(out).unwrap().lines() {
+    ///     assert!(copy.ingest_str(line)?.rejected.is_empty());
+    /// }
+    /// assert_eq!(copy.person(&Ident::id("u-1"))?, db.person(&Ident::id("u-1"))?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when reading the database or writing to `out` fails.
+    pub fn export(&self, out: &mut dyn Write) -> Result<u64> {
+        // Commits take the gate for writing: holding it for reading keeps them out.
+        let _gate = self.read_gate();
+        let kv = self.inner.store.kv();
+        let all = || (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        let mut meta = Vec::new();
+        let (mut next_pid, mut next_seq) = (1, 1);
+        for item in kv.range(Family::Meta, all(), false) {
+            let (k, v) = item?;
+            if k == meta_keys::COUNTERS {
+                if let MetaValue::Counters {
+                    next_pid: p,
+                    next_seq: s,
+                    ..
+                } = store::decode_value::<store::MetaF>(&k, &v)?
+                {
+                    (next_pid, next_seq) = (p, s);
+                }
+                continue;
+            }
+            meta.push(record(Family::Meta, &k, &v));
+        }
+        write_line(
+            out,
+            &json!({
+                "type": "profiledb",
+                "action": "restore_begin",
+                "format": FORMAT_VERSION,
+                "next_pid": next_pid,
+                "next_seq": next_seq,
+                "records": meta,
+            }),
+        )?;
+        let mut lines = 1u64;
+        let mut total = 0u64;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut flush = |batch: &mut Vec<Json>, out: &mut dyn Write| -> Result<()> {
+            if !batch.is_empty() {
+                write_line(
+                    out,
+                    &json!({"type": "profiledb", "action": "restore", "records": batch}),
+                )?;
+                batch.clear();
+                lines += 1;
+            }
+            Ok(())
+        };
+        for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
+            for item in kv.range(family, all(), false) {
+                let (k, v) = item?;
+                bytes += 2 * (k.len() + v.len());
+                batch.push(record(family, &k, &v));
+                total += 1;
+                if batch.len() >= RECORDS_PER_LINE || bytes >= BYTES_PER_LINE {
+                    flush(&mut batch, out)?;
+                    bytes = 0;
+                }
+            }
+        }
+        flush(&mut batch, out)?;
+        write_line(
+            out,
+            &json!({"type": "profiledb", "action": "restore_end", "records": total}),
+        )?;
+        out.flush().map_err(io)?;
+        Ok(lines + 1)
+    }
+}
+
+/// One stored record: family, key, value (envelope included).
+type RawRecord = (Family, Vec<u8>, Vec<u8>);
+
+/// Parses `records` into (family, key, value), refusing with the field's path.
+fn parse_records(m: &JsonMap<String, Json>) -> std::result::Result<Vec<RawRecord>, InputError> {
+    let Some(Json::Array(list)) = m.get("records") else {
+        return Err(InputError::invalid("records", "must be an array"));
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let at = format!("records[{i}]");
+        let (Some(name), Some(key), Some(value)) = (
+            r.get(0).and_then(Json::as_str),
+            r.get(1).and_then(Json::as_str),
+            r.get(2).and_then(Json::as_str),
+        ) else {
+            return Err(InputError::invalid(
+                at,
+                "must be [family, key in hex, value in hex]",
+            ));
+        };
+        let family = Family::ALL
+            .iter()
+            .copied()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                InputError::invalid(format!("{at}.family"), format!("`{name}` is not a family"))
+            })?;
+        let key =
+            unhex(key).ok_or_else(|| InputError::invalid(format!("{at}.key"), "is not hex"))?;
+        let value =
+            unhex(value).ok_or_else(|| InputError::invalid(format!("{at}.value"), "is not hex"))?;
+        // Checksum, decoding, and the key's shape.
+        family.check_record(&key, &value).map_err(|e| {
+            InputError::invalid(format!("{at}.value"), format!("is not a valid record: {e}"))
+        })?;
+        out.push((family, key, value));
+    }
+    Ok(out)
+}
+
+/// Stages one checked record, decoded to its type, in `txn`.
+fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Result<()> {
+    use crate::store::*;
+    macro_rules! put {
+        ($($variant:ident => $fam:ty,)*) => {
+            match family {
+                $(Family::$variant => {
+                    let v = decode_value::<$fam>(&key, value)?;
+                    txn.put::<$fam>(key, v);
+                })*
+            }
+        };
+    }
+    put! {
+        Meta => MetaF,
+        People => PeopleF,
+        Identifiers => IdentifiersF,
+        Attributes => AttributesF,
+        Activity => ActivityF,
+        Suppressed => SuppressedF,
+        EventsByName => EventsByNameF,
+        EventIds => EventIdsF,
+        Anonymous => AnonymousF,
+        Deliveries => DeliveriesF,
+        DeliveryIds => DeliveryIdsF,
+        Devices => DevicesF,
+        DeviceTokens => DeviceTokensF,
+        ObjectTypes => ObjectTypesF,
+        Objects => ObjectsF,
+        Relationships => RelationshipsF,
+        Members => MembersF,
+        AnonRelationships => AnonRelationshipsF,
+        Bitmaps => BitmapsF,
+        Topics => TopicsF,
+        Segments => SegmentsF,
+        Ranges => RangesF,
+    }
+    Ok(())
+}
+
+/// Records outside `meta`.
+fn data_records(db: &ProfileDb) -> Result<u64> {
+    let kv = db.inner.store.kv();
+    let mut n = 0u64;
+    for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
+        for item in kv.range(
+            family,
+            (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+            false,
+        ) {
+            item?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn is_empty(db: &ProfileDb) -> Result<bool> {
+    let kv = db.inner.store.kv();
+    for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
+        if kv
+            .range(
+                family,
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+                false,
+            )
+            .next()
+            .is_some()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn count(m: &JsonMap<String, Json>, key: &str) -> std::result::Result<u64, InputError> {
+    m.get(key)
+        .and_then(Json::as_u64)
+        .ok_or_else(|| InputError::invalid(key, "must be a whole number"))
+}
+
+/// Applies one extension message (`"type": "profiledb"`).
+pub(crate) fn restore(
+    db: &ProfileDb,
+    m: &JsonMap<String, Json>,
+) -> Result<std::result::Result<(), InputError>> {
+    let action = match m.get("action").and_then(Json::as_str) {
+        Some(a) => a,
+        None => return Ok(Err(InputError::invalid("action", "is required"))),
+    };
+    match action {
+        "restore_begin" => {
+            let format = m.get("format").and_then(Json::as_u64);
+            if format != Some(u64::from(FORMAT_VERSION)) {
+                return Ok(Err(InputError::invalid(
+                    "format",
+                    format!("must be {FORMAT_VERSION}, the format this build writes"),
+                )));
+            }
+            let (next_pid, next_seq) = match (count(m, "next_pid"), count(m, "next_seq")) {
+                (Ok(p), Ok(s)) => (p, s),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
+            let records = match parse_records(m) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(i) = records
+                .iter()
+                .position(|(f, k, _)| *f != Family::Meta || k.as_slice() == meta_keys::COUNTERS)
+            {
+                return Ok(Err(InputError::invalid(
+                    format!("records[{i}]"),
+                    "restore_begin carries only meta records other than the counters",
+                )));
+            }
+            if !is_empty(db)? {
+                return Ok(Err(InputError::invalid(
+                    "action",
+                    "restore_begin needs a database that holds no records yet",
+                )));
+            }
+            let counters = Counters { next_pid, next_seq };
+            let staged = db.commit_restore(
+                |txn| {
+                    for (family, key, value) in records {
+                        stage(txn, family, key, &value)?;
+                    }
+                    Ok(())
+                },
+                Some(counters),
+                true,
+            );
+            into_refusal(staged)
+        }
+        "restore" => {
+            let records = match parse_records(m) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let kv = db.inner.store.kv();
+            for (i, (family, key, _)) in records.iter().enumerate() {
+                if *family == Family::Meta || kv.get(*family, key)?.is_some() {
+                    return Ok(Err(InputError::invalid(
+                        format!("records[{i}].key"),
+                        "is already in the database (or is a meta record): a restore never \
+                         overwrites",
+                    )));
+                }
+            }
+            let staged = db.commit_restore(
+                |txn| {
+                    for (family, key, value) in records {
+                        stage(txn, family, key, &value)?;
+                    }
+                    Ok(())
+                },
+                None,
+                false,
+            );
+            into_refusal(staged)
+        }
+        "restore_end" => {
+            let expected = match count(m, "records") {
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e)),
+            };
+            let held = data_records(db)?;
+            if held != expected {
+                return Ok(Err(InputError::invalid(
+                    "records",
+                    format!(
+                        "the export holds {expected} records but the database has {held}: \
+                         restore lines are missing or extra"
+                    ),
+                )));
+            }
+            into_refusal(db.commit_restore(|_| Ok(()), None, true))
+        }
+        other => Ok(Err(InputError::invalid(
+            "action",
+            format!(
+                "`{other}` is not a profiledb extension action (restore_begin, restore, \
+                 restore_end)"
+            ),
+        ))),
+    }
+}
+
+fn into_refusal(r: Result<()>) -> Result<std::result::Result<(), InputError>> {
+    match r {
+        Ok(()) => Ok(Ok(())),
+        Err(Error::Input(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
