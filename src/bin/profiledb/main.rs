@@ -4,8 +4,8 @@
 //!
 //! Errors are one sentence on stderr (`error: ...`) and an exit code: 1 for fatal
 //! errors, 2 for usage errors (clap's). No input, file or database state prints a panic:
-//! the code does not panic, and a panic hook turns any that slips through into a
-//! one-line error and exit 1.
+//! the code does not panic, and any panic that slips through (from a dependency) is
+//! caught in `main` and reported as a one-line error with exit 1.
 
 #[macro_use]
 mod output;
@@ -126,20 +126,26 @@ fn run(ctx: &Context, command: Command) -> CmdResult {
 }
 
 fn main() -> ExitCode {
-    // The last line of defence: whatever panics prints one line, never a backtrace.
-    std::panic::set_hook(Box::new(|info| {
-        let what = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown cause".to_owned());
-        eprintln!("error: internal failure ({what}); please report it");
-        std::process::exit(1);
-    }));
+    // The default hook prints the panic (and a backtrace hint) the moment it happens,
+    // even for a panic the library catches and turns into an error (it contains sled's
+    // panics on damaged files). So the hook stays silent, and a panic that reaches `main`
+    // is reported below as one line.
+    std::panic::set_hook(Box::new(|_| {}));
     let cli = Cli::parse();
     let ctx = Context::new(cli.db, cli.now);
-    let result = run(&ctx, cli.command).and_then(|()| output::finish());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(&ctx, cli.command).and_then(|()| output::finish())
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_owned());
+        Err(output::Failure::new(format!(
+            "internal failure ({what}); please report it"
+        )))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
