@@ -178,6 +178,7 @@ pub fn demo(ctx: &Context, args: DemoArgs) -> CmdResult {
     let stats = db.stats()?;
     db.close()?;
     let shown = shell_word(&dir.display().to_string());
+    let me = invoked_as();
     outln!();
     outln!(
         "Done in {:.1} s. The database is in {} ({} people, {:.1} MB on disk); it stays there.",
@@ -188,24 +189,24 @@ pub fn demo(ctx: &Context, args: DemoArgs) -> CmdResult {
     );
     outln!("Try next:");
     for cmd in [
-        format!("profiledb --db {shown} person show ann.lee@example.com"),
+        format!("{me} --db {shown} person show ann.lee@example.com"),
         format!(
-            "profiledb --db {shown} person show {} --json",
+            "{me} --db {shown} person show {} --json",
             synth::person_id(7)
         ),
         format!(
-            "profiledb --db {shown} activity {} --type event",
+            "{me} --db {shown} activity {} --type event",
             synth::person_id(7)
         ),
-        format!("profiledb --db {shown} people --search user-0000001"),
+        format!("{me} --db {shown} people --search user-0000001"),
         format!(
-            "profiledb --db {shown} query '{}' --explain",
-            QUERIES.first().copied().unwrap_or("all")
+            "{me} --db {shown} query {} --explain",
+            shell_word(QUERIES.first().copied().unwrap_or("all"))
         ),
-        format!("profiledb --db {shown} segment list"),
-        format!("profiledb --db {shown} segment show 'Recent buyers'"),
-        format!("profiledb --db {shown} attributes"),
-        format!("profiledb --db {shown} stats"),
+        format!("{me} --db {shown} segment list"),
+        format!("{me} --db {shown} segment show 'Recent buyers'"),
+        format!("{me} --db {shown} attributes"),
+        format!("{me} --db {shown} stats"),
     ] {
         outln!("  {cmd}");
     }
@@ -305,6 +306,18 @@ fn add_ann(db: &ProfileDb) -> Result<(), Failure> {
         vec![("role".into(), Value::from("admin"))],
     )?;
     Ok(())
+}
+
+/// How to run this program again: `profiledb` when it was found on the PATH, else the
+/// path it was run by (`target/release/profiledb` under `cargo run`), so the commands
+/// the demo suggests work as printed.
+fn invoked_as() -> String {
+    match std::env::args_os().next() {
+        Some(arg0) if Path::new(&arg0).components().count() > 1 => {
+            shell_word(&arg0.to_string_lossy())
+        }
+        _ => "profiledb".to_owned(),
+    }
 }
 
 /// `word` as one shell word: as is when it is plain, single-quoted otherwise.

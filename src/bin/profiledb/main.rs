@@ -39,6 +39,15 @@ Exit status:
      found problems
   2  a usage error: an unknown command or flag, or a malformed argument";
 
+const CONDITIONS: &str = "\
+Conditions (for --where and query):
+  attr.plan = \"pro\"    attr.age > 40    attr.created_at > now-30d    attr.phone exists
+  topic:3    unsubscribed    segment:\"Trial users\"    segment:#3    all
+  event:purchase[amount > 20] count >= 3 within 30d    delivery:opened within 7d
+  device.platform = \"ios\"    related:1    related:1:acme
+  combined with and, or, not and parentheses; or App-API filter JSON such as
+  {\"attribute\": {\"field\": \"plan\", \"operator\": \"eq\", \"value\": \"pro\"}}";
+
 #[derive(Parser)]
 #[command(
     name = "profiledb",
@@ -69,10 +78,12 @@ enum Command {
     #[command(subcommand)]
     Person(person::PersonCommand),
     /// List people (the People page): search by id/email prefix, filter by condition.
+    #[command(after_help = CONDITIONS)]
     People(person::PeopleArgs),
     /// One person's activity timeline, newest first.
     Activity(person::ActivityArgs),
     /// Count and list the people matching a condition.
+    #[command(after_help = CONDITIONS)]
     Query(person::QueryArgs),
     /// Manual and data-driven segments.
     #[command(subcommand)]
@@ -92,8 +103,11 @@ enum Command {
     /// Re-evaluate the segments whose conditions read the clock (`within`, `now`), at
     /// --now.
     Refresh,
-    /// Check every record's checksum, and that identifiers, reverse indexes and bitmaps
-    /// agree with the data. Exit 0 when healthy, 1 with a report when not.
+    /// Check the whole database; exit 1 with a report when it is damaged.
+    ///
+    /// Reads every record and checks its checksum, and that identifiers, reverse
+    /// indexes and bitmaps agree with the data. Exit 0 when healthy, 1 with a report
+    /// naming each problem when not.
     Verify,
     /// Counts and size on disk.
     Stats {
@@ -102,9 +116,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build a sample workspace (synthetic people, topics, segments), show a profile and
-    /// time a few audience queries. The database stays in --db (default
-    /// ./profiledb-data); a directory holding anything but an earlier demo is refused.
+    /// Build a sample workspace, show a profile and time a few audience queries.
+    ///
+    /// Synthetic people with attributes, topic preferences, events, devices and
+    /// companies; topics; data-driven and manual segments. The database stays in --db
+    /// (default ./profiledb-data) for the other commands to read; an earlier demo's
+    /// database there is replaced, and a directory holding anything else is refused.
     Demo(demo::DemoArgs),
 }
 

@@ -17,6 +17,7 @@ const SHOWN_MEMBERS: usize = 20;
 pub enum SegmentCommand {
     /// Create a segment: manual (people added by hand) or data-driven (everyone matching
     /// a condition, kept current by every write).
+    #[command(after_help = crate::CONDITIONS)]
     Create(CreateArgs),
     /// Add people to a manual segment.
     Add {
