@@ -956,3 +956,34 @@ fn demo_will_not_replace_a_database_it_did_not_make() {
     assert!(err.contains("did not make"), "{err}");
     assert_eq!(json(&run(dir.path(), &["stats", "--json"]))["people"], 3);
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let dir = fixture();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_profiledb"))
+        .args(["--db", dir.path().to_str().unwrap(), "people", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before the program writes (or while it does)
+    let o = child.wait_with_output().unwrap();
+    assert_no_panic(&stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_failing_standard_output_is_a_one_line_error() {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        return; // not Linux
+    }
+    let dir = fixture();
+    let o = Command::new(env!("CARGO_BIN_EXE_profiledb"))
+        .args(["--db", dir.path().to_str().unwrap(), "stats"])
+        .stdout(std::fs::File::create(full).unwrap())
+        .output()
+        .unwrap();
+    let err = fails(&o, 1);
+    assert!(err.contains("cannot write to standard output"), "{err}");
+}

@@ -72,6 +72,10 @@ struct Cli {
     command: Command,
 }
 
+/// Every command. Each is one module function `fn(&Context, Args) -> CmdResult` that
+/// prints through `outln!`/`output::print_json` and fails with an `output::Failure`
+/// (its exit code included: `ingest`'s "some refused" is a `Failure` with code 2), so a
+/// new command (`ingest`, `export`) is a variant here, an arm in `run`, and its module.
 #[derive(Subcommand)]
 enum Command {
     /// Show one person.
