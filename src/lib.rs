@@ -64,6 +64,7 @@
 pub mod activity;
 pub mod audience;
 pub mod clock;
+pub mod counts;
 pub mod db;
 pub mod deliveries;
 pub mod devices;
@@ -89,6 +90,7 @@ pub use devices::{DeviceInput, PushResult};
 pub use ingest::{Rejection, Report};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use counts::Counts;
 pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};
 pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError};
 pub use limits::Limits;

@@ -1,268 +1,179 @@
-//! The `profiledb` command-line tool: a thin shell over the library.
+//! The `profiledb` command-line tool: every capability of the library, usable without
+//! writing Rust. It owns nothing but presentation: each command opens the database,
+//! calls the library, and prints (text for people, `--json` for programs).
+//!
+//! Errors are one sentence on stderr (`error: ...`) and an exit code: 1 for fatal
+//! errors, 2 for usage errors (clap's). No input, file or database state prints a panic:
+//! the code does not panic, and any panic that slips through (from a dependency) is
+//! caught in `main` and reported as a one-line error with exit 1.
 
+#[macro_use]
+mod output;
+mod admin;
+mod context;
+mod demo;
+mod person;
+mod segment;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use profiledb::synth;
-use profiledb::{
-    Channel, DeviceInput, Durability, Ident, Identify, ManualClock, Metric, NewDelivery, ObjectRef,
-    Platform, Profile, ProfileDb, Track, Value,
-};
+
+use crate::context::Context;
+use crate::output::CmdResult;
+
+const AFTER_HELP: &str = "\
+IDENT is inferred as Track API v1 does: `cio_<cio_id>`, an email if it contains `@`,
+else an `id`.
+
+Commands that only read (person, people, activity, query, segment list/show/add/remove/
+delete, topic list, attributes, refresh, verify, stats) refuse a --db directory that is
+missing or empty; commands that define things (segment create, topic create, index) and
+demo create the database.
+
+Exit status:
+  0  success
+  1  a fatal error: the database cannot be opened or is damaged, an unknown person or
+     segment, refused input (the message names the field or the position), or `verify`
+     found problems
+  2  a usage error: an unknown command or flag, or a malformed argument";
+
+const CONDITIONS: &str = "\
+Conditions (for --where and query):
+  attr.plan = \"pro\"    attr.age > 40    attr.created_at > now-30d    attr.phone exists
+  topic:3    unsubscribed    segment:\"Trial users\"    segment:#3    all
+  event:purchase[amount > 20] count >= 3 within 30d    delivery:opened within 7d
+  device.platform = \"ios\"    related:1    related:1:acme
+  combined with and, or, not and parentheses; or App-API filter JSON such as
+  {\"attribute\": {\"field\": \"plan\", \"operator\": \"eq\", \"value\": \"pro\"}}";
 
 #[derive(Parser)]
 #[command(
     name = "profiledb",
     version,
-    about = "An embedded database of people profiles"
+    about = "An embedded database of people profiles (Customer.io's People model)",
+    after_help = AFTER_HELP
 )]
 struct Cli {
+    /// The database directory [default: ./profiledb-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    db: Option<PathBuf>,
+    /// Use this fixed time (unix seconds) as "now", for reproducible runs [default: the
+    /// system clock]
+    #[arg(
+        long,
+        global = true,
+        value_name = "UNIX_SECONDS",
+        allow_hyphen_values = true
+    )]
+    now: Option<i64>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Every command. Each is one module function `fn(&Context, Args) -> CmdResult` that
+/// prints through `outln!`/`output::print_json` and fails with an `output::Failure`
+/// (its exit code included: `ingest`'s "some refused" is a `Failure` with code 2), so a
+/// new command (`ingest`, `export`) is a variant here, an arm in `run`, and its module.
 #[derive(Subcommand)]
 enum Command {
-    /// Create a sample database in a temporary directory, identify a few people and
-    /// print one profile.
-    Demo {
-        /// Keep the database in this directory instead of a temporary one.
+    /// Show one person.
+    #[command(subcommand)]
+    Person(person::PersonCommand),
+    /// List people (the People page): search by id/email prefix, filter by condition.
+    #[command(after_help = CONDITIONS)]
+    People(person::PeopleArgs),
+    /// One person's activity timeline, newest first.
+    Activity(person::ActivityArgs),
+    /// Count and list the people matching a condition.
+    #[command(after_help = CONDITIONS)]
+    Query(person::QueryArgs),
+    /// Manual and data-driven segments.
+    #[command(subcommand)]
+    Segment(segment::SegmentCommand),
+    /// Subscription topics.
+    #[command(subcommand)]
+    Topic(segment::TopicCommand),
+    /// The attribute catalogue: every attribute name in use, with how many people have it.
+    Attributes {
+        /// Print an array of `{"name", "people"}`.
         #[arg(long)]
-        db: Option<std::path::PathBuf>,
+        json: bool,
     },
+    /// Declare an attribute index.
+    #[command(subcommand)]
+    Index(admin::IndexCommand),
+    /// Re-evaluate the segments whose conditions read the clock (`within`, `now`), at
+    /// --now.
+    Refresh,
+    /// Check the whole database; exit 1 with a report when it is damaged.
+    ///
+    /// Reads every record and checks its checksum, and that identifiers, reverse
+    /// indexes and bitmaps agree with the data. Exit 0 when healthy, 1 with a report
+    /// naming each problem when not.
+    Verify,
+    /// Counts and size on disk.
+    Stats {
+        /// Print `{"people", "objects", "events", "deliveries", "devices", "segments",
+        /// "bytes_on_disk"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a sample workspace, show a profile and time a few audience queries.
+    ///
+    /// Synthetic people with attributes, topic preferences, events, devices and
+    /// companies; topics; data-driven and manual segments. The database stays in --db
+    /// (default ./profiledb-data) for the other commands to read; an earlier demo's
+    /// database there is replaced, and a directory holding anything else is refused.
+    Demo(demo::DemoArgs),
+}
+
+fn run(ctx: &Context, command: Command) -> CmdResult {
+    match command {
+        Command::Person(c) => person::person(ctx, c),
+        Command::People(a) => person::people(ctx, a),
+        Command::Activity(a) => person::activity(ctx, a),
+        Command::Query(a) => person::query(ctx, a),
+        Command::Segment(c) => segment::segment(ctx, c),
+        Command::Topic(c) => segment::topic(ctx, c),
+        Command::Attributes { json } => admin::attributes(ctx, json),
+        Command::Index(c) => admin::index(ctx, c),
+        Command::Refresh => admin::refresh(ctx),
+        Command::Verify => admin::verify(ctx),
+        Command::Stats { json } => admin::stats(ctx, json),
+        Command::Demo(a) => demo::demo(ctx, a),
+    }
 }
 
 fn main() -> ExitCode {
+    // The default hook prints the panic (and a backtrace hint) the moment it happens,
+    // even for a panic the library catches and turns into an error (it contains sled's
+    // panics on damaged files). So the hook stays silent, and a panic that reaches `main`
+    // is reported below as one line.
+    std::panic::set_hook(Box::new(|_| {}));
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo { db } => demo(db),
-    };
+    let ctx = Context::new(cli.db, cli.now);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(&ctx, cli.command).and_then(|()| output::finish())
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_owned());
+        Err(output::Failure::new(format!(
+            "internal failure ({what}); please report it"
+        )))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            // Whatever was printed before the failure goes out first.
+            let _ = output::finish();
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
         }
-    }
-}
-
-fn demo(dir: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
-    let tmp;
-    let path = match dir {
-        Some(p) => p,
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
-    // A fixed clock, so the demo prints the same thing every run.
-    let clock = ManualClock::new(1_767_225_600); // 2026-01-01T00:00:00Z
-    let db = ProfileDb::builder()
-        .clock(std::sync::Arc::new(clock.clone()))
-        .durability(Durability::Buffered)
-        .open(&path)?;
-    println!("Sample database in {}\n", path.display());
-
-    let steps: Vec<(&str, Identify)> = vec![
-        (
-            "identify u-100 with an email and a plan",
-            Identify::new(Ident::id("u-100"))
-                .set("email", "Ann.Lee@Example.com")
-                .set("first_name", "Ann")
-                .set("plan", "trial")
-                .set("created_at", 1_767_000_000i64),
-        ),
-        (
-            "identify u-101",
-            Identify::new(Ident::id("u-101"))
-                .set("email", "bo@example.com")
-                .set("plan", "pro"),
-        ),
-        (
-            "upgrade Ann by email (any case), opt her into topic 3 by dotted key",
-            Identify::new(Ident::email("ann.lee@example.com"))
-                .set("plan", "pro")
-                .set("cio_subscription_preferences.topics.topic_3", true),
-        ),
-        (
-            "a new id with Bo's email updates Bo... who already has an id: refused",
-            Identify::new(Ident::id("u-999")).set("email", "BO@example.com"),
-        ),
-        (
-            "add a phone to Ann and remove her first_name with \"\"",
-            Identify::new(Ident::id("u-100"))
-                .set("phone", "+14155550100")
-                .set("first_name", ""),
-        ),
-        (
-            "_update: true for someone unknown creates nobody",
-            Identify::new(Ident::id("u-404"))
-                .set("plan", "free")
-                .update_only(true),
-        ),
-    ];
-    for (what, op) in steps {
-        clock.advance(60);
-        let outcome = db.identify(op)?;
-        println!("- {what}: {outcome:?}");
-    }
-    let ann = Ident::id("u-100");
-    clock.advance(60);
-    db.track(Track::page(ann.clone(), "https://example.com/pricing"))?;
-    clock.advance(60);
-    db.track(
-        Track::event(ann.clone(), "purchase")
-            .property("amount", 49)
-            .property("currency", "EUR")
-            .id("01JDEMO0000000000000000001"),
-    )?;
-    db.add_device(
-        &ann,
-        DeviceInput::new("apns-demo-token", Platform::Ios).attribute("app_version", "2.3.0"),
-    )?;
-    db.add_delivery(
-        &ann,
-        NewDelivery::new("dlv-demo-1", Channel::Email)
-            .campaign_id("7")
-            .recipient("Ann.Lee@Example.com")
-            .subject("Welcome to Pro"),
-    )?;
-    clock.advance(60);
-    db.report_metric(Metric::new("dlv-demo-1", "delivered"))?;
-    clock.advance(60);
-    db.report_metric(Metric::new("dlv-demo-1", "opened"))?;
-    db.identify_object(
-        &ObjectRef::new(1, "acme"),
-        vec![("name".into(), Value::from("Acme Inc"))],
-    )?;
-    db.add_relationship(
-        &ann,
-        &ObjectRef::new(1, "acme"),
-        vec![("role".into(), Value::from("admin"))],
-    )?;
-    println!("- tracked a page view and a purchase, added a device, a delivery and a relationship");
-    db.flush()?;
-
-    let profile = db
-        .profile(&ann, 10)?
-        .ok_or("the sample person is missing")?;
-    println!();
-    print_profile(&profile);
-    audience(&db)?;
-    let stats = db.stats()?;
-    println!(
-        "\n{} people, {} commits, {} bytes on disk",
-        stats.people, stats.commit_seq, stats.size_on_disk
-    );
-    Ok(())
-}
-
-/// Loads synthetic people, defines topics and segments, and runs audience queries.
-fn audience(db: &ProfileDb) -> Result<(), Box<dyn std::error::Error>> {
-    const PEOPLE: u64 = 2_000;
-    println!("\nAudiences over {PEOPLE} synthetic people (profiledb::synth)");
-    for (id, name, default) in synth::topics() {
-        db.define_topic(id, &name, default)?;
-    }
-    let now = db.now();
-    let mut ops = Vec::new();
-    for n in 0..PEOPLE {
-        ops.extend(synth::person_ops(n, synth::SEED, now));
-    }
-    for chunk in ops.chunks(1_000) {
-        db.write_batch(chunk)?;
-    }
-    for (name, condition) in synth::segments(5) {
-        let id = db.create_segment(&name, Some(&condition))?;
-        let members = db.count(&format!("segment:#{id}"))?;
-        println!("  segment #{id} {name:<12} {members:>5} members  {condition}");
-    }
-    let query = r#"segment:"Segment 00" and topic:3 and not unsubscribed and attr.age > 40"#;
-    let result = db.query(query, 3, None)?;
-    println!("  query  {query}");
-    println!(
-        "         {} people; first: {:?}",
-        result.count,
-        result
-            .people
-            .iter()
-            .filter_map(|p| p.id.as_deref())
-            .collect::<Vec<_>>()
-    );
-    for line in db.explain(query)?.lines {
-        println!("         {line}");
-    }
-    let someone = Ident::id(synth::person_id(7));
-    let segments: Vec<String> = db
-        .person_segments(&someone)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    println!("  {} is in {segments:?}", synth::person_id(7));
-    Ok(())
-}
-
-fn print_profile(profile: &Profile) {
-    let p = &profile.person;
-    let show = |v: Option<&str>| v.map_or("-".to_owned(), str::to_owned);
-    println!("Person cio_{}", p.cio_id);
-    println!("  Subscription preferences");
-    println!(
-        "    unsubscribed  {}",
-        if profile.subscription.unsubscribed {
-            "yes"
-        } else {
-            "no"
-        }
-    );
-    println!("  Identifiers and attributes");
-    println!("    id            {}", show(p.id.as_deref()));
-    println!("    email         {}", show(p.email.as_deref()));
-    println!("    phone         {}", show(p.phone.as_deref()));
-    println!("    cio_id        {}", p.cio_id);
-    for (name, value) in &p.attributes {
-        let set = p.timestamps.get(name).copied().unwrap_or_default();
-        println!("    {name:<30} {value}   (set at {set})");
-    }
-    println!("  Recent activity");
-    for a in &profile.activities {
-        let data = match &a.data {
-            Value::Null => String::new(),
-            d => d.to_string(),
-        };
-        let name = a.name.as_deref().unwrap_or("");
-        println!("    {}  {:<24} {name} {data}", a.timestamp, a.kind);
-    }
-    println!("  Deliveries");
-    for d in &profile.deliveries {
-        println!(
-            "    {}  {:<8} {:<10} {}",
-            d.id,
-            d.channel,
-            d.status,
-            d.subject.as_deref().unwrap_or("")
-        );
-    }
-    println!("  Segments");
-    if profile.segments.is_empty() {
-        println!("    (none)");
-    }
-    for s in &profile.segments {
-        println!("    {} {} ({})", s.id, s.name, s.kind);
-    }
-    println!("  Devices");
-    for d in &profile.devices {
-        println!(
-            "    {}  {}  last used {}  status {:?}",
-            d.token, d.platform, d.last_used, d.status
-        );
-    }
-    println!("  Relationships");
-    for r in &profile.relationships {
-        println!(
-            "    {}  {}  as {}",
-            r.object,
-            Value::Map(r.object_attributes.clone()),
-            Value::Map(r.attributes.clone())
-        );
     }
 }
