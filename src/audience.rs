@@ -15,6 +15,7 @@
 //! comparison with an attribute that is absent is false, except `!=`, which is true.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use roaring::RoaringBitmap;
 
@@ -385,10 +386,10 @@ fn get_path<'v>(map: &'v crate::model::Map, path: &[String]) -> Option<&'v Value
 /// Where per-person checks read a person's data: the store (queries) or a batch's
 /// staging area (segment maintenance inside a commit).
 pub trait Source {
-    /// The person record.
-    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>>;
-    /// The attributes record.
-    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>>;
+    /// The person record (shared, so a cache hands it out without copying).
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>>;
+    /// The attributes record (shared, as `person`).
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>>;
     /// Every device.
     fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>>;
     /// Every delivery.
@@ -424,11 +425,11 @@ pub struct StoreSource<'a> {
 }
 
 impl Source for StoreSource<'_> {
-    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
-        self.store.get::<PeopleF>(&pid_key(pid))
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
+        Ok(self.store.get::<PeopleF>(&pid_key(pid))?.map(Rc::new))
     }
-    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
-        self.store.get::<AttributesF>(&pid_key(pid))
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
+        Ok(self.store.get::<AttributesF>(&pid_key(pid))?.map(Rc::new))
     }
     fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
         self.store
@@ -524,11 +525,11 @@ pub struct TxnSource<'t, 'a> {
 }
 
 impl Source for TxnSource<'_, '_> {
-    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
-        self.txn.get::<PeopleF>(&pid_key(pid))
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
+        Ok(self.txn.get::<PeopleF>(&pid_key(pid))?.map(Rc::new))
     }
-    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
-        self.txn.get::<AttributesF>(&pid_key(pid))
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
+        Ok(self.txn.get::<AttributesF>(&pid_key(pid))?.map(Rc::new))
     }
     fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
         let mut out = Vec::new();
@@ -584,8 +585,8 @@ impl Source for TxnSource<'_, '_> {
 pub struct Cached<'s> {
     inner: &'s mut dyn Source,
     pid: u32,
-    person: Option<Option<PersonRecord>>,
-    attributes: Option<Option<AttributesRecord>>,
+    person: Option<Option<Rc<PersonRecord>>>,
+    attributes: Option<Option<Rc<AttributesRecord>>>,
     devices: Option<Vec<DeviceRecord>>,
     deliveries: Option<Vec<DeliveryRecord>>,
     occurrences: BTreeMap<(String, String), Vec<(i64, u64)>>,
@@ -617,13 +618,13 @@ fn memo<T: Clone>(slot: &mut Option<T>, load: impl FnOnce() -> Result<T>) -> Res
 }
 
 impl Source for Cached<'_> {
-    fn person(&mut self, pid: u32) -> Result<Option<PersonRecord>> {
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
         if pid != self.pid {
             return self.inner.person(pid);
         }
         memo(&mut self.person, || self.inner.person(pid))
     }
-    fn attributes(&mut self, pid: u32) -> Result<Option<AttributesRecord>> {
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
         if pid != self.pid {
             return self.inner.attributes(pid);
         }
@@ -780,10 +781,10 @@ fn attr_value(src: &mut dyn Source, pid: u32, path: &[String]) -> Result<Option<
             "cio_id" => return Ok(Some(Value::from(crate::model::PersonId(pid).cio_id()))),
             "id" | "email" | "phone" | "anonymous_id" => {
                 src.person(pid)?.and_then(|p| match first.as_str() {
-                    "id" => p.id,
-                    "email" => p.email,
-                    "phone" => p.phone,
-                    _ => p.anonymous_id,
+                    "id" => p.id.clone(),
+                    "email" => p.email.clone(),
+                    "phone" => p.phone.clone(),
+                    _ => p.anonymous_id.clone(),
                 })
             }
             _ => None,

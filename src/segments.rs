@@ -404,10 +404,16 @@ struct Overlay<'s> {
 }
 
 impl crate::audience::Source for Overlay<'_> {
-    fn person(&mut self, pid: u32) -> Result<Option<crate::store::records::PersonRecord>> {
+    fn person(
+        &mut self,
+        pid: u32,
+    ) -> Result<Option<std::rc::Rc<crate::store::records::PersonRecord>>> {
         self.inner.person(pid)
     }
-    fn attributes(&mut self, pid: u32) -> Result<Option<crate::store::records::AttributesRecord>> {
+    fn attributes(
+        &mut self,
+        pid: u32,
+    ) -> Result<Option<std::rc::Rc<crate::store::records::AttributesRecord>>> {
         self.inner.attributes(pid)
     }
     fn devices(&mut self, pid: u32) -> Result<Vec<crate::store::records::DeviceRecord>> {
