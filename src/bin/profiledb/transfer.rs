@@ -80,8 +80,14 @@ impl Input {
             Some(len) => (progress_bar(len, "ingesting bytes"), true),
             None => (progress_spinner("ingesting lines"), false),
         };
+        let mut reader = BufReader::with_capacity(READ_BUFFER, file);
+        // A file that cannot be read at all (a directory) fails before the database is
+        // opened, or created.
+        reader
+            .fill_buf()
+            .map_err(|e| Failure::new(format!("cannot read {name}: {e}")))?;
         Ok(Input {
-            reader: Box::new(BufReader::with_capacity(READ_BUFFER, file)),
+            reader: Box::new(reader),
             name,
             bar,
             counts_bytes,
@@ -332,7 +338,9 @@ pub fn ingest(ctx: &Context, args: IngestArgs) -> CmdResult {
     if rejected > 0 {
         return Err(Failure {
             code: 2,
-            message: if applied == 0 {
+            message: if applied == 0 && rejected == 1 {
+                "the message was refused (named above)".to_owned()
+            } else if applied == 0 {
                 format!("all {rejected} messages were refused (each named above)")
             } else {
                 format!(
