@@ -987,3 +987,479 @@ fn a_failing_standard_output_is_a_one_line_error() {
     let err = fails(&o, 1);
     assert!(err.contains("cannot write to standard output"), "{err}");
 }
+
+// ---- ingest and export ----
+
+/// Runs the binary with `--db dir --now T0` and `args`, `input` on its stdin.
+fn run_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_profiledb"))
+        .args(["--db", dir.to_str().unwrap(), "--now", &T0.to_string()])
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Written from another thread, so a large input cannot deadlock with the output.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    o
+}
+
+/// The `{"applied", "rejected"}` line `ingest` prints, checked for exactly those keys and
+/// exit `code`; returns (applied, rejected).
+fn ingested(o: &Output, code: i32) -> (u64, u64) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    assert_no_panic(&stderr(o));
+    let out = stdout(o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: Json = serde_json::from_str(&out).unwrap();
+    assert_eq!(keys(&v), sorted(&["applied", "rejected"]));
+    (
+        v["applied"].as_u64().unwrap(),
+        v["rejected"].as_u64().unwrap(),
+    )
+}
+
+fn fixture_path(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const CLIENT_FIXTURE: &str = "clients/customerio-node-5.2.0.jsonl";
+
+#[test]
+fn ingest_reads_every_fixture_file() {
+    // (file, applied, refused lines)
+    let cases: [(&str, u64, &[u64]); 4] = [
+        (CLIENT_FIXTURE, 25, &[]),
+        ("specs/track-v2-examples.jsonl", 22, &[]),
+        ("specs/pipelines-examples.jsonl", 4, &[5]),
+        ("specs/reporting-webhooks-examples.jsonl", 3, &[]),
+    ];
+    for (file, applied, refused) in cases {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("db");
+        let o = run(&dir, &["ingest", &fixture_path(file)]);
+        let code = if refused.is_empty() { 0 } else { 2 };
+        assert_eq!(
+            ingested(&o, code),
+            (applied, refused.len() as u64),
+            "{file}"
+        );
+        let err = stderr(&o);
+        let named: Vec<&str> = err.lines().filter(|l| l.starts_with("line ")).collect();
+        assert_eq!(named.len(), refused.len(), "{file}: {err}");
+        for (l, line) in refused.iter().zip(&named) {
+            assert!(line.starts_with(&format!("line {l}: ")), "{file}: {err}");
+        }
+        if code == 0 {
+            assert!(err.is_empty(), "{file}: {err}");
+        }
+        assert!(ok(&run(&dir, &["verify"])).contains("healthy"), "{file}");
+    }
+
+    // The client journey, as its README describes it.
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    ingested(&run(&dir, &["ingest", &fixture_path(CLIENT_FIXTURE)]), 0);
+    let p1 = json(&run(&dir, &["person", "show", "p-1", "--json"]));
+    assert_eq!(p1["customer"]["email"], "pipe@example.com");
+    assert_eq!(p1["customer"]["attributes"]["plan"], "pro");
+    assert!(p1["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["object_id"] == "globex"));
+    let err = fails(&run(&dir, &["person", "show", "u-200"]), 1);
+    assert!(err.contains("u-200"), "{err}");
+    // The Pipelines group example's bad timestamp is named.
+    let parent = tempfile::tempdir().unwrap();
+    let o = run(
+        &parent.path().join("db"),
+        &["ingest", &fixture_path("specs/pipelines-examples.jsonl")],
+    );
+    assert!(stderr(&o).contains("line 5: invalid input: `timestamp`"));
+}
+
+#[test]
+fn ingest_of_a_mixed_file_applies_the_good_lines_and_names_each_bad_one() {
+    let dir = fixture();
+    let lines = [
+        r#"{"type":"person","action":"identify","identifiers":{"id":"m-1"},"attributes":{"plan":"team"}}"#,
+        "",
+        "{not json",
+        r#"{"type":"identify","userId":"m-2","traits":{"email":"m2@example.com"},"timestamp":"2025-12-31T10:00:00Z"}"#,
+        r#"{"batch":[{"type":"person","action":"identify","identifiers":{"id":"m-3"}},{"type":"person","action":"identify","identifiers":{}},{"type":"person","action":"event","identifiers":{"id":"m-1"},"name":"signed_up","timestamp":1767200000},{"type":"nope"}]}"#,
+        r#"{"type":"person","action":"identify","attributes":{"plan":"x"}}"#,
+        "   ",
+        r#"{"type":"person","action":"identify","identifiers":{"id":"u-2"},"attributes":{"plan":"team"}}"#,
+    ];
+    let inputs = tempfile::tempdir().unwrap();
+    let file = inputs.path().join("mixed.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let o = run(dir.path(), &["ingest", file.to_str().unwrap()]);
+    assert_eq!(ingested(&o, 2), (5, 4));
+    let err = stderr(&o);
+    let got: Vec<&str> = err.lines().collect();
+    assert_eq!(got.len(), 5, "{err}");
+    assert!(
+        got[0].starts_with("line 3: invalid input: `message`"),
+        "{err}"
+    );
+    assert!(
+        got[1].starts_with("line 5 item 1: invalid input: `batch[1].identifiers`"),
+        "{err}"
+    );
+    assert!(
+        got[2].starts_with("line 5 item 3: invalid input: `batch[3].type`"),
+        "{err}"
+    );
+    assert!(
+        got[3].starts_with("line 6: invalid input: `identifiers`"),
+        "{err}"
+    );
+    assert!(
+        got[4].starts_with("error: 4 of 9 messages were refused"),
+        "{err}"
+    );
+
+    let m1 = json(&run(dir.path(), &["person", "show", "m-1", "--json"]));
+    assert_eq!(m1["customer"]["attributes"]["plan"], "team");
+    assert!(m1["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "signed_up" && a["timestamp"] == 1_767_200_000));
+    let m2 = json(&run(
+        dir.path(),
+        &["person", "show", "m2@example.com", "--json"],
+    ));
+    assert_eq!(m2["customer"]["id"], "m-2");
+    json(&run(dir.path(), &["person", "show", "m-3", "--json"]));
+    let u2 = json(&run(dir.path(), &["person", "show", "u-2", "--json"]));
+    assert_eq!(u2["customer"]["attributes"]["plan"], "team");
+    // The refused line 6 created nobody; the fixture's people are still there.
+    assert_eq!(json(&run(dir.path(), &["stats", "--json"]))["people"], 6);
+    assert!(ok(&run(dir.path(), &["verify"])).contains("healthy"));
+}
+
+#[test]
+fn ingest_reads_stdin_and_survives_a_bom_empty_lines_crlf_and_bytes_that_are_not_utf8() {
+    let good = |id: &str| {
+        format!(r#"{{"type":"person","action":"identify","identifiers":{{"id":"{id}"}}}}"#)
+    };
+    let mut input = b"\xEF\xBB\xBF".to_vec();
+    input.extend_from_slice(good("s-1").as_bytes());
+    input.extend_from_slice(b"\r\n\n");
+    input.extend_from_slice(b"{\"type\":\"person\",\"id\":\"\xff\xfe\"}\n");
+    input.extend_from_slice(b" \t \r\n");
+    // A very long line: refused by the attribute size limit, not a crash.
+    let long = format!(
+        r#"{{"type":"person","action":"identify","identifiers":{{"id":"s-long"}},"attributes":{{"bio":"{}"}}}}"#,
+        "x".repeat(3 << 20)
+    );
+    input.extend_from_slice(long.as_bytes());
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(good("s-2").as_bytes()); // no final newline
+    let expect_err = |err: &str| {
+        let got: Vec<&str> = err.lines().collect();
+        assert_eq!(got.len(), 3, "{err}");
+        assert_eq!(got[0], "line 3: is not valid UTF-8");
+        assert!(
+            got[1].starts_with("line 5: invalid input: `attributes.bio`"),
+            "{err}"
+        );
+        assert!(
+            got[2].starts_with("error: 2 of 4 messages were refused"),
+            "{err}"
+        );
+    };
+    for args in [vec!["ingest"], vec!["ingest", "-"]] {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("db");
+        let o = run_stdin(&dir, &args, &input);
+        assert_eq!(ingested(&o, 2), (2, 2), "{args:?}");
+        expect_err(&stderr(&o));
+        json(&run(&dir, &["person", "show", "s-1", "--json"]));
+        json(&run(&dir, &["person", "show", "s-2", "--json"]));
+        fails(&run(&dir, &["person", "show", "s-long"]), 1);
+    }
+    // The same bytes from a file.
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("in.jsonl");
+    std::fs::write(&file, &input).unwrap();
+    let o = run(
+        &parent.path().join("db"),
+        &["ingest", file.to_str().unwrap()],
+    );
+    assert_eq!(ingested(&o, 2), (2, 2));
+    expect_err(&stderr(&o));
+    // Nothing but empty lines: nothing counted, exit 0.
+    let parent = tempfile::tempdir().unwrap();
+    let o = run_stdin(&parent.path().join("db"), &["ingest"], b"\n\n  \n");
+    assert_eq!(ingested(&o, 0), (0, 0));
+    assert!(stderr(&o).is_empty());
+}
+
+#[test]
+fn ingest_fatal_errors_exit_1_with_one_line() {
+    let line = br#"{"type":"person","action":"identify","identifiers":{"id":"f-1"}}"#;
+    // --db is a file.
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let o = run_stdin(&file, &["ingest"], line);
+    fails(&o, 1);
+    assert!(stdout(&o).is_empty());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    // --db is a directory holding something else: refused untouched.
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("notes.txt"), "mine").unwrap();
+    let err = fails(&run_stdin(foreign.path(), &["ingest"], line), 1);
+    assert!(err.contains(foreign.path().to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read_dir(foreign.path()).unwrap().count(), 1);
+    // An input that is missing, or cannot be read: no database is created.
+    let dir = parent.path().join("db");
+    let missing = parent.path().join("missing.jsonl");
+    let err = fails(&run(&dir, &["ingest", missing.to_str().unwrap()]), 1);
+    assert!(
+        err.contains("cannot read") && err.contains("missing.jsonl"),
+        "{err}"
+    );
+    let err = fails(&run(&dir, &["ingest", parent.path().to_str().unwrap()]), 1);
+    assert!(err.contains("cannot read"), "{err}");
+    assert!(!dir.exists());
+}
+
+/// A database with people, topics, segments, devices, objects and deliveries: `demo` of
+/// 500 people, then the client fixture.
+fn rich_database(dir: &Path) {
+    ok(&run(dir, &["demo", "--people", "500"]));
+    ingested(&run(dir, &["ingest", &fixture_path(CLIENT_FIXTURE)]), 0);
+}
+
+#[test]
+fn export_then_ingest_rebuilds_an_equal_database() {
+    let parent = tempfile::tempdir().unwrap();
+    let (src, copy) = (parent.path().join("src"), parent.path().join("copy"));
+    rich_database(&src);
+    let dump = parent.path().join("dump.jsonl");
+    let out = ok(&run(&src, &["export", dump.to_str().unwrap()]));
+    assert!(
+        out.contains("exported") && out.contains("dump.jsonl"),
+        "{out}"
+    );
+    assert!(!parent.path().join("dump.jsonl.tmp").exists());
+    let text = std::fs::read_to_string(&dump).unwrap();
+    // To stdout: the same lines.
+    assert_eq!(ok(&run(&src, &["export"])), text);
+    assert_eq!(ok(&run(&src, &["export", "-"])), text);
+
+    let lines = text.lines().count() as u64;
+    assert!(lines >= 3);
+    assert_eq!(
+        ingested(&run(&copy, &["ingest", dump.to_str().unwrap()]), 0),
+        (lines, 0)
+    );
+    assert!(ok(&run(&copy, &["verify"])).contains("healthy"));
+
+    let both = |args: &[&str]| {
+        let (a, b) = (ok(&run(&src, args)), ok(&run(&copy, args)));
+        assert_eq!(a, b, "{args:?}");
+        a
+    };
+    let listed = json(&run(&src, &["people", "--limit", "5", "--json"]));
+    let mut idents: Vec<String> = listed["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    idents.extend(
+        ["ann.lee@example.com", "p-1", "u-100", "cio_1"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    for ident in &idents {
+        let shown = both(&["person", "show", ident, "--json"]);
+        assert!(shown.contains("\"customer\""), "{ident}");
+    }
+    assert!(!json(&run(&src, &["segment", "list", "--json"]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    both(&["segment", "list", "--json"]);
+    both(&["topic", "list", "--json"]);
+    both(&["attributes", "--json"]);
+    let mut stats = [&src, &copy].map(|d| json(&run(d, &["stats", "--json"])));
+    for s in &mut stats {
+        s.as_object_mut().unwrap().remove("bytes_on_disk");
+    }
+    assert_eq!(stats[0], stats[1]);
+    assert_eq!(stats[0]["people"], 503);
+    for expr in [
+        "all",
+        r#"attr.plan = "pro""#,
+        "segment:Paying",
+        "event:purchase within 30d",
+        r#"device.platform = "ios""#,
+        "related:1",
+        "topic:3 and not unsubscribed",
+    ] {
+        let n = both(&["query", expr, "--count"]);
+        assert!(n.trim().parse::<u64>().is_ok(), "{expr}: {n}");
+    }
+    // The copy exports the very same dump.
+    assert_eq!(ok(&run(&copy, &["export"])), text);
+}
+
+#[test]
+fn a_restore_dump_goes_whole_and_alone_into_an_empty_database() {
+    let parent = tempfile::tempdir().unwrap();
+    let src = parent.path().join("src");
+    ingested(&run(&src, &["ingest", &fixture_path(CLIENT_FIXTURE)]), 0);
+    let text = ok(&run(&src, &["export"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    let people = json(&run(&src, &["stats", "--json"]))["people"].clone();
+
+    // Into a database that holds records: refused at its first line, nothing written.
+    let o = run_stdin(&src, &["ingest"], text.as_bytes());
+    let err = fails(&o, 1);
+    assert!(
+        err.contains("line 1:") && err.contains("restore_begin needs a database that holds no"),
+        "{err}"
+    );
+    assert_eq!(ingested(&o, 1), (0, 0));
+    assert_eq!(json(&run(&src, &["stats", "--json"]))["people"], people);
+
+    // After other messages: they apply and are durable, the dump is refused.
+    let dir = parent.path().join("after");
+    let input = format!(
+        "{}\n{text}",
+        r#"{"type":"person","action":"identify","identifiers":{"id":"first"}}"#
+    );
+    let o = run_stdin(&dir, &["ingest"], input.as_bytes());
+    let err = fails(&o, 1);
+    assert!(
+        err.contains("line 2:") && err.contains("everything before it is applied and durable"),
+        "{err}"
+    );
+    json(&run(&dir, &["person", "show", "first", "--json"]));
+
+    // Truncated: a partial restore, said plainly.
+    let dir = parent.path().join("truncated");
+    let cut = lines[..lines.len() - 1].join("\n");
+    let err = fails(&run_stdin(&dir, &["ingest"], cut.as_bytes()), 1);
+    assert!(
+        err.contains("no restore_end") && err.contains("partial restore"),
+        "{err}"
+    );
+
+    // Another message inside the dump: refused (it writes nothing), the restore completes.
+    let dir = parent.path().join("inside");
+    let mut mixed: Vec<&str> = lines.clone();
+    let intruder = r#"{"type":"person","action":"identify","identifiers":{"id":"intruder"}}"#;
+    mixed.insert(1, intruder);
+    let o = run_stdin(&dir, &["ingest"], mixed.join("\n").as_bytes());
+    assert_eq!(ingested(&o, 2), (lines.len() as u64, 1));
+    assert!(
+        stderr(&o).starts_with("line 2: comes inside the restore dump that began at line 1"),
+        "{}",
+        stderr(&o)
+    );
+    fails(&run(&dir, &["person", "show", "intruder"]), 1);
+    assert!(ok(&run(&dir, &["verify"])).contains("healthy"));
+    assert_eq!(ok(&run(&dir, &["export"])), text);
+
+    // Restore lines without their restore_begin: refused, nothing written.
+    let dir = parent.path().join("headless");
+    let o = run_stdin(&dir, &["ingest"], lines[1..].join("\n").as_bytes());
+    assert_eq!(ingested(&o, 2), (0, (lines.len() - 1) as u64));
+    assert!(stderr(&o).contains("no restore_begin line came before it"));
+    assert_eq!(json(&run(&dir, &["stats", "--json"]))["people"], 0);
+
+    // A damaged restore line: the restore stops there.
+    let dir = parent.path().join("damaged");
+    let mut bad: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    bad[1] = bad[1].replacen(
+        "\"records\":[[",
+        "\"records\":[[\"nofamily\",\"00\",\"00\"],[",
+        1,
+    );
+    let err = fails(&run_stdin(&dir, &["ingest"], bad.join("\n").as_bytes()), 1);
+    assert!(
+        err.contains("failed at line 2") && err.contains("partial restore"),
+        "{err}"
+    );
+}
+
+#[test]
+fn export_refuses_a_missing_database_and_never_leaves_a_half_file() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("nothing-here");
+    let out = parent.path().join("out.jsonl");
+    let err = fails(&run(&missing, &["export", out.to_str().unwrap()]), 1);
+    assert!(err.contains("no profiledb database at"), "{err}");
+    assert!(!missing.exists() && !out.exists());
+
+    let dir = fixture();
+    // FILE.tmp cannot be created: the export fails and FILE keeps what it held.
+    std::fs::write(&out, "old").unwrap();
+    std::fs::create_dir(parent.path().join("out.jsonl.tmp")).unwrap();
+    let err = fails(&run(dir.path(), &["export", out.to_str().unwrap()]), 1);
+    assert!(err.contains("out.jsonl.tmp"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "old");
+    // A directory that does not exist.
+    let nowhere = parent.path().join("no-dir").join("out.jsonl");
+    fails(&run(dir.path(), &["export", nowhere.to_str().unwrap()]), 1);
+    assert!(!parent.path().join("no-dir").exists());
+    // Replacing an existing file once complete.
+    std::fs::remove_dir(parent.path().join("out.jsonl.tmp")).unwrap();
+    ok(&run(dir.path(), &["export", out.to_str().unwrap()]));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with(r#"{"type":"profiledb","action":"restore_begin""#),
+        "{text}"
+    );
+    assert!(!parent.path().join("out.jsonl.tmp").exists());
+}
+
+#[test]
+fn export_to_a_reader_that_goes_away_or_a_full_disk() {
+    let dir = fixture();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_profiledb"))
+        .args(["--db", dir.path().to_str().unwrap(), "export"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_no_panic(&stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        return; // not Linux
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_profiledb"))
+        .args(["--db", dir.path().to_str().unwrap(), "export"])
+        .stdout(std::fs::File::create(full).unwrap())
+        .output()
+        .unwrap();
+    let err = fails(&o, 1);
+    assert!(err.contains("cannot write to standard output"), "{err}");
+}

@@ -14,6 +14,7 @@ mod context;
 mod demo;
 mod person;
 mod segment;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,16 +29,17 @@ IDENT is inferred as Track API v1 does: `cio_<cio_id>`, an email if it contains 
 else an `id`.
 
 Commands that only read (person, people, activity, query, segment list/show/add/remove/
-delete, topic list, attributes, refresh, verify, stats) refuse a --db directory that is
-missing or empty; commands that define things (segment create, topic create, index) and
-demo create the database.
+delete, topic list, attributes, refresh, verify, stats, export) refuse a --db directory
+that is missing or empty; commands that define things (segment create, topic create,
+index), ingest and demo create the database.
 
 Exit status:
   0  success
   1  a fatal error: the database cannot be opened or is damaged, an unknown person or
      segment, refused input (the message names the field or the position), or `verify`
      found problems
-  2  a usage error: an unknown command or flag, or a malformed argument";
+  2  a usage error: an unknown command or flag, or a malformed argument; or `ingest`
+     refused some messages (each named on stderr; the others are applied)";
 
 const CONDITIONS: &str = "\
 Conditions (for --where and query):
@@ -120,6 +122,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read JSON lines (Track v2, Pipelines, reporting webhooks, batches, an export).
+    ///
+    /// One message or batch per line; empty lines are skipped. Prints
+    /// `{"applied": N, "rejected": M}` (a batch counts each item) and, on stderr, one
+    /// `line L: <reason>` (or `line L item I: <reason>`) per refused message. Exit 0
+    /// when everything applied, 2 when some messages were refused (the others are
+    /// applied), 1 on a fatal error. Creates the database if missing; everything it
+    /// applied is durable when it exits. A dump made by `export` goes into an empty
+    /// database, whole and alone.
+    Ingest(transfer::IngestArgs),
+    /// Write the whole database as JSON lines that `ingest` restores into an empty one.
+    ///
+    /// A lossless dump: every record, in profiledb's own extension messages. Written to
+    /// FILE.tmp first and renamed to FILE when complete.
+    Export(transfer::ExportArgs),
     /// Build a sample workspace, show a profile and time a few audience queries.
     ///
     /// Synthetic people with attributes, topic preferences, events, devices and
@@ -143,6 +160,8 @@ fn run(ctx: &Context, command: Command) -> CmdResult {
         Command::Verify => admin::verify(ctx),
         Command::Stats { json } => admin::stats(ctx, json),
         Command::Demo(a) => demo::demo(ctx, a),
+        Command::Ingest(a) => transfer::ingest(ctx, a),
+        Command::Export(a) => transfer::export(ctx, a),
     }
 }
 

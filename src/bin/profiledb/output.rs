@@ -140,6 +140,21 @@ pub fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A spinner counting `what` on stderr when stderr is a terminal (for a total that is not
+/// known in advance); hidden otherwise.
+pub fn progress_spinner(what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {pos}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::time;

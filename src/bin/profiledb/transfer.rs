@@ -1,0 +1,449 @@
+//! `ingest` and `export`: JSON lines in, and the whole database out as JSON lines that
+//! `ingest` reads back.
+//!
+//! `ingest` reads one message (or batch) per line with `read_until`, so a line that is not
+//! UTF-8 or is very long is one refused line, not a failure. It writes with
+//! [`Durability::Buffered`] and flushes at the end, and before reporting a fatal error,
+//! so everything it acknowledged is durable when it exits.
+//!
+//! A restore dump (`profiledb export`) must arrive whole and alone: its `restore_begin`
+//! line, its `restore` lines, its `restore_end` line, with nothing else in between (the
+//! database is not consistent until `restore_end`). `ingest` enforces that within one
+//! input: another message inside a dump is refused (and writes nothing); a restore line
+//! outside one is refused; a dump that cannot be applied, or that the input ends inside,
+//! is a fatal error that says the database holds a partial restore.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::ProgressBar;
+use profiledb::{Durability, ProfileDb, Report};
+use serde_json::Value as Json;
+
+use crate::context::{self, Context};
+use crate::output::{progress_bar, progress_spinner, CmdResult, Failure};
+
+/// Bytes read from the input at a time.
+const READ_BUFFER: usize = 1 << 16;
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// A file of JSON lines, or `-` for standard input.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    input: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Where to write (replaced only once the export is complete), or `-` for standard
+    /// output.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    output: PathBuf,
+}
+
+fn is_dash(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Where the lines come from, for messages and the progress bar.
+struct Input {
+    reader: Box<dyn BufRead>,
+    /// `standard input` or the file's path.
+    name: String,
+    bar: ProgressBar,
+    /// The bar counts bytes (a regular file of known size) rather than lines.
+    counts_bytes: bool,
+}
+
+impl Input {
+    fn open(path: &Path) -> Result<Input, Failure> {
+        if is_dash(path) {
+            return Ok(Input {
+                reader: Box::new(std::io::stdin().lock()),
+                name: "standard input".to_owned(),
+                bar: progress_spinner("ingesting lines"),
+                counts_bytes: false,
+            });
+        }
+        let name = path.display().to_string();
+        let file =
+            File::open(path).map_err(|e| Failure::new(format!("cannot read {name}: {e}")))?;
+        let size = file
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
+        let (bar, counts_bytes) = match size {
+            Some(len) => (progress_bar(len, "ingesting bytes"), true),
+            None => (progress_spinner("ingesting lines"), false),
+        };
+        let mut reader = BufReader::with_capacity(READ_BUFFER, file);
+        // A file that cannot be read at all (a directory) fails before the database is
+        // opened, or created.
+        reader
+            .fill_buf()
+            .map_err(|e| Failure::new(format!("cannot read {name}: {e}")))?;
+        Ok(Input {
+            reader: Box::new(reader),
+            name,
+            bar,
+            counts_bytes,
+        })
+    }
+}
+
+/// Writes one line to stderr above the progress bar. A failing stderr is ignored: there
+/// is nowhere left to report it.
+fn note(bar: &ProgressBar, text: &str) {
+    bar.suspend(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    });
+}
+
+/// Where an input is within a restore dump.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restore {
+    /// Not inside a dump.
+    Outside,
+    /// Inside the dump whose `restore_begin` was this line.
+    Inside(u64),
+}
+
+/// The progress of one `ingest`.
+struct Ingest<'a> {
+    db: &'a ProfileDb,
+    dir: &'a Path,
+    bar: ProgressBar,
+    applied: u64,
+    rejected: u64,
+    restore: Restore,
+}
+
+/// The action of a profiledb extension message (`"type": "profiledb"`), if `msg` is one.
+fn extension_action(msg: &Json) -> Option<&str> {
+    if msg.get("type").and_then(Json::as_str) != Some("profiledb") {
+        return None;
+    }
+    Some(msg.get("action").and_then(Json::as_str).unwrap_or(""))
+}
+
+impl Ingest<'_> {
+    fn refuse(&mut self, line: u64, why: &str) {
+        self.rejected += 1;
+        note(&self.bar, &format!("line {line}: {why}"));
+    }
+
+    /// Counts and prints what the library did with line `line`.
+    fn record(&mut self, line: u64, report: &Report) {
+        self.applied += report.applied;
+        for r in &report.rejected {
+            self.rejected += 1;
+            let text = match r.item {
+                Some(i) => format!("line {line} item {i}: {}", r.error),
+                None => format!("line {line}: {}", r.error),
+            };
+            note(&self.bar, &text);
+        }
+    }
+
+    /// The fatal error for a restore dump that cannot go on.
+    fn broken_restore(&self, begin: u64, what: &str) -> Failure {
+        Failure::new(format!(
+            "the restore dump that began at line {begin} {what}; the database at {} now \
+             holds a partial restore: remove it and ingest the whole export into an empty \
+             directory",
+            self.dir.display()
+        ))
+    }
+
+    /// Ingests one line's text. `Err` is fatal: the input stops there.
+    fn line(&mut self, line: u64, text: &str) -> Result<(), LineError> {
+        let msg = match serde_json::from_str::<Json>(text) {
+            Ok(msg) => msg,
+            Err(_) => {
+                // The library words the refusal of text that is not JSON.
+                let report = self.db.ingest_str(text).map_err(LineError::Db)?;
+                self.record(line, &report);
+                return Ok(());
+            }
+        };
+        let action = extension_action(&msg).map(str::to_owned);
+        match (self.restore, action.as_deref()) {
+            (Restore::Outside, None) => {
+                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
+                self.record(line, &report);
+            }
+            (Restore::Outside, Some("restore_begin")) => {
+                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
+                if let Some(r) = report.rejected.first() {
+                    return Err(LineError::Fatal(Failure::new(format!(
+                        "line {line}: cannot start the restore dump there: {}; nothing of \
+                         the dump was written",
+                        r.error
+                    ))));
+                }
+                self.record(line, &report);
+                self.restore = Restore::Inside(line);
+            }
+            (Restore::Outside, Some("restore" | "restore_end")) => self.refuse(
+                line,
+                "is a line of a restore dump, but no restore_begin line came before it in \
+                 this input (a dump is ingested whole, from its first line); nothing written",
+            ),
+            (Restore::Outside, Some(_)) => {
+                // An unknown action: the library names it.
+                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
+                self.record(line, &report);
+            }
+            (Restore::Inside(begin), Some(action @ ("restore" | "restore_end"))) => {
+                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
+                if let Some(r) = report.rejected.first() {
+                    return Err(LineError::Fatal(self.broken_restore(
+                        begin,
+                        &format!("failed at line {line}: {}", r.error),
+                    )));
+                }
+                self.record(line, &report);
+                if action == "restore_end" {
+                    self.restore = Restore::Outside;
+                }
+            }
+            (Restore::Inside(begin), Some("restore_begin")) => {
+                return Err(LineError::Fatal(self.broken_restore(
+                    begin,
+                    &format!("has no restore_end line before line {line} begins another"),
+                )));
+            }
+            (Restore::Inside(begin), _) => self.refuse(
+                line,
+                &format!(
+                    "comes inside the restore dump that began at line {begin}, before its \
+                     restore_end line; nothing else may be written during a restore, so it \
+                     was not (ingest it after the dump)"
+                ),
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Why a line stopped the ingest.
+enum LineError {
+    /// A storage failure (or a damaged database).
+    Db(profiledb::Error),
+    /// Any other fatal error, worded already.
+    Fatal(Failure),
+}
+
+/// Runs `ingest`.
+pub fn ingest(ctx: &Context, args: IngestArgs) -> CmdResult {
+    let mut input = Input::open(&args.input)?;
+    let db = ctx.open(Durability::Buffered)?;
+    let mut run = Ingest {
+        db: &db,
+        dir: &ctx.dir,
+        bar: input.bar.clone(),
+        applied: 0,
+        rejected: 0,
+        restore: Restore::Outside,
+    };
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    let mut bytes = 0u64;
+    // The fatal error, and the line the input stopped at (`None`: it ended).
+    let stopped: Option<(Failure, Option<u64>)> = loop {
+        buf.clear();
+        let n = match input.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break None,
+            Ok(n) => n,
+            Err(e) => {
+                let at = line + 1;
+                let why = format!("cannot read {} at line {at}: {e}", input.name);
+                break Some((Failure::new(why), Some(at)));
+            }
+        };
+        line += 1;
+        bytes += n as u64;
+        run.bar
+            .set_position(if input.counts_bytes { bytes } else { line });
+        let mut raw = buf.as_slice();
+        if line == 1 {
+            raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
+        }
+        let raw = raw.trim_ascii();
+        if raw.is_empty() {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(raw) else {
+            run.refuse(line, "is not valid UTF-8");
+            continue;
+        };
+        match run.line(line, text) {
+            Ok(()) => {}
+            Err(LineError::Db(e)) => {
+                let failure = match run.restore {
+                    Restore::Inside(begin) => {
+                        run.broken_restore(begin, &format!("failed at line {line}: {e}"))
+                    }
+                    Restore::Outside => Failure::new(format!("line {line}: {e}")),
+                };
+                break Some((failure, Some(line)));
+            }
+            Err(LineError::Fatal(f)) => break Some((f, Some(line))),
+        }
+    };
+    run.bar.finish_and_clear();
+    let stopped = stopped.or_else(|| match run.restore {
+        Restore::Inside(begin) => Some((
+            run.broken_restore(
+                begin,
+                &format!(
+                    "has no restore_end line: the input ended at line {line} inside it (a \
+                     truncated export?)"
+                ),
+            ),
+            None,
+        )),
+        Restore::Outside => None,
+    });
+    let (applied, rejected) = (run.applied, run.rejected);
+    // Everything acknowledged becomes durable before anything is reported.
+    let flushed = db.flush();
+    outln!("{{\"applied\": {applied}, \"rejected\": {rejected}}}");
+    if let Some((mut failure, at)) = stopped {
+        let counts = format!("{applied} applied, {rejected} refused");
+        let tail = match (at, flushed) {
+            (Some(at), Ok(())) => format!(
+                ". Ingest stopped at line {at}; everything before it is applied and durable \
+                 ({counts})"
+            ),
+            (None, Ok(())) => format!(". Everything ingested is durable ({counts})"),
+            (_, Err(e)) => format!(
+                ". Making what was applied durable failed too ({e}): the last writes may \
+                 be lost ({counts})"
+            ),
+        };
+        failure.message.push_str(&tail);
+        return Err(failure);
+    }
+    if let Err(e) = flushed {
+        return Err(Failure::new(format!(
+            "cannot make the ingested messages durable: {e}"
+        )));
+    }
+    context::close(db)?;
+    if rejected > 0 {
+        return Err(Failure {
+            code: 2,
+            message: if applied == 0 && rejected == 1 {
+                "the message was refused (named above)".to_owned()
+            } else if applied == 0 {
+                format!("all {rejected} messages were refused (each named above)")
+            } else {
+                format!(
+                    "{rejected} of {} messages were refused (each named above); the others \
+                     are applied",
+                    applied + rejected
+                )
+            },
+        });
+    }
+    Ok(())
+}
+
+/// A writer that remembers its first error (kind and text), so a closed pipe can be told
+/// from a real failure after the library has wrapped the error.
+struct Watched<W> {
+    inner: W,
+    error: Option<(std::io::ErrorKind, String)>,
+}
+
+impl<W: Write> Watched<W> {
+    fn watch<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            self.error.get_or_insert_with(|| (e.kind(), e.to_string()));
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.watch(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.watch(r)
+    }
+}
+
+/// `FILE.tmp` beside `FILE`.
+fn temporary(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Runs `export`.
+pub fn export(ctx: &Context, args: ExportArgs) -> CmdResult {
+    let db = ctx.open_existing()?;
+    if is_dash(&args.output) {
+        let mut out = Watched {
+            inner: BufWriter::with_capacity(READ_BUFFER, std::io::stdout().lock()),
+            error: None,
+        };
+        let result = db.export(&mut out);
+        let error = out.error.take();
+        drop(out);
+        return match (result, error) {
+            (Ok(_), _) => context::close(db),
+            // A reader that went away (`| head`) is not a failure.
+            (Err(_), Some((std::io::ErrorKind::BrokenPipe, _))) => context::close(db),
+            (Err(_), Some((_, why))) => Err(Failure::new(format!(
+                "cannot write to standard output: {why}"
+            ))),
+            (Err(e), None) => Err(e.into()),
+        };
+    }
+    let path = args.output;
+    let tmp = temporary(&path);
+    let written = write_file(&db, &tmp);
+    let written = written.and_then(|lines| {
+        std::fs::rename(&tmp, &path).map_err(|e| {
+            Failure::new(format!(
+                "cannot rename {} to {}: {e}",
+                tmp.display(),
+                path.display()
+            ))
+        })?;
+        Ok(lines)
+    });
+    match written {
+        Ok(lines) => {
+            context::close(db)?;
+            outln!("exported {lines} lines to {}", path.display());
+            Ok(())
+        }
+        Err(failure) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(failure)
+        }
+    }
+}
+
+/// Writes the export to `tmp` and makes it durable; returns the number of lines.
+fn write_file(db: &ProfileDb, tmp: &Path) -> Result<u64, Failure> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        Failure::new(format!("cannot write the export to {}: {e}", tmp.display()))
+    };
+    let file = File::create(tmp).map_err(|e| cannot(&e))?;
+    let mut out = BufWriter::with_capacity(READ_BUFFER, file);
+    let lines = db.export(&mut out).map_err(|e| cannot(&e))?;
+    let file = out.into_inner().map_err(|e| cannot(e.error()))?;
+    file.sync_all().map_err(|e| cannot(&e))?;
+    Ok(lines)
+}
