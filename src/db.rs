@@ -38,7 +38,7 @@ use crate::activity::{self, Track};
 use crate::clock::{Clock, SystemClock};
 use crate::deliveries::{self, Metric, NewDelivery};
 use crate::devices::{self, DeviceInput, PushResult};
-use crate::error::{Error, OpenError, Result, StorageError};
+use crate::error::{Error, InputError, OpenError, Result, StorageError};
 use crate::index::{BitmapKey, Bitmaps, Delta, Touches};
 use crate::limits::Limits;
 use crate::merge;
@@ -304,6 +304,9 @@ pub(crate) struct Inner {
     /// The sequence number of the last commit known durable (and written to `COMMIT`).
     durable: Mutex<u64>,
     poisoned: AtomicBool,
+    /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
+    /// writes are refused, so nothing mixes into the restored records.
+    pub(crate) restoring: AtomicBool,
     pub(crate) config: Builder,
     dir: PathBuf,
 }
@@ -618,6 +621,7 @@ impl ProfileDb {
                 committed: AtomicU64::new(commit_seq),
                 durable: Mutex::new(if salvaged { 0 } else { durable_seq }),
                 poisoned: AtomicBool::new(false),
+                restoring: AtomicBool::new(false),
                 config,
                 dir: dir.to_path_buf(),
             }),
@@ -643,6 +647,19 @@ impl ProfileDb {
     }
 
     fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let guard = self.restore_writer()?;
+        if self.inner.restoring.load(Ordering::SeqCst) {
+            return Err(InputError::invalid(
+                "database",
+                "is being restored from an export: no other write until its restore_end",
+            )
+            .into());
+        }
+        Ok(guard)
+    }
+
+    /// The writer lock, also while a restore is in progress.
+    fn restore_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         let guard = self
             .inner
             .writer
@@ -918,7 +935,7 @@ impl ProfileDb {
         counters: Option<Counters>,
         reload: bool,
     ) -> Result<()> {
-        let mut writer = self.writer()?;
+        let mut writer = self.restore_writer()?;
         let counters = counters.unwrap_or(writer.counters);
         let mut txn = Txn::new(&self.inner.store);
         stage(&mut txn)?;

@@ -27,8 +27,9 @@
 //! 3. `{"type": "profiledb", "action": "restore_end", "records": N}`: N records were
 //!    exported after the header. The restore checks the database now holds exactly
 //!    that many, then loads the bitmaps and the topic/segment catalog from the restored
-//!    records. Until this line, readers see people without their bitmaps: do not read or
-//!    write the database in between.
+//!    records. Between `restore_begin` and this line every other write is refused
+//!    (`restore` and `restore_end` without a `restore_begin` are refused too), and
+//!    readers see people without their bitmaps: do not read the database in between.
 //!
 //! A record is `[family, key, value]`: the family's name (see
 //! [`Family::name`]), the key in lowercase hex, and the stored value in lowercase hex,
@@ -41,6 +42,7 @@
 //! database's commits, and the bytes on disk.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map as JsonMap, Value as Json};
 
@@ -281,6 +283,17 @@ fn data_records(db: &ProfileDb) -> Result<u64> {
 
 fn is_empty(db: &ProfileDb) -> Result<bool> {
     let kv = db.inner.store.kv();
+    // A fresh database's meta holds only its format record and counters.
+    for item in kv.range(
+        Family::Meta,
+        (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+        false,
+    ) {
+        let (key, _) = item?;
+        if key.as_slice() != meta_keys::FORMAT && key.as_slice() != meta_keys::COUNTERS {
+            return Ok(false);
+        }
+    }
     for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
         if kv
             .range(
@@ -312,7 +325,16 @@ pub(crate) fn restore(
         Some(a) => a,
         None => return Ok(Err(InputError::invalid("action", "is required"))),
     };
+    let restoring = db.inner.restoring.load(Ordering::SeqCst);
     match action {
+        "restore_begin" if restoring => Ok(Err(InputError::invalid(
+            "action",
+            "a restore is already in progress: restore_begin comes once, first",
+        ))),
+        "restore" | "restore_end" if !restoring => Ok(Err(InputError::invalid(
+            "action",
+            format!("{action} without a restore_begin before it"),
+        ))),
         "restore_begin" => {
             let format = m.get("format").and_then(Json::as_u64);
             if format != Some(u64::from(FORMAT_VERSION)) {
@@ -355,6 +377,9 @@ pub(crate) fn restore(
                 Some(counters),
                 true,
             );
+            if staged.is_ok() {
+                db.inner.restoring.store(true, Ordering::SeqCst);
+            }
             into_refusal(staged)
         }
         "restore" => {
@@ -399,7 +424,11 @@ pub(crate) fn restore(
                     ),
                 )));
             }
-            into_refusal(db.commit_restore(|_| Ok(()), None, true))
+            let done = db.commit_restore(|_| Ok(()), None, true);
+            if done.is_ok() {
+                db.inner.restoring.store(false, Ordering::SeqCst);
+            }
+            into_refusal(done)
         }
         other => Ok(Err(InputError::invalid(
             "action",

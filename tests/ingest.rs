@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{open, T0};
+use common::{input_field, open, T0};
 use profiledb::{
     ActivityFilter, Channel, DeviceInput, Family, Ident, Identify, Metric, NewDelivery, ObjectRef,
     Platform, ProfileDb, Report, Track, Value,
@@ -1074,9 +1074,32 @@ fn a_restore_refuses_a_non_empty_database_and_damaged_lines() {
     assert!(copy.ingest_str(lines[1]).unwrap().rejected.is_empty());
     let r = copy.ingest_str(lines[1]).unwrap();
     assert_eq!(r.rejected[0].field(), Some("records[0].key"));
+    // Nothing else writes while a restore is in progress, and the header comes once.
+    let err = copy
+        .identify(Identify::new(Ident::id("intruder")))
+        .unwrap_err();
+    assert_eq!(input_field(&err), "database");
+    let r = copy
+        .ingest(&json!({"type": "person", "identifiers": {"id": "intruder"}, "action": "identify"}))
+        .unwrap();
+    assert_eq!(r.rejected.len(), 1);
+    let r = copy.ingest_str(lines[0]).unwrap();
+    assert_eq!(r.rejected[0].field(), Some("action"));
     // The end line checks that every record arrived.
     let r = copy.ingest_str(lines[lines.len() - 1]).unwrap();
     assert_eq!(r.rejected[0].field(), Some("records"));
+    // Restore lines without a restore_begin are refused, even into an empty database.
+    let (_d4, stray, _c) = open();
+    let r = stray.ingest_str(lines[1]).unwrap();
+    assert_eq!(r.rejected[0].field(), Some("action"));
+    let r = stray.ingest_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(r.rejected[0].field(), Some("action"));
+    // A database whose only data is a declared index is not empty: the header would
+    // overwrite the declaration.
+    let (_d5, indexed, _c) = open();
+    indexed.index_attribute("plan").unwrap();
+    let r = indexed.ingest_str(lines[0]).unwrap();
+    assert_eq!(r.rejected[0].field(), Some("action"));
 }
 
 // ---------------------------------------------------------------------------------------
