@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use profiledb::{Durability, Family, Ident, ManualClock, ProfileDb};
 
-fn records(db: &ProfileDb) -> Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)> {
+/// Every record of every family.
+type Records = Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+fn records(db: &ProfileDb) -> Records {
     Family::ALL
         .iter()
         .map(|&f| (f, db.raw_records(f).unwrap()))

@@ -8,6 +8,7 @@
 //! - bitmaps never run ahead of or behind the data across calls: levels only rise, so
 //!   `count(tier t3)` ≤ people read with level 3 ≤ a later `count(tier t3)`;
 //! - every person a query returns reads back in the tier it was counted in.
+//!
 //! Nothing deadlocks (a watchdog bounds the run) and the final state equals the model's.
 //! `tests/storage.rs` `readers_run_while_a_writer_writes` is the simpler two-attribute
 //! version without bitmaps.
@@ -153,16 +154,24 @@ fn readers_never_see_bitmaps_disagree_with_data_while_a_writer_ingests() {
     }
     // The final state is the model's.
     for person in 0..PEOPLE {
-        let p = db.person(&Ident::id(format!("u{person}"))).unwrap().unwrap();
+        let p = db
+            .person(&Ident::id(format!("u{person}")))
+            .unwrap()
+            .unwrap();
         assert_eq!(p.attributes["level"], Value::Int(LEVELS));
         assert_eq!(p.attributes["mirror"], Value::Int(LEVELS));
     }
     assert_eq!(
-        db.count(&format!(r#"attr.tier = "{}""#, tier(LEVELS))).unwrap(),
+        db.count(&format!(r#"attr.tier = "{}""#, tier(LEVELS)))
+            .unwrap(),
         PEOPLE as u64
     );
     for level in 1..LEVELS {
-        assert_eq!(db.count(&format!(r#"attr.tier = "{}""#, tier(level))).unwrap(), 0);
+        assert_eq!(
+            db.count(&format!(r#"attr.tier = "{}""#, tier(level)))
+                .unwrap(),
+            0
+        );
     }
     assert_eq!(db.stats().unwrap().people, PEOPLE as u64);
     assert!(db.verify().unwrap().is_ok());

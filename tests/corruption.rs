@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 use profiledb::{
-    ActivityFilter, Channel, DeviceInput, Durability, Error, Family, Ident, Identify,
-    ManualClock, Metric, NewDelivery, ObjectRef, Op, Platform, ProfileDb, Track, TrackKind,
+    ActivityFilter, Channel, DeviceInput, Durability, Error, Family, Ident, Identify, ManualClock,
+    Metric, NewDelivery, ObjectRef, Op, Platform, ProfileDb, Track, TrackKind,
 };
 
 const T0: i64 = 1_767_225_600;
@@ -36,7 +36,8 @@ fn rich(dir: &Path) {
     db.index_attribute("plan").unwrap();
     db.index_attribute_range("age").unwrap();
     db.define_topic(1, "news", true).unwrap();
-    db.create_segment("pros", Some(r#"attr.plan = "pro""#)).unwrap();
+    db.create_segment("pros", Some(r#"attr.plan = "pro""#))
+        .unwrap();
     let vip = db.create_segment("vip", None).unwrap();
     db.define_object_type(1, "company").unwrap();
     let acme = ObjectRef::new(1, "acme");
@@ -187,7 +188,7 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
     rich(template.path());
     let dir = template.path();
     let db = builder().open(dir).unwrap();
-    let families: Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)> = Family::ALL
+    let families: Records = Family::ALL
         .iter()
         .map(|&f| (f, db.raw_records(f).unwrap()))
         .collect();
@@ -291,7 +292,12 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
             }
             handle.raw_put(family, &key, &value).unwrap();
             let report = handle.verify().unwrap();
-            prop_assert!(report.is_ok(), "not restored after {}: {:?}", what, report.problems);
+            prop_assert!(
+                report.is_ok(),
+                "not restored after {}: {:?}",
+                what,
+                report.problems
+            );
             Ok(())
         })
         .unwrap();
@@ -336,7 +342,9 @@ fn a_flipped_byte_in_any_key_is_detected_by_verify() {
 }
 
 /// Every record of every family.
-fn all_records(db: &ProfileDb) -> Result<Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)>, Error> {
+type Records = Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+fn all_records(db: &ProfileDb) -> Result<Records, Error> {
     Family::ALL
         .iter()
         .map(|&f| db.raw_records(f).map(|r| (f, r)))
@@ -395,13 +403,17 @@ fn damage_below_the_records_is_an_error_never_a_panic_or_silent_loss() {
             }
             1 => {
                 let at = usize::try_from(rng.below(len)).unwrap();
-                let n = usize::try_from(1 + rng.below(4096)).unwrap().min(bytes.len() - at);
+                let n = usize::try_from(1 + rng.below(4096))
+                    .unwrap()
+                    .min(bytes.len() - at);
                 bytes[at..at + n].fill(0);
                 format!("sled/db zeroed at {at}..{}", at + n)
             }
             2 => {
                 let at = usize::try_from(rng.below(len)).unwrap();
-                let n = usize::try_from(1 + rng.below(512)).unwrap().min(bytes.len() - at);
+                let n = usize::try_from(1 + rng.below(512))
+                    .unwrap()
+                    .min(bytes.len() - at);
                 for b in &mut bytes[at..at + n] {
                     *b = u8::try_from(rng.below(256)).unwrap();
                 }

@@ -204,7 +204,10 @@ fn acknowledged_writes_survive_sigkill() {
         });
         let acks = run_child(dir.path(), next, delay, after_first_ack);
         let expected: Vec<u64> = (next..next + acks.len() as u64).collect();
-        assert_eq!(acks, expected, "round {round}: acknowledgements out of order");
+        assert_eq!(
+            acks, expected,
+            "round {round}: acknowledgements out of order"
+        );
         if acks.is_empty() {
             killed_before_first_ack += 1;
         }
@@ -238,7 +241,10 @@ fn acknowledged_writes_survive_sigkill() {
         let want = (applied_upto > 0).then(|| Value::Int(i64::try_from(applied_upto).unwrap()));
         assert_eq!(last, want, "round {round}: the counter disagrees");
         // Every operation so far, plus the counter person.
-        assert_eq!(db.stats().unwrap().people, applied_upto + u64::from(applied_upto > 0));
+        assert_eq!(
+            db.stats().unwrap().people,
+            applied_upto + u64::from(applied_upto > 0)
+        );
         let report = db.verify().unwrap();
         assert!(report.is_ok(), "round {round}: {:?}", report.problems);
         db.close().unwrap();

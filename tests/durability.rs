@@ -66,8 +66,10 @@ fn durability_child() {
             .unwrap();
         for i in 1..=WRITES {
             marker.mark(&format!("write-{i}-begin"));
-            db.identify(Identify::new(Ident::id(format!("u{i}"))).set("n", i64::try_from(i).unwrap()))
-                .unwrap();
+            db.identify(
+                Identify::new(Ident::id(format!("u{i}"))).set("n", i64::try_from(i).unwrap()),
+            )
+            .unwrap();
             marker.mark(&format!("write-{i}-acked"));
             let s = db.stats().unwrap();
             assert_eq!(s.durable_seq, s.commit_seq);
@@ -82,7 +84,8 @@ fn durability_child() {
             .open(&dir)
             .unwrap();
         for i in 1..=WRITES {
-            db.identify(Identify::new(Ident::id(format!("u{i}")))).unwrap();
+            db.identify(Identify::new(Ident::id(format!("u{i}"))))
+                .unwrap();
         }
         let s = db.stats().unwrap();
         assert!(s.durable_seq < s.commit_seq);
@@ -97,8 +100,13 @@ fn durability_child() {
 
 fn child(root: &Path) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["durability_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, root);
+    cmd.args([
+        "durability_child",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, root);
     cmd
 }
 
@@ -143,9 +151,10 @@ fn window<'a>(calls: &'a [Call], from: &str, to: &str) -> (u32, &'a [Call]) {
     let is_mark = |c: &Call, m: &str| {
         c.name.starts_with("rename") && c.args.contains(&format!("/markers/{m}\""))
     };
-    let a = calls.iter().position(|c| is_mark(c, from)).unwrap_or_else(|| {
-        panic!("marker {from} not in the trace")
-    });
+    let a = calls
+        .iter()
+        .position(|c| is_mark(c, from))
+        .unwrap_or_else(|| panic!("marker {from} not in the trace"));
     let b = calls.iter().position(|c| is_mark(c, to)).unwrap();
     (calls[a].tid, &calls[a + 1..b])
 }
@@ -169,9 +178,21 @@ fn assert_durable(what: &str, dir: &str, tid: u32, w: &[Call]) {
                 )
             })
     };
-    let data = find(0, &|c| sync(c, &format!("{dir}/sled/db")), "fsync of sled/db");
-    let sled_dir = find(0, &|c| sync(c, &format!("{dir}/sled")), "fsync of the sled directory");
-    let tmp = find(0, &|c| sync(c, &format!("{dir}/COMMIT.tmp")), "fsync of COMMIT.tmp");
+    let data = find(
+        0,
+        &|c| sync(c, &format!("{dir}/sled/db")),
+        "fsync of sled/db",
+    );
+    let sled_dir = find(
+        0,
+        &|c| sync(c, &format!("{dir}/sled")),
+        "fsync of the sled directory",
+    );
+    let tmp = find(
+        0,
+        &|c| sync(c, &format!("{dir}/COMMIT.tmp")),
+        "fsync of COMMIT.tmp",
+    );
     let rename = find(
         0,
         &|c| {
@@ -181,7 +202,11 @@ fn assert_durable(what: &str, dir: &str, tid: u32, w: &[Call]) {
         },
         "rename of COMMIT.tmp to COMMIT",
     );
-    let dir_sync = find(rename, &|c| sync(c, dir), "fsync of the database directory after the rename");
+    let dir_sync = find(
+        rename,
+        &|c| sync(c, dir),
+        "fsync of the database directory after the rename",
+    );
     assert!(
         data < rename && sled_dir < rename && tmp < rename && rename < dir_sync,
         "{what}: the COMMIT file was replaced before the data was durable: {mine:#?}"
@@ -218,7 +243,12 @@ fn flush_durability_and_flush_end_in_fsync() {
         .arg("-o")
         .arg(&trace)
         .arg(&exe)
-        .args(["durability_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "durability_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &root_path)
         .output()
         .unwrap();

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use profiledb::{
-    Channel, DeviceInput, Durability, Error, Family, Faults, Ident, Identify, ManualClock,
-    Metric, NewDelivery, ObjectRef, Op, Platform, ProfileDb, StorageError, Track, Value,
+    Channel, DeviceInput, Durability, Error, Family, Faults, Ident, Identify, ManualClock, Metric,
+    NewDelivery, ObjectRef, Op, Platform, ProfileDb, StorageError, Track, Value,
 };
 
 const T0: i64 = 1_767_225_600;
@@ -50,11 +50,15 @@ const VIP: &str = "vip";
 fn setup(dir: &Path) {
     let db = builder().open(dir).unwrap();
     db.index_attribute("plan").unwrap();
-    db.create_segment(PROS, Some(r#"attr.plan = "pro""#)).unwrap();
+    db.create_segment(PROS, Some(r#"attr.plan = "pro""#))
+        .unwrap();
     let vip = db.create_segment(VIP, None).unwrap();
     db.define_object_type(1, "company").unwrap();
-    db.identify_object(&ObjectRef::new(1, "acme"), vec![("name".into(), "Acme".into())])
-        .unwrap();
+    db.identify_object(
+        &ObjectRef::new(1, "acme"),
+        vec![("name".into(), "Acme".into())],
+    )
+    .unwrap();
     db.identify(Identify::new(Ident::id("old")).set("plan", "free"))
         .unwrap();
     db.add_to_segment(vip, &[Ident::id("old")]).unwrap();
@@ -203,9 +207,12 @@ fn the_nth_write_or_read_of_a_batch_fails_it_whole_and_poisons_the_handle() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     for n in 1..=writes {
-        fail_once(dir.path(), &before, &format!("write {n} of {writes}"), &|f| {
-            f.fail_write_at(n)
-        });
+        fail_once(
+            dir.path(),
+            &before,
+            &format!("write {n} of {writes}"),
+            &|f| f.fail_write_at(n),
+        );
     }
     for n in 1..=reads {
         fail_once(dir.path(), &before, &format!("read {n} of {reads}"), &|f| {
