@@ -675,6 +675,20 @@ impl ProfileDb {
         self.inner.poisoned.store(true, Ordering::SeqCst);
     }
 
+    /// Poisons the handle when `e` is a storage failure met while staging a write (a
+    /// failed read): as after a failed write, the handle refuses to guess what the disk
+    /// holds. Passes `e` through.
+    fn poison_on_io(&self, e: Error) -> Error {
+        let mut inner = &e;
+        while let Error::InBatch { source, .. } = inner {
+            inner = source;
+        }
+        if matches!(inner, Error::Storage(_)) {
+            self.poison();
+        }
+        e
+    }
+
     /// Commits `txn` (plus the counters and a new commit sequence number), then applies
     /// `delta` to the in-memory bitmaps inside the gate.
     fn commit(
@@ -841,11 +855,13 @@ impl ProfileDb {
             limits: &self.inner.config.limits,
             options: &self.inner.config.identity,
             counters: &mut counters,
-        })?;
+        })
+        .map_err(|e| self.poison_on_io(e))?;
         if txn.is_clean() && touches.is_empty() {
             return Ok(out);
         }
-        let delta = stage_bitmaps(&mut txn, &touches, &bitmaps, &catalog, now, &mut counters)?;
+        let delta = stage_bitmaps(&mut txn, &touches, &bitmaps, &catalog, now, &mut counters)
+            .map_err(|e| self.poison_on_io(e))?;
         drop(bitmaps);
         drop(catalog);
         if txn.is_clean() {
@@ -938,7 +954,7 @@ impl ProfileDb {
         let mut writer = self.restore_writer()?;
         let counters = counters.unwrap_or(writer.counters);
         let mut txn = Txn::new(&self.inner.store);
-        stage(&mut txn)?;
+        stage(&mut txn).map_err(|e| self.poison_on_io(e))?;
         let store = &self.inner.store;
         let mut loaded = Ok(());
         self.commit_then(&mut writer, txn, counters, |gate| {
@@ -1436,6 +1452,21 @@ impl ProfileDb {
         let _writer = self.writer()?;
         let writes = crate::store::kv::WriteSet {
             families: vec![(family, vec![(key.to_vec(), Some(value.to_vec()))])],
+        };
+        self.inner.store.kv().commit(&writes)?;
+        Ok(())
+    }
+
+    /// Removes one raw record, bypassing every check: for corruption tests only (with
+    /// [`raw_put`](ProfileDb::raw_put), moves a record to a damaged key).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when writing fails.
+    #[doc(hidden)]
+    pub fn raw_delete(&self, family: Family, key: &[u8]) -> Result<()> {
+        let _writer = self.writer()?;
+        let writes = crate::store::kv::WriteSet {
+            families: vec![(family, vec![(key.to_vec(), None)])],
         };
         self.inner.store.kv().commit(&writes)?;
         Ok(())

@@ -269,10 +269,18 @@ fn failing_reads_are_typed_errors() {
         "{err}"
     );
     assert!(db.people().is_err());
-    assert!(db.identify(Identify::new(Ident::id("b"))).is_err());
     faults.fail_reads(false);
-    // A failed read is not a failed write: the handle still writes.
+    // A failed read outside a write leaves the handle writable.
     db.identify(Identify::new(Ident::id("b"))).unwrap();
+    // A failed read inside a write fails it and poisons the handle, as a failed write
+    // does (issue 7: "an I/O error at the Nth write or read ... the handle then refuses
+    // further writes until reopened"); `tests/faults.rs` runs this for every read.
+    faults.fail_reads(true);
+    assert!(db.identify(Identify::new(Ident::id("c"))).is_err());
+    faults.fail_reads(false);
+    assert!(db.person(&Ident::id("b")).unwrap().is_some());
+    let err = db.identify(Identify::new(Ident::id("c"))).unwrap_err();
+    assert!(matches!(err, Error::Poisoned), "{err}");
 }
 
 #[test]

@@ -322,6 +322,17 @@ impl ProfileDb {
     /// # Errors
     /// As [`ingest`](ProfileDb::ingest).
     pub fn ingest_str(&self, line: &str) -> Result<Report> {
+        let refuse = |why: &str| {
+            let mut report = Report::default();
+            report.reject(None, InputError::invalid("message", why));
+            Ok(report)
+        };
+        if line.starts_with('\u{feff}') {
+            return refuse("starts with a UTF-8 byte-order mark (U+FEFF); strip it");
+        }
+        if line.trim().is_empty() {
+            return refuse("is empty");
+        }
         match serde_json::from_str::<Json>(line) {
             Ok(msg) => self.ingest(&msg),
             Err(e) => {
@@ -329,6 +340,28 @@ impl ProfileDb {
                 report.reject(
                     None,
                     InputError::invalid("message", format!("is not valid JSON: {e}")),
+                );
+                Ok(report)
+            }
+        }
+    }
+
+    /// As [`ingest_str`](ProfileDb::ingest_str), for bytes as read from a file or a
+    /// socket: bytes that are not UTF-8 are a rejection naming `message`.
+    ///
+    /// # Errors
+    /// As [`ingest`](ProfileDb::ingest).
+    pub fn ingest_bytes(&self, line: &[u8]) -> Result<Report> {
+        match std::str::from_utf8(line) {
+            Ok(text) => self.ingest_str(text),
+            Err(e) => {
+                let mut report = Report::default();
+                report.reject(
+                    None,
+                    InputError::invalid(
+                        "message",
+                        format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
+                    ),
                 );
                 Ok(report)
             }

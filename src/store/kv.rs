@@ -272,6 +272,8 @@ pub struct Faults(Arc<FaultState>);
 struct FaultState {
     writes: AtomicU64,
     fail_write_at: AtomicU64,
+    reads: AtomicU64,
+    fail_read_at: AtomicU64,
     fail_reads: AtomicBool,
     fail_flush: AtomicBool,
     corrupt: Mutex<Vec<(Family, Vec<u8>)>>,
@@ -288,6 +290,18 @@ impl Faults {
     pub fn fail_write_at(&self, n: u64) {
         let now = self.0.writes.load(Ordering::SeqCst);
         self.0.fail_write_at.store(now + n.max(1), Ordering::SeqCst);
+    }
+
+    /// Fails the `n`th read from now (1 = the next one): a `get`, or one pair yielded
+    /// by a range scan. Fires once.
+    pub fn fail_read_at(&self, n: u64) {
+        let now = self.0.reads.load(Ordering::SeqCst);
+        self.0.fail_read_at.store(now + n.max(1), Ordering::SeqCst);
+    }
+
+    /// How many reads (gets and scanned pairs) have gone through this handle.
+    pub fn reads_seen(&self) -> u64 {
+        self.0.reads.load(Ordering::SeqCst)
     }
 
     /// Makes every read fail (or stop failing).
@@ -315,6 +329,7 @@ impl Faults {
     /// Stops every injected fault.
     pub fn clear(&self) {
         self.0.fail_write_at.store(0, Ordering::SeqCst);
+        self.0.fail_read_at.store(0, Ordering::SeqCst);
         self.0.fail_reads.store(false, Ordering::SeqCst);
         self.0.fail_flush.store(false, Ordering::SeqCst);
         if let Ok(mut c) = self.0.corrupt.lock() {
@@ -325,6 +340,17 @@ impl Faults {
     fn check_read(&self) -> Result<(), StorageError> {
         if self.0.fail_reads.load(Ordering::SeqCst) {
             return Err(StorageError::Injected("read failed".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Counts one read; fails it when it is the one `fail_read_at` named.
+    fn count_read(&self) -> Result<(), StorageError> {
+        let n = self.0.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = self.0.fail_read_at.load(Ordering::SeqCst);
+        if at != 0 && n >= at {
+            self.0.fail_read_at.store(0, Ordering::SeqCst);
+            return Err(StorageError::Injected(format!("read #{n} failed")));
         }
         Ok(())
     }
@@ -360,6 +386,7 @@ impl FaultKv {
 impl Kv for FaultKv {
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.faults.check_read()?;
+        self.faults.count_read()?;
         let mut v = self.inner.get(family, key)?;
         if let Some(v) = v.as_mut() {
             self.faults.maybe_corrupt(family, key, v);
@@ -379,6 +406,7 @@ impl Kv for FaultKv {
         let faults = self.faults.clone();
         Box::new(self.inner.range(family, range, reverse).map(move |r| {
             faults.check_read()?;
+            faults.count_read()?;
             let (k, mut v) = r?;
             faults.maybe_corrupt(family, &k, &mut v);
             Ok((k, v))
