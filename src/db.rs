@@ -307,6 +307,9 @@ pub(crate) struct Inner {
     /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
     /// writes are refused, so nothing mixes into the restored records.
     pub(crate) restoring: AtomicBool,
+    /// Opened for salvage over a data loss: (durable, recovered) commit numbers, which
+    /// `verify` reports for as long as this handle lives.
+    salvaged: Option<(u64, u64)>,
     pub(crate) config: Builder,
     dir: PathBuf,
 }
@@ -622,6 +625,7 @@ impl ProfileDb {
                 durable: Mutex::new(if salvaged { 0 } else { durable_seq }),
                 poisoned: AtomicBool::new(false),
                 restoring: AtomicBool::new(false),
+                salvaged: salvaged.then_some((durable_seq, commit_seq)),
                 config,
                 dir: dir.to_path_buf(),
             }),
@@ -1337,13 +1341,20 @@ impl ProfileDb {
                 "data loss: durable commit #{durable} but only #{seq} recovered"
             ));
         }
+        if let Some((durable, recovered)) = self.inner.salvaged {
+            report.problems.push(format!(
+                "data loss: opened for salvage with {} acknowledged commits missing (durable \
+                 commit #{durable}, sled recovered #{recovered})",
+                durable - recovered
+            ));
+        }
         Ok(report)
     }
 
     /// Checks the bitmaps against the data: the stored chunks equal the in-memory
-    /// bitmaps; every bitmap derived from people's attributes, devices and relationships
-    /// holds exactly the people whose data puts them there; event and metric bitmaps hold
-    /// at least everyone with such an event or metric (they are "ever" bitmaps).
+    /// bitmaps; every bitmap derived from people's attributes, devices, relationships and
+    /// events holds exactly the people whose data puts them there; metric bitmaps hold at
+    /// least everyone with such a metric (they are "ever" bitmaps).
     fn verify_bitmaps(&self, bitmaps: &Bitmaps, problems: &mut Vec<String>) -> Result<()> {
         use crate::index::{attribute_keys, BitmapKey as K};
         use std::collections::BTreeMap;

@@ -112,7 +112,8 @@ impl ProfileDb {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Storage`] when reading the database or writing to `out` fails.
+    /// [`Error::Storage`] when reading the database or writing to `out` fails;
+    /// [`Error::Corrupted`] for a damaged record (nothing damaged is ever exported).
     pub fn export(&self, out: &mut dyn Write) -> Result<u64> {
         // Commits take the gate for writing: holding it for reading keeps them out.
         let _gate = self.read_gate();
@@ -133,6 +134,7 @@ impl ProfileDb {
                 }
                 continue;
             }
+            Family::Meta.check_record(&k, &v)?;
             meta.push(record(Family::Meta, &k, &v));
         }
         write_line(
@@ -164,6 +166,8 @@ impl ProfileDb {
         for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
             for item in kv.range(family, all(), false) {
                 let (k, v) = item?;
+                // A damaged record stops the export: it is never copied on silently.
+                family.check_record(&k, &v)?;
                 bytes += 2 * (k.len() + v.len());
                 batch.push(record(family, &k, &v));
                 total += 1;

@@ -35,6 +35,6 @@ fn record_decode_corpus_replays_without_panic() {
         .find(|(n, _)| n == "value_map")
         .map(|(_, b)| b.clone())
         .unwrap();
-    let v: profiledb::Value = profiledb::store::codec::decode(&valid).unwrap();
+    let v: profiledb::Value = profiledb::store::codec::decode(4, b"", &valid).unwrap();
     assert_eq!(v.to_json(), serde_json::json!({"plan": "pro"}));
 }

@@ -1181,3 +1181,21 @@ fn consecutive_valid_batch_items_commit_together() {
     assert_eq!(db.stats().unwrap().commit_seq, seq + 2);
     assert_eq!(db.people().unwrap().len(), 59);
 }
+
+#[test]
+fn export_refuses_to_copy_a_damaged_record() {
+    let (_d, db, _c) = open();
+    db.identify(Identify::new(Ident::id("a")).set("plan", "pro"))
+        .unwrap();
+    let (key, mut value) = db
+        .raw_records(profiledb::Family::Attributes)
+        .unwrap()
+        .pop()
+        .unwrap();
+    *value.last_mut().unwrap() ^= 1;
+    db.raw_put(profiledb::Family::Attributes, &key, &value)
+        .unwrap();
+    let mut out = Vec::new();
+    let err = db.export(&mut out).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+}

@@ -200,6 +200,15 @@ fn sled_recovering_less_than_was_durable_is_data_loss() {
     {
         let db = builder().salvage(true).open(dir.path()).unwrap();
         assert!(db.person(&Ident::id("a")).unwrap().is_some());
+        // The salvaging handle's verify says what was lost.
+        let report = db.verify().unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("3 acknowledged commits missing")),
+            "{report:?}"
+        );
     }
     builder().open(dir.path()).unwrap();
 }

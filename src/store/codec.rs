@@ -1,14 +1,17 @@
 //! The record envelope and the key codecs: the only code that turns records into bytes.
 //!
-//! Envelope: `[RECORD_VERSION u8][crc32(payload) ^ 0xFFFF_FFFF, u32 big-endian][payload]`,
-//! payload = bincode 2.0.1 with [`config`]. Storing the checksum inverted means an all-zero
-//! value never validates. Decoding checks, in order: length, version byte, checksum,
-//! payload decode under the size limit, no trailing bytes.
+//! Envelope: `[RECORD_VERSION u8][crc ^ 0xFFFF_FFFF, u32 big-endian][payload]`, payload =
+//! bincode 2.0.1 with [`config`]. The checksum covers where the record lives as well as
+//! what it holds — `crc32(family tag, key length as u32 big-endian, key, payload)` — so a
+//! damaged key byte (which would otherwise move an intact value to another valid-looking
+//! key) fails it too. Storing it inverted means an all-zero value never validates.
+//! Decoding checks, in order: length, version byte, checksum, payload decode under the
+//! size limit, no trailing bytes.
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 
 /// The envelope version byte of every value written by this build.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
 /// The largest payload a record may have; decoding never allocates more than this.
 pub const MAX_RECORD_BYTES: usize = 4 << 20;
@@ -24,11 +27,21 @@ pub const fn config() -> Config {
     bincode::config::standard().with_limit::<MAX_RECORD_BYTES>()
 }
 
-/// Encodes `value` into an envelope.
+/// The checksum of a record at `key` in the family tagged `tag` (see the module docs).
+fn checksum(tag: u8, key: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[tag]);
+    h.update(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.update(key);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Encodes `value`, to be stored at `key` in the family tagged `tag`, into an envelope.
 ///
 /// # Errors
 /// A message when the payload cannot be encoded or is over [`MAX_RECORD_BYTES`].
-pub fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, String> {
+pub fn encode<T: bincode::Encode>(tag: u8, key: &[u8], value: &T) -> Result<Vec<u8>, String> {
     let mut out = vec![RECORD_VERSION, 0, 0, 0, 0];
     bincode::encode_into_std_write(value, &mut out, config()).map_err(|e| e.to_string())?;
     let payload_len = out.len() - HEADER;
@@ -37,18 +50,19 @@ pub fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, String> {
             "record payload of {payload_len} bytes is over the limit of {MAX_RECORD_BYTES}"
         ));
     }
-    let crc = crc32fast::hash(out.get(HEADER..).unwrap_or_default()) ^ 0xFFFF_FFFF;
+    let crc = checksum(tag, key, out.get(HEADER..).unwrap_or_default()) ^ 0xFFFF_FFFF;
     if let Some(slot) = out.get_mut(1..HEADER) {
         slot.copy_from_slice(&crc.to_be_bytes());
     }
     Ok(out)
 }
 
-/// Decodes an envelope. Any damage is an `Err` with the reason; never a panic.
+/// Decodes the envelope stored at `key` in the family tagged `tag`. Any damage (to the
+/// value, or to the key it is stored under) is an `Err` with the reason; never a panic.
 ///
 /// # Errors
-/// The reason the bytes are not a valid record of type `T`.
-pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, String> {
+/// The reason the bytes are not a valid record of type `T` at that key.
+pub fn decode<T: bincode::Decode<()>>(tag: u8, key: &[u8], bytes: &[u8]) -> Result<T, String> {
     let Some((header, payload)) = bytes.split_first_chunk::<HEADER>() else {
         return Err(format!(
             "record is {} bytes, shorter than its 5-byte header",
@@ -62,10 +76,11 @@ pub fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, String> {
         ));
     }
     let stored = u32::from_be_bytes([c0, c1, c2, c3]) ^ 0xFFFF_FFFF;
-    let actual = crc32fast::hash(payload);
+    let actual = checksum(tag, key, payload);
     if stored != actual {
         return Err(format!(
-            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x}): the value or \
+             its key is damaged"
         ));
     }
     decode_payload(payload)
@@ -116,17 +131,21 @@ mod tests {
 
     #[test]
     fn all_zero_bytes_never_validate() {
-        let err = decode::<u32>(&[1, 0, 0, 0, 0, 0]).expect_err("zeros must fail");
+        let err =
+            decode::<u32>(4, b"k", &[RECORD_VERSION, 0, 0, 0, 0, 0]).expect_err("zeros must fail");
         assert!(err.contains("checksum"), "{err}");
     }
 
     #[test]
     fn short_and_unknown_version_are_errors() {
-        assert!(decode::<u32>(&[1, 2]).is_err());
-        let mut good = encode(&7u32).expect("encodes");
-        assert_eq!(decode::<u32>(&good), Ok(7));
+        assert!(decode::<u32>(4, b"k", &[RECORD_VERSION, 2]).is_err());
+        let mut good = encode(4, b"k", &7u32).expect("encodes");
+        assert_eq!(decode::<u32>(4, b"k", &good), Ok(7));
+        // The same bytes under another key or family do not validate.
+        assert!(decode::<u32>(4, b"j", &good).is_err());
+        assert!(decode::<u32>(5, b"k", &good).is_err());
         good[0] = 9;
-        assert!(decode::<u32>(&good)
+        assert!(decode::<u32>(4, b"k", &good)
             .expect_err("version 9")
             .contains("version"));
     }

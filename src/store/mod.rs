@@ -749,7 +749,7 @@ pub(crate) fn corrupted(family: Family, key: &[u8], reason: impl Into<String>) -
 
 /// Decodes a stored value of family `F`.
 pub fn decode_value<F: Fam>(key: &[u8], bytes: &[u8]) -> Result<F::Value> {
-    codec::decode(bytes).map_err(|reason| corrupted(F::FAMILY, key, reason))
+    codec::decode(F::FAMILY.tag(), key, bytes).map_err(|reason| corrupted(F::FAMILY, key, reason))
 }
 
 /// Read access to the families, decoding as it goes.
@@ -825,11 +825,11 @@ fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
     Bound::Unbounded
 }
 
-type Encoder = fn(&dyn Any) -> std::result::Result<Vec<u8>, String>;
+type Encoder = fn(&[u8], &dyn Any) -> std::result::Result<Vec<u8>, String>;
 
-fn encoder<F: Fam>(value: &dyn Any) -> std::result::Result<Vec<u8>, String> {
+fn encoder<F: Fam>(key: &[u8], value: &dyn Any) -> std::result::Result<Vec<u8>, String> {
     match value.downcast_ref::<F::Value>() {
-        Some(v) => codec::encode(v),
+        Some(v) => codec::encode(F::FAMILY.tag(), key, v),
         None => Err(format!(
             "staged value of the wrong type in {}",
             F::FAMILY.name()
@@ -983,7 +983,7 @@ impl<'a> Txn<'a> {
                     continue;
                 }
                 let bytes = match &slot.value {
-                    Some(v) => Some((slot.encode)(v.as_ref()).map_err(|reason| {
+                    Some(v) => Some((slot.encode)(&key, v.as_ref()).map_err(|reason| {
                         Error::Input(crate::error::InputError::invalid(
                             family.name(),
                             format!("cannot be stored: {reason}"),

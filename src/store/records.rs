@@ -203,8 +203,8 @@ mod tests {
     }
 
     fn roundtrip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(x: &T) {
-        let bytes = encode(x).unwrap();
-        let back: T = decode(&bytes).unwrap();
+        let bytes = encode(4, b"key", x).unwrap();
+        let back: T = decode(4, b"key", &bytes).unwrap();
         assert_eq!(&back, x);
     }
 
@@ -284,10 +284,10 @@ mod tests {
 
         #[test]
         fn any_single_byte_flip_is_detected(v in arb_value(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
-            let mut bytes = encode(&v).unwrap();
+            let mut bytes = encode(4, b"key", &v).unwrap();
             let i = pos.index(bytes.len());
             bytes[i] ^= 1 << bit;
-            prop_assert!(decode::<Value>(&bytes).is_err());
+            prop_assert!(decode::<Value>(4, b"key", &bytes).is_err());
         }
 
         #[test]
