@@ -1046,18 +1046,16 @@ pub fn eval(
                 occ.name,
                 edge.len()
             ));
-            let atom = Atom::Event(occ.clone());
             let mut out = within & &sure;
-            for pid in &edge {
-                if atom_holds(&atom, pid, src, now)? {
-                    out.insert(pid);
-                }
-                explain.scanned += 1;
-                if explain.scanned % 4096 == 0 {
-                    progress(explain.scanned);
-                }
-            }
-            progress(explain.scanned);
+            scan(
+                &Atom::Event(occ.clone()),
+                &edge,
+                src,
+                now,
+                explain,
+                progress,
+                &mut out,
+            )?;
             out
         }
         Cond::Scan(atom) => {
@@ -1069,17 +1067,32 @@ pub fn eval(
                 .lines
                 .push(format!("{atom}: scan of {} candidates", cands.len()));
             let mut out = RoaringBitmap::new();
-            for pid in &cands {
-                if atom_holds(atom, pid, src, now)? {
-                    out.insert(pid);
-                }
-                explain.scanned += 1;
-                if explain.scanned % 4096 == 0 {
-                    progress(explain.scanned);
-                }
-            }
-            progress(explain.scanned);
+            scan(atom, &cands, src, now, explain, progress, &mut out)?;
             out
         }
     })
+}
+
+/// Checks `atom` for each of `candidates` one by one, adding to `out` those it holds
+/// for, and reporting progress every 4096 people and at the end.
+fn scan(
+    atom: &Atom,
+    candidates: &RoaringBitmap,
+    src: &mut dyn Source,
+    now: i64,
+    explain: &mut Explain,
+    progress: &mut dyn FnMut(u64),
+    out: &mut RoaringBitmap,
+) -> Result<()> {
+    for pid in candidates {
+        if atom_holds(atom, pid, src, now)? {
+            out.insert(pid);
+        }
+        explain.scanned += 1;
+        if explain.scanned % 4096 == 0 {
+            progress(explain.scanned);
+        }
+    }
+    progress(explain.scanned);
+    Ok(())
 }

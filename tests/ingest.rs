@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{input_field, open, T0};
+use common::{all_records, input_field, open, T0};
 use profiledb::{
     ActivityFilter, Channel, DeviceInput, Family, Ident, Identify, Metric, NewDelivery, ObjectRef,
     Platform, ProfileDb, Report, Track, Value,
@@ -44,16 +44,6 @@ fn has(db: &ProfileDb, who: &Ident, kind: &str, name: &str) -> bool {
     kinds(db, who)
         .iter()
         .any(|(k, n)| k == kind && n.as_deref() == Some(name))
-}
-
-fn all_records(db: &ProfileDb) -> Vec<(Family, Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for &family in Family::ALL {
-        for (k, v) in db.raw_records(family).unwrap() {
-            out.push((family, k, v));
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------

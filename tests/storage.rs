@@ -2,6 +2,9 @@
 //! batches under injected faults, corruption detection, and residue after delete.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::all_records;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -353,17 +356,6 @@ fn a_failed_flush_poisons_the_handle() {
         db.identify(Identify::new(Ident::id("b"))).unwrap_err(),
         Error::Poisoned
     ));
-}
-
-/// Every key of every family, as (family, key, value).
-fn all_records(db: &ProfileDb) -> Vec<(Family, Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for &family in Family::ALL {
-        for (k, v) in db.raw_records(family).unwrap() {
-            out.push((family, k, v));
-        }
-    }
-    out
 }
 
 #[test]

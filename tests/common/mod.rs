@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use profiledb::{Durability, Error, ManualClock, ProfileDb};
+use profiledb::{Durability, Error, Family, ManualClock, ProfileDb};
 
 /// The fixed "now" of the tests: 2026-01-01T00:00:00Z.
 pub const T0: i64 = 1_767_225_600;
@@ -26,4 +26,16 @@ pub fn input_field(e: &Error) -> String {
         .unwrap_or_else(|| panic!("expected an input error, got {e}"))
         .field
         .clone()
+}
+
+/// Every record of every family, as (family, key, value): compare two of these to show
+/// that an operation wrote nothing.
+pub fn all_records(db: &ProfileDb) -> Vec<(Family, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for &family in Family::ALL {
+        for (k, v) in db.raw_records(family).unwrap() {
+            out.push((family, k, v));
+        }
+    }
+    out
 }
