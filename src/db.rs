@@ -9,9 +9,10 @@
 //!
 //! # Durability
 //! - [`Durability::Flush`] (the default): when a write returns `Ok`, it is on disk:
-//!   sled has flushed its log, the files and directory are fsynced (sled 0.34's own flush
+//!   sled has flushed its log, its data file is `fdatasync`ed (and every file and
+//!   directory under `sled/` when sled has added or removed one; sled 0.34's own flush
 //!   only issues `sync_file_range`), and the `COMMIT` file beside the data records the
-//!   commit's sequence number.
+//!   commit's sequence number (format in `src/store/FORMAT.md`).
 //! - [`Durability::Buffered`]: a write returning `Ok` is in sled's log buffers and is
 //!   written out by sled's background flush (every 500 ms) but not fsynced; a crash of the
 //!   process usually keeps it, a power loss may not. [`ProfileDb::flush`] makes every
@@ -24,7 +25,8 @@
 //!
 //! # Files
 //! A database is a directory holding `PROFILEDB` (the marker: format version), `COMMIT`
-//! (the last durable commit's sequence number, replaced atomically) and `sled/`.
+//! (the last durable commit's sequence number, in two alternately written slots) and
+//! `sled/`.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -36,6 +38,7 @@ use std::collections::BTreeSet;
 
 use crate::activity::{self, Track};
 use crate::clock::{Clock, SystemClock};
+use crate::commit_file::CommitFile;
 use crate::deliveries::{self, Metric, NewDelivery};
 use crate::devices::{self, DeviceInput, PushResult};
 use crate::error::{Error, InputError, OpenError, Result, StorageError};
@@ -58,7 +61,6 @@ use crate::store::{
 pub const FORMAT_VERSION: u32 = 2;
 
 const MARKER: &str = "PROFILEDB";
-const COMMIT_FILE: &str = "COMMIT";
 const SLED_DIR: &str = "sled";
 
 /// When a write is durable. See the [module docs](crate::db#durability).
@@ -288,6 +290,12 @@ struct Writer {
     commit_seq: u64,
 }
 
+/// The last durable commit and the file recording it.
+struct Durable {
+    seq: u64,
+    file: CommitFile,
+}
+
 pub(crate) struct Inner {
     pub(crate) store: Store,
     writer: Mutex<Writer>,
@@ -301,8 +309,8 @@ pub(crate) struct Inner {
     pub(crate) catalog: RwLock<Catalog>,
     /// The sequence number of the last commit applied to sled.
     committed: AtomicU64,
-    /// The sequence number of the last commit known durable (and written to `COMMIT`).
-    durable: Mutex<u64>,
+    /// The last commit known durable, and the `COMMIT` file that records it.
+    durable: Mutex<Durable>,
     poisoned: AtomicBool,
     /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
     /// writes are refused, so nothing mixes into the restored records.
@@ -423,38 +431,6 @@ fn read_marker(dir: &Path) -> Result<u32> {
     })
 }
 
-/// `COMMIT`: the sequence number (u64 big-endian) and its crc32 inverted (u32 BE).
-fn commit_file_bytes(seq: u64) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    let (s, c) = out.split_at_mut(8);
-    s.copy_from_slice(&seq.to_be_bytes());
-    c.copy_from_slice(&(crc32fast::hash(&seq.to_be_bytes()) ^ 0xFFFF_FFFF).to_be_bytes());
-    out
-}
-
-fn read_commit_file(dir: &Path) -> Result<Option<u64>> {
-    let path = dir.join(COMMIT_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(&path, e)),
-    };
-    let arr: [u8; 12] = bytes.as_slice().try_into().map_err(|_| Error::Corrupted {
-        family: "COMMIT file",
-        key: String::new(),
-        reason: format!("is {} bytes, not 12", bytes.len()),
-    })?;
-    let seq = u64::from_be_bytes(arr.first_chunk::<8>().copied().unwrap_or_default());
-    if commit_file_bytes(seq) != arr {
-        return Err(Error::Corrupted {
-            family: "COMMIT file",
-            key: String::new(),
-            reason: "checksum mismatch".into(),
-        });
-    }
-    Ok(Some(seq))
-}
-
 /// Plans the bitmap changes of what `touches` records, maintains the data-driven
 /// segments, and stages every dirty chunk, each once.
 pub(crate) fn stage_bitmaps(
@@ -526,7 +502,7 @@ impl ProfileDb {
                 .into());
             }
         }
-        let durable_seq = read_commit_file(dir)?;
+        let (durable_seq, commit_file) = CommitFile::open(dir)?;
 
         let sled_dir = dir.join(SLED_DIR);
         // sled 0.34 releases its file lock only when its background threads let go of
@@ -622,7 +598,10 @@ impl ProfileDb {
                 gate: RwLock::new(bitmaps),
                 catalog: RwLock::new(catalog),
                 committed: AtomicU64::new(commit_seq),
-                durable: Mutex::new(if salvaged { 0 } else { durable_seq }),
+                durable: Mutex::new(Durable {
+                    seq: if salvaged { 0 } else { durable_seq },
+                    file: commit_file,
+                }),
                 poisoned: AtomicBool::new(false),
                 restoring: AtomicBool::new(false),
                 salvaged: salvaged.then_some((durable_seq, commit_seq)),
@@ -645,7 +624,15 @@ impl ProfileDb {
             drop(writer);
             db.make_durable()?;
         } else if salvaged {
-            db.make_durable()?;
+            // What sled recovered becomes the durable state.
+            db.inner.store.kv().flush()?;
+            let mut durable = db
+                .inner
+                .durable
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            durable.file.reset(commit_seq).map_err(|e| io_err(dir, e))?;
+            durable.seq = commit_seq;
         }
         Ok(db)
     }
@@ -755,19 +742,21 @@ impl ProfileDb {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let seq = self.inner.committed.load(Ordering::SeqCst);
-        if seq == *durable {
+        if seq == durable.seq {
             return Ok(());
         }
-        let result = self.inner.store.kv().flush().and_then(|()| {
-            replace_file(&self.inner.dir, COMMIT_FILE, &commit_file_bytes(seq))
-                .map_err(StorageError::from)
-        });
+        let result = self
+            .inner
+            .store
+            .kv()
+            .flush()
+            .and_then(|()| durable.file.record(seq).map_err(StorageError::from));
         if let Err(e) = result {
             // After a failed fsync the state on disk is unknown: refuse to guess.
             self.poison();
             return Err(e.into());
         }
-        *durable = seq;
+        durable.seq = seq;
         Ok(())
     }
 
@@ -1276,11 +1265,12 @@ impl ProfileDb {
         Ok(Stats {
             people,
             commit_seq: self.inner.committed.load(Ordering::SeqCst),
-            durable_seq: *self
+            durable_seq: self
                 .inner
                 .durable
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .seq,
             size_on_disk: self.inner.store.kv().size_on_disk()?,
         })
     }
@@ -1331,11 +1321,12 @@ impl ProfileDb {
             report.problems.push(e.to_string());
         }
         let seq = self.inner.committed.load(Ordering::SeqCst);
-        let durable = *self
+        let durable = self
             .inner
             .durable
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .seq;
         if durable > seq {
             report.problems.push(format!(
                 "data loss: durable commit #{durable} but only #{seq} recovered"
@@ -1507,9 +1498,12 @@ impl Drop for Inner {
             return;
         }
         let seq = self.committed.load(Ordering::SeqCst);
-        let durable = self.durable.get_mut().map(|d| *d).unwrap_or(seq);
-        if seq != durable && self.store.kv().flush().is_ok() {
-            let _ = replace_file(&self.dir, COMMIT_FILE, &commit_file_bytes(seq));
+        let durable = self
+            .durable
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seq != durable.seq && self.store.kv().flush().is_ok() {
+            let _ = durable.file.record(seq);
         }
     }
 }

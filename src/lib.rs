@@ -64,6 +64,7 @@
 pub mod activity;
 pub mod audience;
 pub mod clock;
+mod commit_file;
 pub mod counts;
 pub mod db;
 pub mod deliveries;

@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use profiledb::{Durability, Ident, Identify, ManualClock, ProfileDb};
 
+mod common;
+
 const CHILD_ENV: &str = "PROFILEDB_DURABILITY_CHILD";
 const WRITES: u64 = 3;
 
 fn commit_file_seq(dir: &Path) -> u64 {
-    let bytes = std::fs::read(dir.join("COMMIT")).unwrap();
-    u64::from_be_bytes(bytes[..8].try_into().unwrap())
+    common::commit_file_seq(dir)
 }
 
 /// Marks a point in the trace: renames the marker file to `name`.
@@ -59,11 +60,13 @@ fn durability_child() {
     let clock = Arc::new(ManualClock::new(1_767_225_600));
     {
         let dir = root.join("flushed");
+        marker.mark("open-begin");
         let db = ProfileDb::builder()
             .clock(clock.clone())
             .durability(Durability::Flush)
             .open(&dir)
             .unwrap();
+        marker.mark("open-done");
         for i in 1..=WRITES {
             marker.mark(&format!("write-{i}-begin"));
             db.identify(
@@ -160,57 +163,34 @@ fn window<'a>(calls: &'a [Call], from: &str, to: &str) -> (u32, &'a [Call]) {
 }
 
 /// Asserts that the calls in `w` (on thread `tid`) make `dir`'s data durable and then
-/// record it in `COMMIT`: fsync (or fdatasync) of sled's data file, of the sled
-/// directory, of `COMMIT.tmp`, the rename to `COMMIT`, then fsync of `dir` itself.
-fn assert_durable(what: &str, dir: &str, tid: u32, w: &[Call]) {
+/// record it in `COMMIT`: fsync (or fdatasync) of sled's data file, then of `COMMIT`.
+/// With `new_files`, also of the sled directory before `COMMIT` (files were created).
+fn assert_durable(what: &str, dir: &str, tid: u32, w: &[Call], new_files: bool) {
     let mine: Vec<&Call> = w.iter().filter(|c| c.tid == tid).collect();
     let sync = |c: &Call, path: &str| {
         (c.name == "fsync" || c.name == "fdatasync") && c.args.contains(&format!("<{path}>"))
     };
-    let find = |from: usize, pred: &dyn Fn(&Call) -> bool, desc: &str| -> usize {
-        from + mine[from..]
-            .iter()
-            .position(|c| pred(c))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: no {desc} on the caller's thread after the call began; traced: {:#?}",
-                    mine
-                )
-            })
+    let find = |pred: &dyn Fn(&Call) -> bool, desc: &str| -> usize {
+        mine.iter().position(|c| pred(c)).unwrap_or_else(|| {
+            panic!(
+                "{what}: no {desc} on the caller's thread after the call began; traced: {:#?}",
+                mine
+            )
+        })
     };
-    let data = find(
-        0,
-        &|c| sync(c, &format!("{dir}/sled/db")),
-        "fsync of sled/db",
-    );
-    let sled_dir = find(
-        0,
-        &|c| sync(c, &format!("{dir}/sled")),
-        "fsync of the sled directory",
-    );
-    let tmp = find(
-        0,
-        &|c| sync(c, &format!("{dir}/COMMIT.tmp")),
-        "fsync of COMMIT.tmp",
-    );
-    let rename = find(
-        0,
-        &|c| {
-            c.name.starts_with("rename")
-                && c.args.contains(&format!("{dir}/COMMIT.tmp\""))
-                && c.args.contains(&format!("{dir}/COMMIT\""))
-        },
-        "rename of COMMIT.tmp to COMMIT",
-    );
-    let dir_sync = find(
-        rename,
-        &|c| sync(c, dir),
-        "fsync of the database directory after the rename",
-    );
+    let data = find(&|c| sync(c, &format!("{dir}/sled/db")), "fsync of sled/db");
+    let commit = find(&|c| sync(c, &format!("{dir}/COMMIT")), "fsync of COMMIT");
     assert!(
-        data < rename && sled_dir < rename && tmp < rename && rename < dir_sync,
-        "{what}: the COMMIT file was replaced before the data was durable: {mine:#?}"
+        data < commit,
+        "{what}: COMMIT recorded the commit before the data was durable: {mine:#?}"
     );
+    if new_files {
+        let sled_dir = find(
+            &|c| sync(c, &format!("{dir}/sled")),
+            "fsync of the sled directory",
+        );
+        assert!(sled_dir < commit, "{what}: {mine:#?}");
+    }
 }
 
 #[test]
@@ -266,19 +246,26 @@ fn flush_durability_and_flush_end_in_fsync() {
             &format!("write-{i}-begin"),
             &format!("write-{i}-acked"),
         );
-        assert_durable(&format!("Durability::Flush write {i}"), &flushed, tid, w);
+        assert_durable(
+            &format!("Durability::Flush write {i}"),
+            &flushed,
+            tid,
+            w,
+            false,
+        );
     }
     let buffered = root_path.join("buffered").display().to_string();
     let (tid, w) = window(&calls, "flush-begin", "flush-done");
-    assert_durable("flush()", &buffered, tid, w);
+    assert_durable("flush()", &buffered, tid, w, false);
+    let (tid, w) = window(&calls, "open-begin", "open-done");
+    assert_durable("creating a database", &flushed, tid, w, true);
     let syncs = calls
         .iter()
         .filter(|c| c.name == "fsync" || c.name == "fdatasync")
         .count();
     eprintln!(
         "durability: {} traced calls, {syncs} fsync/fdatasync; each of {WRITES} Flush writes \
-         and flush() fsynced sled/db, sled/ and COMMIT.tmp, renamed COMMIT, fsynced the \
-         directory, in that order",
+         and flush() synced sled/db, then COMMIT; creating the database also synced sled/",
         calls.len()
     );
 }

@@ -99,8 +99,7 @@ fn flush_durability_records_each_commit_before_returning() {
     db.identify(Identify::new(Ident::id("a"))).unwrap();
     let s = db.stats().unwrap();
     assert_eq!(s.durable_seq, s.commit_seq);
-    let file = std::fs::read(dir.path().join("COMMIT")).unwrap();
-    assert_eq!(file[..8], s.commit_seq.to_be_bytes());
+    assert_eq!(common::commit_file_seq(dir.path()), s.commit_seq);
 }
 
 #[test]
@@ -181,8 +180,8 @@ fn sled_recovering_less_than_was_durable_is_data_loss() {
     };
     // Pretend three more commits were acknowledged durable than sled holds.
     let claimed = seq + 3;
-    let mut bytes = claimed.to_be_bytes().to_vec();
-    bytes.extend_from_slice(&(crc32fast::hash(&claimed.to_be_bytes()) ^ 0xFFFF_FFFF).to_be_bytes());
+    let mut bytes = common::commit_slot(claimed);
+    bytes.extend_from_slice(&[0; 12]);
     std::fs::write(dir.path().join("COMMIT"), &bytes).unwrap();
 
     let err = builder().open(dir.path()).unwrap_err();

@@ -39,3 +39,23 @@ pub fn all_records(db: &ProfileDb) -> Vec<(Family, Vec<u8>, Vec<u8>)> {
     }
     out
 }
+
+/// The sequence number the `COMMIT` file records: the larger of its two valid 12-byte
+/// slots (`[seq u64 BE][crc32(seq) ^ 0xFFFF_FFFF u32 BE]`; FORMAT.md).
+pub fn commit_file_seq(dir: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(dir.join("COMMIT")).unwrap();
+    assert_eq!(bytes.len(), 24, "COMMIT is two 12-byte slots");
+    bytes
+        .chunks(12)
+        .filter(|slot| *slot == commit_slot(u64::from_be_bytes(slot[..8].try_into().unwrap())))
+        .map(|slot| u64::from_be_bytes(slot[..8].try_into().unwrap()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// One `COMMIT` slot holding `seq`.
+pub fn commit_slot(seq: u64) -> Vec<u8> {
+    let mut out = seq.to_be_bytes().to_vec();
+    out.extend_from_slice(&(crc32fast::hash(&seq.to_be_bytes()) ^ 0xFFFF_FFFF).to_be_bytes());
+    out
+}
