@@ -46,7 +46,7 @@ fn args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let value = || argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
+        match argv.get(i).map_or("", String::as_str) {
             "--people" => a.people = value().parse().expect("--people N"),
             "--seed" => {
                 let v = value();

@@ -12,8 +12,11 @@ pub mod workload;
 
 use std::path::Path;
 
+#[allow(unused_imports)]
 pub use profiledb_engine::ProfileEngine;
+#[allow(unused_imports)]
 pub use sqlite_engine::SqliteEngine;
+#[allow(unused_imports)] // each bench uses part
 pub use workload::{heavy_person, Batch, Batches, Work, HEAVY};
 
 /// The workload's "now" (2026-01-01T00:00:00Z); every engine's clock starts here.

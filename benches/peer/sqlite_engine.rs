@@ -152,6 +152,12 @@ pub struct SqliteEngine {
     topics: BTreeMap<u32, bool>,
 }
 
+/// Reads every row (as the profiledb side builds its vectors) and counts them.
+fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> usize {
+    let rows: Vec<T> = rows.collect::<rusqlite::Result<_>>().expect("rows");
+    rows.len()
+}
+
 fn topic_of(name: &str) -> Option<i64> {
     name.strip_prefix("cio_subscription_preferences.topics.topic_")?
         .parse()
@@ -385,7 +391,9 @@ impl SqliteEngine {
                 continue;
             }
             set_path(&mut data, &path, Some(new.clone()));
-            set_at.insert(path[0].to_owned(), json!(self.now));
+            if let Some(top) = path.first() {
+                set_at.insert((*top).to_owned(), json!(self.now));
+            }
             changes.insert(
                 name.clone(),
                 json!({ "old": old.unwrap_or(Json::Null), "new": new }),
@@ -959,7 +967,7 @@ impl Engine for SqliteEngine {
                 ))
             })
             .expect("topics");
-        n += topics.map(|t| t.expect("topic")).count();
+        n += collect_rows(topics);
         drop(stmt);
         let mut stmt = c
             .prepare_cached(
@@ -979,7 +987,7 @@ impl Engine for SqliteEngine {
                 ))
             })
             .expect("activity");
-        n += rows.map(|r| r.expect("row")).count();
+        n += collect_rows(rows);
         drop(stmt);
         let mut stmt = c
             .prepare_cached(
@@ -1000,7 +1008,7 @@ impl Engine for SqliteEngine {
                 ))
             })
             .expect("deliveries");
-        n += rows.map(|r| r.expect("row")).count();
+        n += collect_rows(rows);
         drop(stmt);
         n += self.segments_of(pid);
         let mut stmt = c
@@ -1021,7 +1029,7 @@ impl Engine for SqliteEngine {
                 ))
             })
             .expect("devices");
-        n += rows.map(|r| r.expect("row")).count();
+        n += collect_rows(rows);
         drop(stmt);
         let mut stmt = c
             .prepare_cached(
@@ -1041,7 +1049,7 @@ impl Engine for SqliteEngine {
                 ))
             })
             .expect("relationships");
-        n += rows.map(|r| r.expect("row")).count();
+        n += collect_rows(rows);
         drop(stmt);
         c.execute_batch("COMMIT").expect("commit");
         n
@@ -1070,7 +1078,7 @@ impl Engine for SqliteEngine {
                 ))
             })
             .expect("activity");
-        rows.map(|r| r.expect("row")).count()
+        collect_rows(rows)
     }
 
     fn count(&mut self, condition: &str) -> u64 {
@@ -1204,6 +1212,6 @@ impl SqliteEngine {
                 ))
             })
             .expect("segments");
-        rows.map(|r| r.expect("row")).count()
+        collect_rows(rows)
     }
 }

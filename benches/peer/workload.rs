@@ -148,7 +148,10 @@ const PLANS: [&str; 4] = ["free", "starter", "pro", "enterprise"];
 const COUNTRIES: [&str; 8] = ["PT", "NO", "NG", "PE", "JP", "US", "IN", "EE"];
 
 fn pick(xs: &[&str], h: u64) -> String {
-    xs[(h % xs.len() as u64) as usize].to_owned()
+    xs.get((h % xs.len() as u64) as usize)
+        .copied()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// `synth::person_ops(n, seed, now)`, field by field, as [`Work`].
