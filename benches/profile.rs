@@ -9,13 +9,20 @@
 //!   change the size);
 //! - `profile/person`: `ProfileDb::person` for the same person, for scale.
 //!
+//! - `profile_peer/*`: profiledb against the SQLite peer (`benches/peer/`) on the synth
+//!   workload (`PROFILEDB_BENCH_PEOPLE` people, default 20 000, plus one person with 200
+//!   events, 20 deliveries, 3 devices, 5 relationships): the overview of that person and
+//!   of a typical one, and a timeline page of 50.
+//!
 //! Inputs are deterministic (counters, fixed values). The database lives in a fresh
 //! temporary directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
+mod peer;
+
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use profiledb::{
     Channel, DeviceInput, Durability, Ident, Identify, Metric, NewDelivery, ObjectRef, Op,
     Platform, ProfileDb, Track,
@@ -153,5 +160,31 @@ fn bench_profile(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_track, bench_profile);
+fn bench_profile_peer(c: &mut Criterion) {
+    let people = peer::people_from_env(20_000);
+    let typical = profiledb::synth::person_id(people / 3);
+    let mut g = c.benchmark_group("profile_peer");
+    g.sample_size(50);
+    g.throughput(Throughput::Elements(1));
+    for kind in [peer::Kind::Profiledb, peer::Kind::Sqlite] {
+        let dir = peer::tempdir();
+        let mut e = peer::open(kind, dir.path(), 64 << 20);
+        peer::populate(&mut *e, people, profiledb::synth::SEED);
+        peer::define_segments(&mut *e, peer::SEGMENTS);
+        e.ingest_batch(&peer::Batch::of(peer::heavy_person(peer::NOW)));
+        e.flush();
+        g.bench_function(BenchmarkId::new("overview_heavy", kind.name()), |b| {
+            b.iter(|| e.profile_overview(peer::HEAVY, 20))
+        });
+        g.bench_function(BenchmarkId::new("overview_typical", kind.name()), |b| {
+            b.iter(|| e.profile_overview(&typical, 20))
+        });
+        g.bench_function(BenchmarkId::new("timeline_page_50", kind.name()), |b| {
+            b.iter(|| e.timeline_page(peer::HEAVY, 50))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_track, bench_profile, bench_profile_peer);
 criterion_main!(benches);

@@ -1,0 +1,182 @@
+//! The peer comparison: profiledb and a faithful SQLite implementation of the same
+//! operations, behind one trait ([`Engine`]), fed the same seeded workload
+//! ([`workload`], checked against `profiledb::synth`).
+//!
+//! Included by the bench files (`mod peer;`); each uses part of it.
+#![allow(dead_code)]
+
+pub mod profiledb_engine;
+pub mod sql;
+pub mod sqlite_engine;
+pub mod workload;
+
+use std::path::Path;
+
+#[allow(unused_imports)]
+pub use profiledb_engine::ProfileEngine;
+#[allow(unused_imports)]
+pub use sqlite_engine::SqliteEngine;
+#[allow(unused_imports)] // each bench uses part
+pub use workload::{heavy_person, Batch, Batches, Work, HEAVY};
+
+/// The workload's "now" (2026-01-01T00:00:00Z); every engine's clock starts here.
+pub const NOW: i64 = 1_767_225_600;
+
+/// Operations per `write_batch` / SQLite transaction (whole people, so a batch is about
+/// this many operations).
+pub const BATCH_OPS: usize = 1000;
+
+/// How many segments the workload defines (`synth::segments`).
+pub const SEGMENTS: usize = 50;
+
+/// Attributes both engines index for equality (profiledb `index_attribute`, SQLite an
+/// expression index) and by range (profiledb `index_attribute_range`, SQLite the same
+/// expression index).
+pub const EQ_INDEXED: [&str; 2] = ["plan", "country"];
+pub const RANGE_INDEXED: [&str; 2] = ["age", "score"];
+
+/// The audience queries measured, by name.
+pub const AUDIENCES: [(&str, &str); 4] = [
+    (
+        "count: 3 bitmap atoms",
+        "topic:3 and not unsubscribed and related:1",
+    ),
+    (
+        "count: 5 bitmap atoms",
+        r#"segment:"Segment 00" and topic:3 and not unsubscribed and (related:1 or device.platform = "ios")"#,
+    ),
+    (
+        "count: with an event condition",
+        "topic:3 and not unsubscribed and event:purchase within 7d",
+    ),
+    (
+        "count: with an indexed attribute",
+        r#"attr.plan = "pro" and topic:3 and not unsubscribed"#,
+    ),
+];
+
+/// Which engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Profiledb,
+    Sqlite,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Profiledb => "profiledb",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "profiledb" => Some(Kind::Profiledb),
+            "sqlite" => Some(Kind::Sqlite),
+            _ => None,
+        }
+    }
+}
+
+/// One engine under test. Every method does the same logical work in both.
+pub trait Engine {
+    /// Applies one batch atomically (buffered durability: profiledb
+    /// `Durability::Buffered`, SQLite `synchronous=NORMAL`).
+    fn ingest_batch(&mut self, batch: &Batch);
+    /// Applies one operation and makes it durable before returning (profiledb write +
+    /// `flush`, which is what `Durability::Flush` does; SQLite `synchronous=FULL`).
+    fn durable_write(&mut self, batch: &Batch);
+    /// Defines the workload's topics.
+    fn define_topics(&mut self);
+    /// Declares the attribute indexes ([`EQ_INDEXED`], [`RANGE_INDEXED`]).
+    fn index_attributes(&mut self);
+    /// Creates a data-driven segment (with its initial membership).
+    fn create_segment(&mut self, name: &str, condition: &str);
+    /// The profile overview of the person with `id` (`recent` newest activities and
+    /// deliveries); returns how many items it read.
+    fn profile_overview(&mut self, id: &str, recent: usize) -> usize;
+    /// The newest `limit` timeline entries of the person with `id`.
+    fn timeline_page(&mut self, id: &str, limit: usize) -> usize;
+    /// How many people match `condition` (the condition language).
+    fn count(&mut self, condition: &str) -> u64;
+    /// The segments the person with `id` belongs to.
+    fn segment_list(&mut self, id: &str) -> usize;
+    /// Moves the clock to `now`.
+    fn set_now(&mut self, now: i64);
+    /// Re-evaluates the clock-dependent segments: (entered, exited).
+    fn refresh(&mut self) -> (u64, u64);
+    /// Makes everything durable (and, for SQLite, checkpoints the WAL).
+    fn flush(&mut self);
+    /// Bytes of every file in the engine's directory.
+    fn bytes_on_disk(&self) -> u64;
+}
+
+/// Opens an engine of `kind` in the empty directory `dir` with a page cache of
+/// `cache_bytes`.
+pub fn open(kind: Kind, dir: &Path, cache_bytes: u64) -> Box<dyn Engine> {
+    match kind {
+        Kind::Profiledb => Box::new(ProfileEngine::open(dir, cache_bytes)),
+        Kind::Sqlite => Box::new(SqliteEngine::open(dir, cache_bytes)),
+    }
+}
+
+/// Topics, indexes, then `people` synthetic people (from 0), in batches.
+pub fn populate(engine: &mut dyn Engine, people: u64, seed: u64) {
+    engine.define_topics();
+    engine.index_attributes();
+    for b in Batches::new(0..people, seed, NOW, BATCH_OPS) {
+        engine.ingest_batch(&b);
+    }
+}
+
+/// Creates the workload's data-driven segments.
+pub fn define_segments(engine: &mut dyn Engine, n: usize) {
+    for (name, cond) in profiledb::synth::segments(n) {
+        engine.create_segment(&name, &cond);
+    }
+}
+
+/// Sum of the sizes of every file under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Peak resident memory of this process in bytes (`VmHWM`), 0 where unknown.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The people count from `PROFILEDB_BENCH_PEOPLE`, or `default`.
+pub fn people_from_env(default: u64) -> u64 {
+    std::env::var("PROFILEDB_BENCH_PEOPLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A fresh temporary directory for a bench database.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("profiledb-peer-")
+        .tempdir()
+        .expect("create a temporary directory")
+}

@@ -1,0 +1,414 @@
+//! The scale run: profiledb and the SQLite peer on the same seeded workload, one table.
+//!
+//! ```text
+//! cargo bench --bench peer_scale -- --people 1000000
+//! ```
+//! Options: `--people N` (default 100 000), `--seed S` (default `synth::SEED`),
+//! `--cache-mib M` (page cache of both engines, default 256), `--reps R` (samples per
+//! read latency, default 200).
+//!
+//! Each engine runs in its own child process (this binary re-executed with `--engine`),
+//! so the peak memory reported (`VmHWM`) is that engine's alone. Per engine: topics and
+//! attribute indexes, then the N people in batches of about 1000 operations (timed:
+//! batched ingest), 50 data-driven segments created, N/10 more people ingested with the
+//! segments live (the maintenance overhead), a heavy person, `refresh` an hour and
+//! three days later, read latencies (medians over sampled people), audience counts
+//! (checked equal across the engines), single durable writes, bytes on disk.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
+
+mod peer;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use peer::{Batch, Batches, Engine, Kind, Work, AUDIENCES, BATCH_OPS, HEAVY, NOW, SEGMENTS};
+use profiledb::synth;
+
+struct Args {
+    people: u64,
+    seed: u64,
+    cache_mib: u64,
+    reps: usize,
+    engine: Option<Kind>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        people: 100_000,
+        seed: synth::SEED,
+        cache_mib: 256,
+        reps: 200,
+        engine: None,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = || argv.get(i + 1).cloned().unwrap_or_default();
+        match argv.get(i).map_or("", String::as_str) {
+            "--people" => a.people = value().parse().expect("--people N"),
+            "--seed" => {
+                let v = value();
+                a.seed = match v.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).expect("--seed"),
+                    None => v.parse().expect("--seed"),
+                }
+            }
+            "--cache-mib" => a.cache_mib = value().parse().expect("--cache-mib M"),
+            "--reps" => a.reps = value().parse().expect("--reps R"),
+            "--engine" => a.engine = Some(Kind::parse(&value()).expect("--engine")),
+            _ => {
+                i += 1; // `--bench` and the like, from cargo
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+/// One measured value, printed by the child for the parent.
+fn emit(key: &str, value: f64) {
+    println!("RESULT\t{key}\t{value}");
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs.get(xs.len() / 2).copied().unwrap_or_default()
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn sample_ids(a: &Args, k: usize) -> Vec<String> {
+    (0..k as u64)
+        .map(|i| synth::person_id(synth::mix(a.seed ^ (0xA11CE + i)) % a.people))
+        .collect()
+}
+
+fn ingest(e: &mut dyn Engine, batches: Batches) -> (u64, u64, Duration) {
+    let (mut ops, mut people, mut spent) = (0u64, 0u64, Duration::ZERO);
+    for b in batches {
+        let start = Instant::now();
+        e.ingest_batch(&b);
+        spent += start.elapsed();
+        ops += b.ops.len() as u64;
+        people += b.people;
+    }
+    (ops, people, spent)
+}
+
+fn child(a: &Args, kind: Kind) {
+    let dir = peer::tempdir();
+    let mut e = peer::open(kind, dir.path(), a.cache_mib << 20);
+    let log = |what: &str| eprintln!("[{}] {what}", kind.name());
+    e.define_topics();
+    e.index_attributes();
+
+    let (ops, people, spent) = ingest(&mut *e, Batches::new(0..a.people, a.seed, NOW, BATCH_OPS));
+    emit("ingest_ops_per_s", ops as f64 / spent.as_secs_f64());
+    emit("ingest_people_per_s", people as f64 / spent.as_secs_f64());
+    log(&format!(
+        "ingested {people} people ({ops} ops) in {:.1} s",
+        spent.as_secs_f64()
+    ));
+
+    let start = Instant::now();
+    peer::define_segments(&mut *e, SEGMENTS);
+    emit("create_segments_s", start.elapsed().as_secs_f64());
+    log(&format!(
+        "created {SEGMENTS} segments in {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
+
+    let more = (a.people / 10).max(1000);
+    let (ops, _, spent) = ingest(
+        &mut *e,
+        Batches::new(a.people..a.people + more, a.seed, NOW, BATCH_OPS),
+    );
+    emit(
+        "ingest_segments_ops_per_s",
+        ops as f64 / spent.as_secs_f64(),
+    );
+    log(&format!(
+        "ingested {more} more people with {SEGMENTS} segments live"
+    ));
+    e.ingest_batch(&Batch::of(peer::heavy_person(NOW)));
+    e.flush();
+
+    e.set_now(NOW + 3600);
+    let start = Instant::now();
+    let (entered, exited) = e.refresh();
+    emit("refresh_1h_ms", start.elapsed().as_secs_f64() * 1e3);
+    emit("refresh_1h_changes", (entered + exited) as f64);
+    e.set_now(NOW + 3 * 86_400);
+    let start = Instant::now();
+    let (entered, exited) = e.refresh();
+    emit("refresh_3d_ms", start.elapsed().as_secs_f64() * 1e3);
+    emit("refresh_3d_changes", (entered + exited) as f64);
+    log("refreshed");
+
+    let ids = sample_ids(a, a.reps);
+    let timed = |e: &mut dyn Engine, f: &dyn Fn(&mut dyn Engine, &str)| -> Duration {
+        for id in ids.iter().take(20) {
+            f(e, id); // warm
+        }
+        median(
+            ids.iter()
+                .map(|id| {
+                    let start = Instant::now();
+                    f(e, id);
+                    start.elapsed()
+                })
+                .collect(),
+        )
+    };
+    emit(
+        "overview_us",
+        micros(timed(&mut *e, &|e, id| {
+            e.profile_overview(id, 20);
+        })),
+    );
+    let heavy: Vec<String> = vec![HEAVY.to_owned(); a.reps];
+    let median_of = |e: &mut dyn Engine, ids: &[String], f: &dyn Fn(&mut dyn Engine, &str)| {
+        for id in ids.iter().take(20) {
+            f(e, id);
+        }
+        median(
+            ids.iter()
+                .map(|id| {
+                    let start = Instant::now();
+                    f(e, id);
+                    start.elapsed()
+                })
+                .collect(),
+        )
+    };
+    emit(
+        "overview_heavy_us",
+        micros(median_of(&mut *e, &heavy, &|e, id| {
+            e.profile_overview(id, 20);
+        })),
+    );
+    emit(
+        "timeline_us",
+        micros(median_of(&mut *e, &heavy, &|e, id| {
+            e.timeline_page(id, 50);
+        })),
+    );
+    emit(
+        "segment_list_us",
+        micros(timed(&mut *e, &|e, id| {
+            e.segment_list(id);
+        })),
+    );
+    log("reads measured");
+
+    for (i, (_, cond)) in AUDIENCES.iter().enumerate() {
+        let n = e.count(cond);
+        emit(&format!("count{i}_value"), n as f64);
+        let mut times = Vec::new();
+        let budget = Instant::now();
+        while times.len() < 3 || (times.len() < a.reps && budget.elapsed() < Duration::from_secs(5))
+        {
+            let start = Instant::now();
+            e.count(cond);
+            times.push(start.elapsed());
+        }
+        emit(&format!("count{i}_us"), micros(median(times)));
+    }
+    log("audiences measured");
+
+    let writes: Vec<Duration> = (0..100u64)
+        .map(|i| {
+            let b = Batch::of(vec![Work::Event {
+                id: synth::person_id(synth::mix(a.seed ^ (0xD0 + i)) % a.people),
+                name: "purchase".to_owned(),
+                props: vec![("amount".to_owned(), peer::workload::V::I(i as i64))],
+                ts: NOW + 3 * 86_400,
+            }]);
+            let start = Instant::now();
+            e.durable_write(&b);
+            start.elapsed()
+        })
+        .collect();
+    emit("durable_write_us", micros(median(writes)));
+    log("durable writes measured");
+
+    e.flush();
+    emit("bytes_on_disk", e.bytes_on_disk() as f64);
+    drop(e);
+    emit("peak_rss", peer::peak_rss() as f64);
+}
+
+fn run_child(a: &Args, kind: Kind) -> BTreeMap<String, f64> {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([
+            "--engine",
+            kind.name(),
+            "--people",
+            &a.people.to_string(),
+            "--seed",
+            &a.seed.to_string(),
+            "--cache-mib",
+            &a.cache_mib.to_string(),
+            "--reps",
+            &a.reps.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the engine's process");
+    let mut out = BTreeMap::new();
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let line = line.expect("read");
+        let mut parts = line.split('\t');
+        if parts.next() == Some("RESULT") {
+            let key = parts.next().expect("key").to_owned();
+            let value: f64 = parts.next().expect("value").parse().expect("number");
+            out.insert(key, value);
+        } else {
+            println!("{line}");
+        }
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "the {} run failed: {status}", kind.name());
+    out
+}
+
+/// A speed ratio (profiledb's speed over SQLite's) in words.
+fn speed(r: f64) -> String {
+    if r >= 1.0 {
+        format!("{r:.2}× faster")
+    } else {
+        format!("{:.2}× slower", 1.0 / r)
+    }
+}
+
+fn human_bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else {
+        format!("{:.1} MB", b / 1e6)
+    }
+}
+
+fn main() {
+    let a = args();
+    if let Some(kind) = a.engine {
+        child(&a, kind);
+        return;
+    }
+    let started = Instant::now();
+    let p = run_child(&a, Kind::Profiledb);
+    let s = run_child(&a, Kind::Sqlite);
+
+    println!();
+    println!(
+        "command: cargo bench --bench peer_scale -- --people {} --seed {:#x} --cache-mib {} --reps {}",
+        a.people, a.seed, a.cache_mib, a.reps
+    );
+    println!(
+        "workload: profiledb::synth, seed {:#x}; {} people + {} more with {SEGMENTS} segments; \
+         batches of ~{BATCH_OPS} ops; page cache {} MiB each; {} CPUs; total {:.0} s",
+        a.seed,
+        a.people,
+        (a.people / 10).max(1000),
+        a.cache_mib,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        started.elapsed().as_secs_f64()
+    );
+    println!();
+    println!("| operation | profiledb | SQLite | profiledb vs SQLite |");
+    println!("|---|---:|---:|---:|");
+    let get = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    // Rates: higher is better; the ratio is profiledb / SQLite.
+    for (label, key) in [
+        ("batched ingest (ops/s)", "ingest_ops_per_s"),
+        ("batched ingest (people/s)", "ingest_people_per_s"),
+        (
+            "batched ingest, 50 data-driven segments live (ops/s)",
+            "ingest_segments_ops_per_s",
+        ),
+    ] {
+        let (x, y) = (get(&p, key), get(&s, key));
+        println!("| {label} | {x:.0} | {y:.0} | {} |", speed(x / y));
+    }
+    // Latencies: lower is better; the ratio is SQLite / profiledb.
+    let latency = |label: &str, key: &str, unit: &str| {
+        let (x, y) = (get(&p, key), get(&s, key));
+        println!(
+            "| {label} | {x:.1} {unit} | {y:.1} {unit} | {} |",
+            speed(y / x)
+        );
+    };
+    latency("create 50 segments", "create_segments_s", "s");
+    latency("refresh, an hour later", "refresh_1h_ms", "ms");
+    latency(
+        "refresh, three days later (mass exit)",
+        "refresh_3d_ms",
+        "ms",
+    );
+    latency(
+        "profile overview, typical person (median)",
+        "overview_us",
+        "µs",
+    );
+    latency(
+        "profile overview, 200 events + 20 deliveries (median)",
+        "overview_heavy_us",
+        "µs",
+    );
+    latency("timeline page of 50 (median)", "timeline_us", "µs");
+    latency(
+        "segment list of one person (median)",
+        "segment_list_us",
+        "µs",
+    );
+    for (i, (label, _)) in AUDIENCES.iter().enumerate() {
+        latency(
+            &format!("audience {label} (median)"),
+            &format!("count{i}_us"),
+            "µs",
+        );
+    }
+    latency("durable single write (median)", "durable_write_us", "µs");
+    let (x, y) = (get(&p, "bytes_on_disk"), get(&s, "bytes_on_disk"));
+    println!(
+        "| bytes on disk | {} | {} | {:.2}× SQLite's |",
+        human_bytes(x),
+        human_bytes(y),
+        x / y
+    );
+    let (x, y) = (get(&p, "peak_rss"), get(&s, "peak_rss"));
+    println!(
+        "| peak memory (VmHWM) | {} | {} | {:.2}× SQLite's |",
+        human_bytes(x),
+        human_bytes(y),
+        x / y
+    );
+    println!();
+    let mut same = true;
+    for (i, (label, cond)) in AUDIENCES.iter().enumerate() {
+        let key = format!("count{i}_value");
+        let (x, y) = (get(&p, &key), get(&s, &key));
+        same &= x == y;
+        println!(
+            "{label}: `{cond}` = {x} (profiledb), {y} (SQLite){}",
+            if x == y { "" } else { "  <-- MISMATCH" }
+        );
+    }
+    for key in ["refresh_1h_changes", "refresh_3d_changes"] {
+        let (x, y) = (get(&p, key), get(&s, key));
+        same &= x == y;
+        println!(
+            "{key}: {x} (profiledb), {y} (SQLite){}",
+            if x == y { "" } else { "  <-- MISMATCH" }
+        );
+    }
+    if !same {
+        println!("WARNING: the engines disagree on a result above");
+    }
+}
