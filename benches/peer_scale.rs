@@ -240,6 +240,18 @@ fn child(a: &Args, kind: Kind) {
     e.flush();
     emit("bytes_on_disk", e.bytes_on_disk() as f64);
     drop(e);
+    // Reopen: profiledb loads every bitmap here; the first count shows it is ready.
+    let start = Instant::now();
+    let mut e = peer::open(kind, dir.path(), a.cache_mib << 20);
+    emit("open_ms", start.elapsed().as_secs_f64() * 1e3);
+    let start = Instant::now();
+    e.count(AUDIENCES.first().map_or("all", |(_, c)| c));
+    emit(
+        "first_count_after_open_ms",
+        start.elapsed().as_secs_f64() * 1e3,
+    );
+    drop(e);
+    log("reopened");
     emit("peak_rss", peer::peak_rss() as f64);
 }
 
@@ -375,6 +387,8 @@ fn main() {
         );
     }
     latency("durable single write (median)", "durable_write_us", "µs");
+    latency("open (profiledb loads every bitmap)", "open_ms", "ms");
+    latency("first count after open", "first_count_after_open_ms", "ms");
     let (x, y) = (get(&p, "bytes_on_disk"), get(&s, "bytes_on_disk"));
     println!(
         "| bytes on disk | {} | {} | {:.2}× SQLite's |",
