@@ -220,15 +220,71 @@ impl SqliteEngine {
             cache_bytes / 1024
         ))
         .expect("pragmas");
-        conn.execute_batch(SCHEMA).expect("schema");
+        let exists: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'people'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema check");
+        if !exists {
+            conn.execute_batch(SCHEMA).expect("schema");
+        }
         conn.set_prepared_statement_cache_capacity(256);
-        SqliteEngine {
+        let mut engine = SqliteEngine {
             conn,
             dir: dir.to_path_buf(),
             now: NOW,
             segments: Vec::new(),
             segment_ids: BTreeMap::new(),
             topics: BTreeMap::new(),
+        };
+        if exists {
+            engine.load_catalog();
+        }
+        engine
+    }
+
+    /// On reopen: the topic defaults and segment definitions, as profiledb loads its
+    /// catalog at open.
+    fn load_catalog(&mut self) {
+        let topics: Vec<(u32, bool)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, dflt FROM topics")
+                .expect("topics");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("topics");
+            rows.collect::<rusqlite::Result<_>>().expect("topics")
+        };
+        self.topics = topics.into_iter().collect();
+        let segments: Vec<(u32, String, Option<String>)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, name, cond FROM segments ORDER BY id")
+                .expect("segments");
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("segments");
+            rows.collect::<rusqlite::Result<_>>().expect("segments")
+        };
+        for (id, name, cond) in segments {
+            self.segment_ids.insert(name.clone(), id);
+            if let Some(condition) = cond {
+                let expr: Expr = profiledb::query::parse(&condition).expect("condition");
+                let mut reads = Reads::default();
+                let names = self.names();
+                let holds = format!("SELECT {}", sql::holds(&expr, &names, &mut reads));
+                let (set, _) = sql::set(&expr, &names, &mut Reads::default());
+                self.segments.push(Segment {
+                    id,
+                    name,
+                    reads,
+                    holds,
+                    set,
+                });
+            }
         }
     }
 
