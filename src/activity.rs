@@ -15,7 +15,7 @@
 //!   removes activity older than a time.
 
 use crate::error::{InputError, InputReason, Result};
-use crate::index::day_of;
+use crate::index::hour_of;
 use crate::limits::Limits;
 use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value};
 use crate::people::{self, Ctx, Outcome};
@@ -159,10 +159,11 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
         }
     }
     let seq = cx.next_seq();
-    cx.touches
-        .of(pid)
-        .events
-        .insert((t.kind.as_str().to_owned(), name.clone(), day_of(timestamp)));
+    cx.touches.of(pid).events.insert((
+        t.kind.as_str().to_owned(),
+        name.clone(),
+        hour_of(timestamp),
+    ));
     put_event(
         cx.txn,
         pid,
@@ -250,7 +251,7 @@ pub(crate) fn merge_anonymous(cx: &mut Ctx<'_, '_>, pid: u32, anon: &str) -> Res
             cx.touches
                 .of(pid)
                 .events
-                .insert((rec.kind.clone(), name.clone(), day_of(timestamp)));
+                .insert((rec.kind.clone(), name.clone(), hour_of(timestamp)));
         }
         put_event(cx.txn, pid, timestamp, seq, rec);
         moved += 1;

@@ -836,26 +836,26 @@ pub struct Explain {
     pub scanned: u64,
 }
 
-/// From the per-day event bitmaps, the people with an occurrence of `kind`/`name` at or
-/// after `since`: those certain to have one (an occurrence on a later day, or on the
-/// first day when the window starts at midnight), and those who may (an occurrence on
-/// the window's first day only, which must be checked one by one).
-fn days_since(
+/// From the per-hour event bitmaps, the people with an occurrence of `kind`/`name` at or
+/// after `since`: those certain to have one (an occurrence in a later hour, or in the
+/// first hour when the window starts on the hour), and those who may (an occurrence in
+/// the window's first hour only, which must be checked one by one).
+fn hours_since(
     bitmaps: &Bitmaps,
     kind: &str,
     name: &str,
     since: i64,
 ) -> (RoaringBitmap, RoaringBitmap) {
-    let first = crate::index::day_of(since);
-    let whole_first = since.rem_euclid(86_400) == 0;
+    let first = crate::index::hour_of(since);
+    let whole_first = since.rem_euclid(3_600) == 0;
     let mut sure = RoaringBitmap::new();
     let mut edge = RoaringBitmap::new();
     for (key, members) in bitmaps.iter() {
-        if let BitmapKey::EventDay(k, n, day) = key {
+        if let BitmapKey::EventHour(k, n, hour) = key {
             if k == kind && n == name {
-                if *day > first || (*day == first && whole_first) {
+                if *hour > first || (*hour == first && whole_first) {
                     sure |= members;
-                } else if *day == first {
+                } else if *hour == first {
                     edge |= members;
                 }
             }
@@ -880,7 +880,7 @@ fn candidates(atom: &Atom, bitmaps: &Bitmaps, now: i64) -> Option<RoaringBitmap>
     match atom {
         Atom::Event(occ) if !admits_zero(occ.count) && occ.within.is_some() => {
             let since = now.saturating_sub(occ.within.unwrap_or_default());
-            let (sure, edge) = days_since(bitmaps, "event", &occ.name, since);
+            let (sure, edge) = hours_since(bitmaps, "event", &occ.name, since);
             Some(sure | edge)
         }
         Atom::AttrExists { path } => path.first().map(|n| get(&BitmapKey::HasAttr(n.clone()))),
@@ -1036,13 +1036,13 @@ pub fn eval(
             }
         }
         Cond::Scan(Atom::Event(occ)) if occ.within.is_some() && any_occurrence(occ) => {
-            // Everyone with an occurrence on a day wholly inside the window holds; only
-            // those seen on the window's first day alone are read one by one.
+            // Everyone with an occurrence in an hour wholly inside the window holds; only
+            // those seen in the window's first hour alone are read one by one.
             let since = now.saturating_sub(occ.within.unwrap_or_default());
-            let (sure, edge) = days_since(bitmaps, "event", &occ.name, since);
+            let (sure, edge) = hours_since(bitmaps, "event", &occ.name, since);
             let edge = within & &edge;
             explain.lines.push(format!(
-                "event:{} within: day index, scan of {} candidates on the window's first day",
+                "event:{} within: hour index, scan of {} candidates in the window's first hour",
                 occ.name,
                 edge.len()
             ));

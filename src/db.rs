@@ -1384,10 +1384,10 @@ impl ProfileDb {
                 let (_, code, name, t, _) = crate::store::EventsByNameF::decode_key(&rk)?;
                 let kind = crate::store::track_kind_name(code);
                 expected
-                    .entry(K::EventDay(
+                    .entry(K::EventHour(
                         kind.to_owned(),
                         name.clone(),
-                        crate::index::day_of(t),
+                        crate::index::hour_of(t),
                     ))
                     .or_default()
                     .insert(pid);

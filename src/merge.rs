@@ -113,7 +113,7 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
             cx.touches.of(p).events.insert((
                 rec.kind.clone(),
                 name.clone(),
-                crate::index::day_of(timestamp),
+                crate::index::hour_of(timestamp),
             ));
         }
         cx.txn

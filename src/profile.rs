@@ -11,7 +11,7 @@ use std::ops::Bound;
 use crate::db::ProfileDb;
 use crate::deliveries::to_delivery;
 use crate::error::Result;
-use crate::index::day_of;
+use crate::index::hour_of;
 use crate::model::{
     Activity, ActivityCursor, ActivityFilter, Delivery, Device, DeviceStatus, Ident, Map, Object,
     ObjectRef, PersonId, Platform, Profile, Relationship, Subscription, TrackKind,
@@ -397,13 +397,13 @@ impl ProfileDb {
                 removed += 1;
             }
         }
-        // Each event-index entry also says which (kind, name, day) bitmap to re-check.
+        // Each event-index entry also says which (kind, name, hour) bitmap to re-check.
         let mut gone: Vec<(Vec<u8>, u32, &str, String, i64)> = Vec::new();
         for item in store.kv().range(Family::EventsByName, all(), false) {
             let (key, _) = item?;
             let (pid, code, name, t, _) = EventsByNameF::decode_key(&key)?;
             if t < before {
-                gone.push((key, pid, track_kind_name(code), name, day_of(t)));
+                gone.push((key, pid, track_kind_name(code), name, hour_of(t)));
             }
         }
         for item in store.kv().range(Family::EventIds, all(), false) {
@@ -431,11 +431,11 @@ impl ProfileDb {
                 }
             })?;
         }
-        // The event index goes through the write path, so the per-day event bitmaps and
+        // The event index goes through the write path, so the per-hour event bitmaps and
         // the segments that read these events follow in the same commits.
         for chunk in gone.chunks(10_000) {
             self.run(|cx| {
-                for (key, pid, kind, name, day) in chunk {
+                for (key, pid, kind, name, hour) in chunk {
                     cx.txn.delete::<EventsByNameF>(key.clone());
                     if cx.txn.get::<PeopleF>(&pid_key(*pid))?.is_none() {
                         continue;
@@ -443,7 +443,7 @@ impl ProfileDb {
                     cx.touches.of(*pid).events_gone.insert((
                         (*kind).to_owned(),
                         name.clone(),
-                        *day,
+                        *hour,
                     ));
                 }
                 Ok(())

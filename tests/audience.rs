@@ -974,9 +974,9 @@ fn creating_a_segment_reports_progress() {
 }
 
 #[test]
-fn within_is_exact_across_day_boundaries_and_expiry() {
+fn within_is_exact_across_hour_boundaries_and_expiry() {
     // Events spread over five days at uneven hours, so windows start mid-day; the
-    // per-day index must agree with reading every person's events.
+    // per-hour index must agree with reading every person's events.
     let (_d, db, clock) = open();
     for i in 0..60i64 {
         let who = u(&format!("p{i:02}"));
@@ -1024,7 +1024,7 @@ fn within_is_exact_across_day_boundaries_and_expiry() {
     }
     let explain = db.explain("event:login within 1d").unwrap();
     assert!(
-        explain.lines.iter().any(|l| l.contains("day index")),
+        explain.lines.iter().any(|l| l.contains("hour index")),
         "{explain:?}"
     );
 }

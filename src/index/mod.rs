@@ -50,15 +50,16 @@ pub enum BitmapKey {
     HasAttr(String),
     /// The declared-indexed attribute equals the value (in its canonical JSON text).
     AttrEq(String, String),
-    /// Tracked an event of kind and name on the UTC day ([`day_of`]) — exact: a person
-    /// leaves it when their last occurrence that day expires. `within` conditions are
-    /// answered from these: every day after the window's first is wholly inside it.
-    EventDay(String, String, i64),
+    /// Tracked an event of kind and name in the hour ([`hour_of`]) — exact: a person
+    /// leaves it when their last occurrence in that hour expires. `within` conditions are
+    /// answered from these: every hour after the window's first is wholly inside it, so
+    /// only people seen in that first hour alone are checked one by one.
+    EventHour(String, String, i64),
 }
 
-/// The UTC day number (days since 1970-01-01) of a unix time.
-pub fn day_of(unix_seconds: i64) -> i64 {
-    unix_seconds.div_euclid(86_400)
+/// The hour number (hours since 1970-01-01T00:00Z) of a unix time.
+pub fn hour_of(unix_seconds: i64) -> i64 {
+    unix_seconds.div_euclid(3_600)
 }
 
 impl BitmapKey {
@@ -76,7 +77,7 @@ impl BitmapKey {
             BitmapKey::Metric(_) => 9,
             BitmapKey::HasAttr(_) => 10,
             BitmapKey::AttrEq(..) => 11,
-            BitmapKey::EventDay(..) => 12,
+            BitmapKey::EventHour(..) => 12,
         }
     }
 
@@ -92,7 +93,7 @@ impl BitmapKey {
             BitmapKey::Related(t, o) => k.u32(*t).str16(o),
             BitmapKey::Platform(s) | BitmapKey::Metric(s) | BitmapKey::HasAttr(s) => k.str16(s),
             BitmapKey::Event(a, b) | BitmapKey::AttrEq(a, b) => k.str16(a).str16(b),
-            BitmapKey::EventDay(a, b, day) => k.str16(a).str16(b).time(*day),
+            BitmapKey::EventHour(a, b, hour) => k.str16(a).str16(b).time(*hour),
         }
         .done()
     }
@@ -148,8 +149,8 @@ impl BitmapKey {
             12 => {
                 let (a, r) = r.str16()?;
                 let (b, r) = r.str16()?;
-                let (day, r) = r.time()?;
-                (BitmapKey::EventDay(a, b, day), r)
+                let (hour, r) = r.time()?;
+                (BitmapKey::EventHour(a, b, hour), r)
             }
             _ => return Err(corrupted(Family::Bitmaps, key, "unknown bitmap tag")),
         };
@@ -464,8 +465,8 @@ mod tests {
             BitmapKey::Metric("opened".into()),
             BitmapKey::HasAttr("plan".into()),
             BitmapKey::AttrEq("plan".into(), "\"pro\"".into()),
-            BitmapKey::EventDay("event".into(), "purchase".into(), 20_454),
-            BitmapKey::EventDay("page".into(), "/".into(), -3),
+            BitmapKey::EventHour("event".into(), "purchase".into(), 490_896),
+            BitmapKey::EventHour("page".into(), "/".into(), -3),
         ];
         for k in keys {
             for chunk in [0u16, 1, 0xFFFF] {
@@ -529,9 +530,9 @@ pub struct Touch {
     pub devices: bool,
     /// Relationships to these objects changed.
     pub objects: BTreeSet<(u32, String)>,
-    /// Tracked these (kind, name, day) events.
+    /// Tracked these (kind, name, hour) events.
     pub events: BTreeSet<(String, String, i64)>,
-    /// Lost (expired) occurrences of these (kind, name, day) events: the day bitmap is
+    /// Lost (expired) occurrences of these (kind, name, hour) events: the hour bitmap is
     /// re-checked against what is left.
     pub events_gone: BTreeSet<(String, String, i64)>,
     /// Had these delivery metrics.
@@ -666,33 +667,33 @@ pub fn plan(
             let any = !txn.keys(Family::Relationships, &prefix)?.is_empty();
             delta.set(BitmapKey::RelatedType(type_id), pid, any);
         }
-        for (kind, name, day) in &t.events {
+        for (kind, name, hour) in &t.events {
             delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, true);
             delta.set(
-                BitmapKey::EventDay(kind.clone(), name.clone(), *day),
+                BitmapKey::EventHour(kind.clone(), name.clone(), *hour),
                 pid,
                 true,
             );
         }
-        for (kind, name, day) in &t.events_gone {
-            if t.events.contains(&(kind.clone(), name.clone(), *day)) {
+        for (kind, name, hour) in &t.events_gone {
+            if t.events.contains(&(kind.clone(), name.clone(), *hour)) {
                 continue;
             }
             let left = txn.keys(
                 Family::EventsByName,
                 &crate::store::EventsByNameF::prefix(pid, kind, name),
             )?;
-            let mut that_day = false;
+            let mut that_hour = false;
             for key in &left {
-                if day_of(crate::store::EventsByNameF::decode_key(key)?.3) == *day {
-                    that_day = true;
+                if hour_of(crate::store::EventsByNameF::decode_key(key)?.3) == *hour {
+                    that_hour = true;
                     break;
                 }
             }
             delta.set(
-                BitmapKey::EventDay(kind.clone(), name.clone(), *day),
+                BitmapKey::EventHour(kind.clone(), name.clone(), *hour),
                 pid,
-                that_day,
+                that_hour,
             );
             if left.is_empty() {
                 delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, false);
