@@ -848,19 +848,21 @@ fn hours_since(
 ) -> (RoaringBitmap, RoaringBitmap) {
     let first = crate::index::hour_of(since);
     let whole_first = since.rem_euclid(3_600) == 0;
-    let mut sure = RoaringBitmap::new();
+    let mut later: Vec<&RoaringBitmap> = Vec::new();
     let mut edge = RoaringBitmap::new();
     for (key, members) in bitmaps.iter() {
         if let BitmapKey::EventHour(k, n, hour) = key {
             if k == kind && n == name {
                 if *hour > first || (*hour == first && whole_first) {
-                    sure |= members;
+                    later.push(members);
                 } else if *hour == first {
                     edge |= members;
                 }
             }
         }
     }
+    // One multi-way union of the many small hour bitmaps, not one merge per hour.
+    let sure = roaring::MultiOps::union(later);
     edge -= &sure;
     (sure, edge)
 }
