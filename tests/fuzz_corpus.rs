@@ -117,7 +117,9 @@ fn regenerate_seed_corpora() {
     let dir = tempfile::tempdir().unwrap();
     // A fixed clock, so that regenerating writes the same bytes.
     let db = ProfileDb::builder()
-        .clock(std::sync::Arc::new(profiledb::ManualClock::new(1_767_225_600)))
+        .clock(std::sync::Arc::new(profiledb::ManualClock::new(
+            1_767_225_600,
+        )))
         .open(dir.path())
         .unwrap();
     db.create_segment("pro", Some("attr.plan = \"pro\""))
