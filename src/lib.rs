@@ -71,6 +71,8 @@ pub mod deliveries;
 pub mod devices;
 pub mod dump;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod ingest;
 pub mod limits;

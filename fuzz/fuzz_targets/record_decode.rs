@@ -1,8 +1,9 @@
-//! Arbitrary bytes into every record decoder: envelope, payloads past the CRC, key codecs.
+//! Arbitrary bytes into every record decoder: envelope, payloads past the CRC, key codecs,
+//! bitmap chunks. See `profiledb::fuzzing::record_decode`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    profiledb::store::decode_everything(data);
+    profiledb::fuzzing::record_decode(data);
 });

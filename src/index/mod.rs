@@ -188,16 +188,43 @@ pub fn decode_chunk(key: &[u8], chunk: u16, bytes: &[u8]) -> Result<RoaringBitma
     }
     let bitmap = RoaringBitmap::deserialize_from(bytes)
         .map_err(|e| corrupted(Family::Bitmaps, key, format!("invalid roaring bitmap: {e}")))?;
+    // roaring's validating decoder accepts containers with repeated or unsorted keys, and
+    // empty run containers (both found by the record_decode fuzzer), so `min`/`max` do not
+    // bound the members and the bitmap may not even re-serialize. Rebuild it member by
+    // member: each in range and above the one before; and the chunk must have the size
+    // `encode_chunk` gives those members (no empty or run containers, which we never
+    // write).
     let lo = u32::from(chunk) << 16;
     let hi = lo | 0xFFFF;
-    if bitmap.min().is_some_and(|m| m < lo) || bitmap.max().is_some_and(|m| m > hi) {
+    let mut canonical = RoaringBitmap::new();
+    for m in bitmap.iter() {
+        if m < lo || m > hi {
+            return Err(corrupted(
+                Family::Bitmaps,
+                key,
+                "chunk holds members outside its range",
+            ));
+        }
+        if !canonical.push(m) {
+            return Err(corrupted(
+                Family::Bitmaps,
+                key,
+                "chunk holds containers out of order or twice",
+            ));
+        }
+    }
+    if canonical.serialized_size() != bytes.len() {
         return Err(corrupted(
             Family::Bitmaps,
             key,
-            "chunk holds members outside its range",
+            format!(
+                "chunk is {} bytes, but its members take {} (empty or run containers, or trailing bytes)",
+                bytes.len(),
+                canonical.serialized_size()
+            ),
         ));
     }
-    Ok(bitmap)
+    Ok(canonical)
 }
 
 /// The members of `bitmap` in chunk `chunk`.
@@ -449,6 +476,62 @@ pub fn eq_text(value: &Value) -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    /// Fuzz bug 2 (record_decode): roaring decodes an empty run container, which then
+    /// panicked re-serializing (`len() - 1`); chunks must be in the form we write.
+    #[test]
+    fn fuzz_bug_02_chunk_with_an_empty_run_container_is_corrupted() {
+        // Run-container cookie, 1 container (key 48, flagged as runs) holding 0 runs.
+        let bytes = [0x3b, 0x30, 0, 0, 0x01, 0x30, 0, 0, 0, 0, 0];
+        let decoded = RoaringBitmap::deserialize_from(&bytes[..]).unwrap();
+        // `is_empty` is false: it counts containers, and there is one, empty.
+        assert_eq!(
+            decoded.len(),
+            0,
+            "roaring accepts it: the check is ours to make"
+        );
+        let err = decode_chunk(b"k", 0, &bytes).unwrap_err().to_string();
+        assert!(err.contains("run containers"), "{err}");
+        // A valid chunk with trailing bytes is refused too.
+        let mut trailing = encode_chunk(&(1..10).collect());
+        trailing.push(0);
+        assert!(decode_chunk(b"k", 0, &trailing).is_err());
+        assert_eq!(
+            decode_chunk(b"k", 0, &trailing[..trailing.len() - 1]).unwrap(),
+            (1..10).collect()
+        );
+    }
+
+    /// Fuzz bug 1 (record_decode): roaring decodes a chunk whose containers repeat or are
+    /// out of order, so checking `min`/`max` let members of another chunk through.
+    #[test]
+    fn fuzz_bug_01_chunk_with_unsorted_containers_is_corrupted() {
+        // No-run-container cookie, 3 containers: keys 0, 7, 0, one member each (0, 7<<16, 0).
+        let mut bytes = vec![0x3a, 0x30, 0, 0, 3, 0, 0, 0];
+        for key in [0u16, 7, 0] {
+            bytes.extend_from_slice(&key.to_le_bytes());
+            bytes.extend_from_slice(&0u16.to_le_bytes()); // cardinality - 1
+        }
+        for offset in [32u32, 34, 36] {
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        bytes.extend_from_slice(&[0; 6]); // the three members' low 16 bits
+        let decoded = RoaringBitmap::deserialize_from(&bytes[..]);
+        assert!(
+            decoded.is_ok(),
+            "roaring accepts it: the check is ours to make"
+        );
+        let err = decode_chunk(b"k", 0, &bytes).unwrap_err().to_string();
+        assert!(err.contains("outside its range"), "{err}");
+        // Repeated keys alone (all members in range) are refused too.
+        let mut twice = vec![0x3a, 0x30, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        twice.extend_from_slice(&24u32.to_le_bytes());
+        twice.extend_from_slice(&26u32.to_le_bytes());
+        twice.extend_from_slice(&[0; 4]);
+        assert!(RoaringBitmap::deserialize_from(&twice[..]).is_ok());
+        let err = decode_chunk(b"k", 0, &twice).unwrap_err().to_string();
+        assert!(err.contains("out of order or twice"), "{err}");
+    }
 
     #[test]
     fn chunk_keys_roundtrip() {

@@ -28,7 +28,7 @@ pub const fn config() -> Config {
 }
 
 /// The checksum of a record at `key` in the family tagged `tag` (see the module docs).
-fn checksum(tag: u8, key: &[u8], payload: &[u8]) -> u32 {
+pub fn checksum(tag: u8, key: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[tag]);
     h.update(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());

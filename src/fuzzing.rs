@@ -1,0 +1,1220 @@
+//! Fuzz entry points: one function per target in `fuzz/fuzz_targets/`, each also replayed
+//! over its corpus by `tests/fuzz_corpus.rs` on stable Rust.
+//!
+//! Each function takes arbitrary bytes and panics only when it finds a real bug: a panic
+//! from the code under test, or a broken invariant, asserted with a message. Invalid input
+//! is never a reason to panic. Not part of the supported API.
+//!
+//! - [`record_decode`]: every record decoder, through the envelope and straight past the
+//!   checksum.
+//! - [`ingest_json`]: one ingest message against a small database, which must then pass
+//!   `verify`.
+//! - [`query_parse`]: the condition-language and filter-JSON parsers; printing round-trips.
+//! - [`ops_model`]: a sequence of operations (and reopen and crash steps) against a
+//!   plain in-memory model.
+//! - [`open_damaged`]: a small database with its files damaged: typed errors or reported
+//!   loss, never silently fewer records.
+
+mod query;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::index::{decode_chunk, encode_chunk, BitmapKey};
+use crate::model::{Channel, Ident, ObjectRef, Platform, TrackKind, Value};
+use crate::store::codec::{self, RECORD_VERSION};
+use crate::store::records::{
+    ActivityRecord, AttributesRecord, DeliveryRecord, DeviceRecord, MetaValue, ObjectRecord,
+    ObjectTypeRecord, PersonRecord, RelationshipRecord, SegmentRecord, SuppressedRecord,
+    TopicRecord,
+};
+use crate::store::{
+    ident_from_key, ident_key, pid_from_key, pid_key, track_kind_name, ActivityF,
+    AnonRelationshipsF, AnonymousF, DeliveriesF, EventIdsF, EventsByNameF, Family, MembersF,
+    ObjectsF, RangesF, RelationshipsF,
+};
+use crate::{
+    DeviceInput, Durability, Error, Faults, Identify, ManualClock, Metric, NewDelivery, Op,
+    ProfileDb, Track,
+};
+
+pub use query::query_parse;
+
+/// The clock of every database the fuzzers open: fixed, so runs are repeatable.
+const T0: i64 = 1_767_225_600;
+
+// ---------------------------------------------------------------------------------------
+// record_decode
+
+/// Wraps `payload` in a valid envelope for `key` in the family tagged `tag` (version byte
+/// and checksum), so that the payload decoders behind the checksum see fuzzed bytes.
+fn envelope(tag: u8, key: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 5);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&(codec::checksum(tag, key, payload) ^ 0xFFFF_FFFF).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The family tag and key the payload laws seal their envelopes with.
+const LAW_TAG: u8 = 4;
+const LAW_KEY: &[u8] = b"fuzz";
+
+/// The laws of one payload type: the envelope decoder agrees with the bare payload
+/// decoder, and whatever decodes re-encodes to something that decodes to the same value.
+fn payload_laws<T>(payload: &[u8])
+where
+    T: bincode::Encode + bincode::Decode<()> + PartialEq + Debug,
+{
+    let bare = codec::decode_payload::<T>(payload);
+    let wrapped = codec::decode::<T>(LAW_TAG, LAW_KEY, &envelope(LAW_TAG, LAW_KEY, payload));
+    match (&bare, &wrapped) {
+        (Ok(a), Ok(b)) => assert!(a == b, "envelope and payload decoders disagree"),
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "envelope and payload decoders disagree on {}: {bare:?} vs {wrapped:?}",
+            std::any::type_name::<T>()
+        ),
+    }
+    if let Ok(value) = bare {
+        let bytes = codec::encode(LAW_TAG, LAW_KEY, &value).unwrap_or_else(|e| {
+            panic!(
+                "a decoded {} does not encode: {e}",
+                std::any::type_name::<T>()
+            )
+        });
+        match codec::decode::<T>(LAW_TAG, LAW_KEY, &bytes) {
+            Ok(again) => assert!(
+                again == value,
+                "decode(encode(x)) != x for {}: {value:?} vs {again:?}",
+                std::any::type_name::<T>()
+            ),
+            Err(e) => panic!(
+                "a re-encoded {} does not decode ({e}): {value:?}",
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+}
+
+/// Asserts that a key a decoder accepted is exactly the key its encoder builds from the
+/// decoded parts: keys are canonical, so two keys never name one record.
+#[track_caller]
+fn key_law(family: &str, key: &[u8], rebuilt: &[u8]) {
+    assert!(
+        key == rebuilt,
+        "{family} key {} decodes, but its parts encode as {}",
+        codec::hex(key),
+        codec::hex(rebuilt)
+    );
+}
+
+fn key_laws(k: &[u8]) {
+    if let Ok(pid) = pid_from_key(Family::People, k) {
+        key_law("people", k, &pid_key(pid));
+    }
+    if let Ok((kind, v)) = ident_from_key(Family::Identifiers, k) {
+        key_law("identifiers", k, &ident_key(kind, &v));
+    }
+    if let Ok((pid, t, seq)) = ActivityF::decode_key(k) {
+        key_law("activity", k, &ActivityF::key(pid, t, seq));
+    }
+    if let Ok((pid, code, name, t, seq)) = EventsByNameF::decode_key(k) {
+        // Codes other than 1..=3 have no kind name to rebuild from (verify reads them as
+        // events).
+        if (1..=3).contains(&code) {
+            let kind = track_kind_name(code);
+            key_law(
+                "events_by_name",
+                k,
+                &EventsByNameF::key(pid, kind, &name, t, seq),
+            );
+        }
+    }
+    if let Ok((owner, id)) = EventIdsF::decode_key(k) {
+        key_law("event_ids", k, &EventIdsF::key(&owner, &id));
+    }
+    if let Ok((anon, t, seq)) = AnonymousF::decode_key(k) {
+        key_law("anonymous", k, &AnonymousF::key(&anon, t, seq));
+    }
+    if let Ok((pid, t, id)) = DeliveriesF::decode_key(k) {
+        key_law("deliveries", k, &DeliveriesF::key(pid, t, &id));
+    }
+    if let Ok((t, o)) = ObjectsF::decode_key(k) {
+        key_law("objects", k, &ObjectsF::key(t, &o));
+    }
+    if let Ok((pid, t, o)) = RelationshipsF::decode_key(k) {
+        key_law("relationships", k, &RelationshipsF::key(pid, t, &o));
+    }
+    if let Ok((t, o, pid)) = MembersF::decode_key(k) {
+        key_law("members", k, &MembersF::key(t, &o, pid));
+    }
+    if let Ok((a, t, o)) = AnonRelationshipsF::decode_key(k) {
+        key_law("anon_relationships", k, &AnonRelationshipsF::key(&a, t, &o));
+    }
+    if let Ok((name, v, pid)) = RangesF::decode_key(k) {
+        key_law("ranges", k, &RangesF::key(&name, v, pid));
+    }
+    if let Ok((bk, chunk)) = BitmapKey::decode_chunk_key(k) {
+        key_law("bitmaps", k, &bk.chunk_key(chunk));
+    }
+}
+
+fn chunk_laws(chunk: u16, bytes: &[u8]) {
+    if let Ok(bitmap) = decode_chunk(&[], chunk, bytes) {
+        let lo = u32::from(chunk) << 16;
+        assert!(
+            bitmap.iter().all(|m| m >> 16 == lo >> 16),
+            "a decoded chunk {chunk} holds members outside its range"
+        );
+        match decode_chunk(&[], chunk, &encode_chunk(&bitmap)) {
+            Ok(again) => assert!(again == bitmap, "chunk {chunk} does not round-trip"),
+            Err(e) => panic!("a re-encoded chunk {chunk} does not decode: {e}"),
+        }
+    }
+}
+
+/// Arbitrary bytes into every record decoder: the envelope and payload of each family's
+/// values, each key codec, and bitmap chunks. The checksum stops almost every mutation
+/// before the payload decoder, so the first byte also selects a value type whose payload
+/// decoder gets the rest directly (and, in a valid envelope, the full decoder).
+///
+/// # Panics
+/// On a decoder that panics, or one that breaks its laws (see `payload_laws`,
+/// `key_laws`, `chunk_laws`): real bugs.
+pub fn record_decode(bytes: &[u8]) {
+    crate::store::decode_everything(bytes);
+    let Some((&selector, rest)) = bytes.split_first() else {
+        return;
+    };
+    match selector % 20 {
+        0 => payload_laws::<MetaValue>(rest),
+        1 => payload_laws::<PersonRecord>(rest),
+        2 => payload_laws::<u32>(rest),
+        3 => payload_laws::<AttributesRecord>(rest),
+        4 => payload_laws::<ActivityRecord>(rest),
+        5 => payload_laws::<SuppressedRecord>(rest),
+        6 => payload_laws::<DeliveryRecord>(rest),
+        7 => payload_laws::<DeviceRecord>(rest),
+        8 => payload_laws::<ObjectRecord>(rest),
+        9 => payload_laws::<ObjectTypeRecord>(rest),
+        10 => payload_laws::<RelationshipRecord>(rest),
+        11 => payload_laws::<(i64, u64)>(rest),
+        12 => payload_laws::<(u32, i64)>(rest),
+        13 => payload_laws::<TopicRecord>(rest),
+        14 => payload_laws::<SegmentRecord>(rest),
+        15 => payload_laws::<Value>(rest),
+        16 => payload_laws::<Vec<u8>>(rest),
+        17 => {
+            // A family, a key of the length the next byte says, and a value in a valid
+            // envelope: the whole of `verify`'s per-record check.
+            let Some((&f, rest)) = rest.split_first() else {
+                return;
+            };
+            let Some((&len, rest)) = rest.split_first() else {
+                return;
+            };
+            let family = Family::ALL
+                .get(usize::from(f) % Family::ALL.len())
+                .copied()
+                .unwrap_or(Family::Meta);
+            let (key, value) = rest.split_at(usize::from(len).min(rest.len()));
+            let _ = family.check_record(key, &envelope(family.tag(), key, value));
+        }
+        18 => key_laws(rest),
+        _ => {
+            let (chunk, rest) = match rest.split_first_chunk::<2>() {
+                Some((c, r)) => (u16::from_be_bytes(*c), r),
+                None => (0, rest),
+            };
+            chunk_laws(chunk, rest);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ingest_json
+
+/// How many messages one ingest database takes before it is replaced with a fresh one,
+/// so that it stays small (and `verify`, which reads everything, stays fast).
+const INGEST_DB_MESSAGES: u32 = 200;
+
+struct IngestDb {
+    db: ProfileDb,
+    messages: u32,
+    // Dropped after `db` (field order), removing the directory.
+    _dir: tempfile::TempDir,
+}
+
+fn open_ingest_db() -> IngestDb {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
+    let db = fuzz_builder()
+        .open(dir.path())
+        .unwrap_or_else(|e| panic!("opening a fresh database failed: {e}"));
+    // A topic, indexed attributes and segments, so messages exercise their maintenance.
+    let setup = || -> crate::Result<()> {
+        db.define_topic(1, "news", true)?;
+        db.index_attribute("plan")?;
+        db.create_segment("manual", None)?;
+        db.create_segment("pro", Some("attr.plan = \"pro\""))?;
+        db.create_segment("buyers", Some("event:purchase and not unsubscribed"))?;
+        Ok(())
+    };
+    setup().unwrap_or_else(|e| panic!("setting up the ingest database failed: {e}"));
+    IngestDb {
+        db,
+        messages: 0,
+        _dir: dir,
+    }
+}
+
+fn fuzz_builder() -> crate::Builder {
+    ProfileDb::builder()
+        .durability(Durability::Buffered)
+        .cache_bytes(4 << 20)
+        .clock(Arc::new(ManualClock::new(T0)))
+}
+
+thread_local! {
+    static INGEST: RefCell<Option<IngestDb>> = const { RefCell::new(None) };
+}
+
+/// Arbitrary bytes as one ingest message (lossily decoded to text) against a small
+/// database kept for the process (replaced every few hundred messages). The message must
+/// not panic and may fail only as input (a rejection in the report); a message applying
+/// nothing must change nothing; after every message the database passes `verify`.
+///
+/// # Panics
+/// On a panic in ingest, an `Err` from ingest (storage or corruption on a healthy
+/// database), or a database that fails `verify`: real bugs.
+pub fn ingest_json(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    INGEST.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot
+            .as_ref()
+            .is_none_or(|s| s.messages >= INGEST_DB_MESSAGES)
+        {
+            *slot = None; // close the old one before opening the next
+            *slot = Some(open_ingest_db());
+        }
+        let Some(state) = slot.as_mut() else {
+            return;
+        };
+        state.messages += 1;
+        let db = &state.db;
+        let seq = || {
+            db.stats()
+                .map(|s| s.commit_seq)
+                .unwrap_or_else(|e| panic!("stats failed on a healthy database: {e}"))
+        };
+        let before = seq();
+        let report = db
+            .ingest_str(&text)
+            .unwrap_or_else(|e| panic!("ingest failed on a healthy database: {e}"));
+        if report.applied == 0 {
+            let after = seq();
+            assert!(
+                before == after,
+                "a message that applied nothing committed something ({before:?} -> {after:?}); \
+                 rejections: {:?}",
+                report.rejected
+            );
+        }
+        let verify = db
+            .verify()
+            .unwrap_or_else(|e| panic!("verify failed to run: {e}"));
+        assert!(
+            verify.is_ok(),
+            "after ingesting {text:?} verify found: {:?}",
+            verify.problems
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// open_damaged
+
+/// A small valid database, closed cleanly: its files (relative path, bytes) and everyone
+/// in it.
+struct Pristine {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    people: Vec<crate::Person>,
+}
+
+fn read_tree(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            read_tree(root, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            out.push((rel, std::fs::read(&path)?));
+        }
+    }
+    Ok(())
+}
+
+/// How many synthetic people the damaged database holds.
+const DAMAGED_PEOPLE: u64 = 40;
+
+fn build_pristine() -> Pristine {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
+    let db = fuzz_builder()
+        .open(dir.path())
+        .unwrap_or_else(|e| panic!("opening a fresh database failed: {e}"));
+    let build = || -> crate::Result<Vec<crate::Person>> {
+        db.create_segment("pro", Some("attr.plan = \"pro\""))?;
+        // Several commits and flushes, so sled's log holds many entries.
+        for n in 0..DAMAGED_PEOPLE {
+            db.write_batch(&crate::synth::person_ops(n, crate::synth::SEED, T0))?;
+            if n % 10 == 9 {
+                db.flush()?;
+            }
+        }
+        db.people()
+    };
+    let people = build().unwrap_or_else(|e| panic!("building the database failed: {e}"));
+    assert!(
+        people.len() as u64 == DAMAGED_PEOPLE,
+        "synthetic people lost"
+    );
+    db.close()
+        .unwrap_or_else(|e| panic!("closing the database failed: {e}"));
+    // sled lets go of its files a moment after the last handle is dropped.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut files = Vec::new();
+    read_tree(dir.path(), dir.path(), &mut files)
+        .unwrap_or_else(|e| panic!("reading the database files failed: {e}"));
+    Pristine { files, people }
+}
+
+fn pristine() -> &'static Pristine {
+    static PRISTINE: OnceLock<Pristine> = OnceLock::new();
+    PRISTINE.get_or_init(build_pristine)
+}
+
+/// Reads small numbers off the front of the fuzz input; zeros when it runs out.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_be_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
+    }
+    /// A number below `n` (which must be > 0).
+    fn below(&mut self, n: usize) -> usize {
+        usize::from(self.byte()) % n.max(1)
+    }
+    fn bool(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+}
+
+/// Applies the damage the input describes to the files: each step names a file and a
+/// position and flips a bit, truncates, zeroes a range, or overwrites bytes.
+fn damage(files: &mut [(PathBuf, Vec<u8>)], input: &mut Input<'_>) -> Vec<String> {
+    let mut log = Vec::new();
+    while !input.is_empty() && log.len() < 8 {
+        let kind = input.byte() % 4;
+        let which = input.below(files.len());
+        let Some((name, bytes)) = files.get_mut(which) else {
+            break;
+        };
+        let len = bytes.len();
+        let pos = (input.u32() as usize) % len.max(1);
+        match kind {
+            0 => {
+                let bit = input.byte() % 8;
+                if let Some(b) = bytes.get_mut(pos) {
+                    *b ^= 1 << bit;
+                }
+                log.push(format!(
+                    "flip bit {bit} of byte {pos} of {}",
+                    name.display()
+                ));
+            }
+            1 => {
+                bytes.truncate(pos);
+                log.push(format!("truncate {} to {pos} bytes", name.display()));
+            }
+            2 => {
+                let n = usize::from(input.byte()) * 16 + 1;
+                let end = pos.saturating_add(n).min(len);
+                if let Some(range) = bytes.get_mut(pos..end) {
+                    range.fill(0);
+                }
+                log.push(format!("zero bytes {pos}..{end} of {}", name.display()));
+            }
+            _ => {
+                let n = usize::from(input.byte() % 8) + 1;
+                for i in 0..n {
+                    let v = input.byte();
+                    if let Some(b) = bytes.get_mut(pos + i) {
+                        *b = v;
+                    }
+                }
+                log.push(format!(
+                    "overwrite {n} bytes at {pos} of {}",
+                    name.display()
+                ));
+            }
+        }
+    }
+    log
+}
+
+/// The last panic message seen by [`quiet_panic_hook`].
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Replaces the panic hook with one that only records the message. sled can panic on
+/// damaged files; profiledb contains those panics and returns an error, but libFuzzer's
+/// hook would abort the process at the panic itself, before it is contained. The
+/// `open_damaged` target installs this; a panic that escapes the public API is still
+/// reported (with the recorded message) by [`open_damaged`].
+pub fn quiet_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = match info.payload().downcast_ref::<&str>() {
+            Some(s) => (*s).to_owned(),
+            None => info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = Some(format!("{msg}{at}"));
+        }
+    }));
+}
+
+/// What opening and reading a damaged database came to: `Ok(true)` when it opened and
+/// read back whole and sound, `Ok(false)` when damage was reported, `Err` when damage
+/// went unreported.
+fn read_damaged(dir: &Path, expected: &[crate::Person]) -> Result<bool, String> {
+    let db = match ProfileDb::builder()
+        .cache_bytes(4 << 20)
+        .clock(Arc::new(ManualClock::new(T0)))
+        .open(dir)
+    {
+        Ok(db) => db,
+        // Any typed error is a fine answer (DataLoss included); the test is that it is
+        // an error and not a panic. Its message must say something.
+        Err(e) => {
+            assert!(!e.to_string().is_empty(), "an error with no message: {e:?}");
+            return Ok(false);
+        }
+    };
+    let people = db.people();
+    let verify = db.verify();
+    let mut lookups_ok = true;
+    for p in expected {
+        let Some(id) = p.id.as_deref() else { continue };
+        match db.person(&Ident::id(id)) {
+            Ok(Some(found)) if found == *p => {}
+            _ => lookups_ok = false,
+        }
+    }
+    let sound = matches!(&verify, Ok(r) if r.is_ok());
+    let whole = if let (Ok(people), true) = (&people, sound) {
+        // Open, read and verify all said the database is whole: then it must be.
+        if people != expected || !lookups_ok {
+            return Err(format!(
+                "the damaged database opened without DataLoss and verify found nothing, \
+                 but it holds {} of {} people (or they changed)",
+                people.len(),
+                expected.len()
+            ));
+        }
+        true
+    } else {
+        false
+    };
+    drop(db);
+    Ok(whole)
+}
+
+/// A small valid database (built once per process) copied to a temp dir, its files
+/// damaged as the input says (flipped bits, truncation, zeroed ranges, overwritten
+/// bytes), then opened, every profile read, and verified. Typed errors and reported data
+/// loss are fine; a database that opens without `DataLoss`, reads back and verifies clean
+/// must hold every record unchanged.
+///
+/// # Panics
+/// On silently lost or changed records, or a panic escaping the public API (the process
+/// aborts with the message): real bugs.
+pub fn open_damaged(bytes: &[u8]) {
+    let pristine = pristine();
+    let mut files = pristine.files.clone();
+    let log = damage(&mut files, &mut Input(bytes));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
+    for (rel, content) in &files {
+        let path = dir.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        }
+        std::fs::write(&path, content).unwrap_or_else(|e| panic!("write: {e}"));
+    }
+    let outcome = std::panic::catch_unwind(|| read_damaged(dir.path(), &pristine.people));
+    if !matches!(outcome, Ok(Ok(_))) || (log.is_empty() && !matches!(outcome, Ok(Ok(true)))) {
+        // Report with the default hook (printing), whatever hook the target installed.
+        drop(std::panic::take_hook());
+    }
+    match outcome {
+        Ok(Ok(true)) => {}
+        // Without damage the copy must open whole, or every other verdict is vacuous.
+        Ok(Ok(false)) if log.is_empty() => {
+            panic!("the undamaged copy of the database did not open whole")
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(silent)) => panic!("{silent}; damage: {log:?}"),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .or_else(|| LAST_PANIC.lock().ok().and_then(|m| m.clone()))
+                .unwrap_or_default();
+            panic!("a panic escaped the public API: {msg}; damage: {log:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ops_model
+
+const WHO: [&str; 3] = ["u0", "u1", "u2"];
+const ATTRS: [&str; 2] = ["a", "b"];
+const EVENTS: [&str; 2] = ["e0", "e1"];
+const TOKENS: [&str; 3] = ["t0", "t1", "t2"];
+const DELIVERIES: [&str; 2] = ["d0", "d1"];
+const METRICS: [&str; 2] = ["opened", "clicked"];
+const OBJECTS: [(u32, &str); 3] = [(1, "o0"), (1, "o1"), (2, "o0")];
+
+fn value(n: u8) -> Value {
+    match n % 3 {
+        0 => Value::Int(1),
+        1 => Value::Int(2),
+        _ => Value::String("x".into()),
+    }
+}
+
+fn pick<T: Copy>(pool: &[T], n: usize) -> T {
+    // Every pool is non-empty; `n` comes from `Input::below(pool.len())`.
+    #[allow(clippy::indexing_slicing)]
+    pool[n % pool.len()]
+}
+
+/// One write of the model test. Indices are into the pools above.
+#[derive(Debug, Clone)]
+enum Write {
+    Set { who: usize, attr: usize, value: u8 },
+    Unset { who: usize, attr: usize },
+    Event { who: usize, name: usize },
+    AddDevice { who: usize, token: usize, ios: bool },
+    DeleteDevice { who: usize, token: usize },
+    AddDelivery { who: usize, id: usize },
+    Metric { id: usize, metric: usize },
+    Relate { who: usize, object: usize },
+    Unrelate { who: usize, object: usize },
+    SegmentAdd { who: usize },
+    SegmentRemove { who: usize },
+    Merge { primary: usize, secondary: usize },
+    Delete { who: usize },
+    Suppress { who: usize },
+    Unsuppress { who: usize },
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Write(Write),
+    /// Several writes as one `write_batch`, with the `at`-th key write failing (if the
+    /// batch gets that far): all of it lands or none.
+    Crash(Vec<Write>, u64),
+    /// Close and reopen.
+    Reopen,
+}
+
+fn read_write(input: &mut Input<'_>) -> Write {
+    let tag = input.byte() % 15;
+    let who = input.below(WHO.len());
+    match tag {
+        0 => Write::Set {
+            who,
+            attr: input.below(ATTRS.len()),
+            value: input.byte(),
+        },
+        1 => Write::Unset {
+            who,
+            attr: input.below(ATTRS.len()),
+        },
+        2 => Write::Event {
+            who,
+            name: input.below(EVENTS.len()),
+        },
+        3 => Write::AddDevice {
+            who,
+            token: input.below(TOKENS.len()),
+            ios: input.bool(),
+        },
+        4 => Write::DeleteDevice {
+            who,
+            token: input.below(TOKENS.len()),
+        },
+        5 => Write::AddDelivery {
+            who,
+            id: input.below(DELIVERIES.len()),
+        },
+        6 => Write::Metric {
+            id: input.below(DELIVERIES.len()),
+            metric: input.below(METRICS.len()),
+        },
+        7 => Write::Relate {
+            who,
+            object: input.below(OBJECTS.len()),
+        },
+        8 => Write::Unrelate {
+            who,
+            object: input.below(OBJECTS.len()),
+        },
+        9 => Write::SegmentAdd { who },
+        10 => Write::SegmentRemove { who },
+        11 => Write::Merge {
+            primary: who,
+            secondary: input.below(WHO.len()),
+        },
+        12 => Write::Delete { who },
+        13 => Write::Suppress { who },
+        _ => Write::Unsuppress { who },
+    }
+}
+
+fn read_steps(bytes: &[u8]) -> Vec<Step> {
+    let mut input = Input(bytes);
+    let mut steps = Vec::new();
+    while !input.is_empty() && steps.len() < 48 {
+        let step = match input.byte() % 16 {
+            0 => Step::Reopen,
+            1 => {
+                let n = input.below(4) + 1;
+                let writes = (0..n).map(|_| read_write(&mut input)).collect();
+                Step::Crash(writes, u64::from(input.byte() % 32) + 1)
+            }
+            _ => Step::Write(read_write(&mut input)),
+        };
+        steps.push(step);
+    }
+    steps
+}
+
+/// One person of the model: what the database must show for them.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct MPerson {
+    attrs: BTreeMap<String, Value>,
+    events: BTreeMap<String, u64>,
+    /// Token → is iOS.
+    devices: BTreeMap<String, bool>,
+    /// Delivery id → metrics reported.
+    deliveries: BTreeMap<String, BTreeSet<String>>,
+    related: BTreeSet<(u32, String)>,
+    in_manual: bool,
+}
+
+/// The model: people by `id` (the only identifier the test uses) and suppressed ids.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    people: BTreeMap<String, MPerson>,
+    suppressed: BTreeSet<String>,
+}
+
+/// The model's verdict on a write the database must refuse.
+#[derive(Debug)]
+struct Refused;
+
+impl Model {
+    /// The person `id` names, created (as an identify with no attributes creates them)
+    /// when nobody has it; a suppressed id is refused.
+    fn get_or_create(&mut self, id: &str) -> Result<&mut MPerson, Refused> {
+        if self.suppressed.contains(id) {
+            return Err(Refused);
+        }
+        Ok(self.people.entry(id.to_owned()).or_default())
+    }
+
+    fn delivery_owner(&self, id: &str) -> Option<String> {
+        self.people
+            .iter()
+            .find(|(_, p)| p.deliveries.contains_key(id))
+            .map(|(who, _)| who.clone())
+    }
+
+    fn apply(&mut self, w: &Write) -> Result<(), Refused> {
+        match *w {
+            Write::Set {
+                who,
+                attr,
+                value: v,
+            } => {
+                let p = self.get_or_create(pick(&WHO, who))?;
+                p.attrs.insert(pick(&ATTRS, attr).to_owned(), value(v));
+            }
+            Write::Unset { who, attr } => {
+                let p = self.get_or_create(pick(&WHO, who))?;
+                p.attrs.remove(pick(&ATTRS, attr));
+            }
+            Write::Event { who, name } => {
+                let p = self.get_or_create(pick(&WHO, who))?;
+                *p.events.entry(pick(&EVENTS, name).to_owned()).or_default() += 1;
+            }
+            Write::AddDevice { who, token, ios } => {
+                let who = pick(&WHO, who);
+                let token = pick(&TOKENS, token);
+                self.get_or_create(who)?;
+                // A token belongs to one person: adding it elsewhere moves it.
+                for p in self.people.values_mut() {
+                    p.devices.remove(token);
+                }
+                self.get_or_create(who)?
+                    .devices
+                    .insert(token.to_owned(), ios);
+            }
+            Write::DeleteDevice { who, token } => {
+                if let Some(p) = self.people.get_mut(pick(&WHO, who)) {
+                    p.devices.remove(pick(&TOKENS, token));
+                }
+            }
+            Write::AddDelivery { who, id } => {
+                let id = pick(&DELIVERIES, id);
+                // Recorded once under its id: the same id again is refused.
+                if self.delivery_owner(id).is_some() {
+                    return Err(Refused);
+                }
+                self.get_or_create(pick(&WHO, who))?
+                    .deliveries
+                    .insert(id.to_owned(), BTreeSet::new());
+            }
+            Write::Metric { id, metric } => {
+                let id = pick(&DELIVERIES, id);
+                if let Some(owner) = self.delivery_owner(id) {
+                    if let Some(d) = self
+                        .people
+                        .get_mut(&owner)
+                        .and_then(|p| p.deliveries.get_mut(id))
+                    {
+                        d.insert(pick(&METRICS, metric).to_owned());
+                    }
+                }
+            }
+            Write::Relate { who, object } => {
+                let (t, o) = pick(&OBJECTS, object);
+                self.get_or_create(pick(&WHO, who))?
+                    .related
+                    .insert((t, o.to_owned()));
+            }
+            Write::Unrelate { who, object } => {
+                let (t, o) = pick(&OBJECTS, object);
+                if let Some(p) = self.people.get_mut(pick(&WHO, who)) {
+                    p.related.remove(&(t, o.to_owned()));
+                }
+            }
+            Write::SegmentAdd { who } => {
+                // Unknown people are ignored.
+                if let Some(p) = self.people.get_mut(pick(&WHO, who)) {
+                    p.in_manual = true;
+                }
+            }
+            Write::SegmentRemove { who } => {
+                if let Some(p) = self.people.get_mut(pick(&WHO, who)) {
+                    p.in_manual = false;
+                }
+            }
+            Write::Merge { primary, secondary } => {
+                let (p, s) = (pick(&WHO, primary), pick(&WHO, secondary));
+                // No primary: ignored. No secondary: not found. Both the same: refused.
+                if !self.people.contains_key(p) || !self.people.contains_key(s) {
+                    return Ok(());
+                }
+                if p == s {
+                    return Err(Refused);
+                }
+                let Some(sec) = self.people.remove(s) else {
+                    return Ok(());
+                };
+                let Some(pri) = self.people.get_mut(p) else {
+                    return Ok(());
+                };
+                for (k, v) in sec.attrs {
+                    pri.attrs.entry(k).or_insert(v);
+                }
+                for (k, n) in sec.events {
+                    *pri.events.entry(k).or_default() += n;
+                }
+                pri.devices.extend(sec.devices);
+                pri.deliveries.extend(sec.deliveries);
+                pri.related.extend(sec.related);
+                pri.in_manual |= sec.in_manual;
+            }
+            Write::Delete { who } => {
+                self.people.remove(pick(&WHO, who));
+            }
+            Write::Suppress { who } => {
+                let who = pick(&WHO, who);
+                self.people.remove(who);
+                self.suppressed.insert(who.to_owned());
+            }
+            Write::Unsuppress { who } => {
+                self.suppressed.remove(pick(&WHO, who));
+            }
+        }
+        Ok(())
+    }
+
+    /// The audience counts the test compares, by condition (`M`, `D1`, `D2` stand for
+    /// the segment ids).
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        let n = |f: &dyn Fn(&MPerson) -> bool| self.people.values().filter(|p| f(p)).count() as u64;
+        let ev = |p: &MPerson, e: &str| p.events.get(e).copied().unwrap_or(0);
+        let d1 = |p: &MPerson| p.attrs.get("a") == Some(&Value::Int(1));
+        let d2 = |p: &MPerson| ev(p, "e0") >= 1 && p.devices.values().any(|ios| *ios);
+        vec![
+            ("all", n(&|_| true)),
+            ("attr.a = 1", n(&d1)),
+            ("attr.b exists", n(&|p| p.attrs.contains_key("b"))),
+            (
+                "attr.a = \"x\" or attr.b = 2",
+                n(&|p| {
+                    p.attrs.get("a") == Some(&Value::String("x".into()))
+                        || p.attrs.get("b") == Some(&Value::Int(2))
+                }),
+            ),
+            ("event:e0", n(&|p| ev(p, "e0") >= 1)),
+            ("event:e1 count >= 2", n(&|p| ev(p, "e1") >= 2)),
+            (
+                "device.platform = \"ios\"",
+                n(&|p| p.devices.values().any(|i| *i)),
+            ),
+            ("related:1", n(&|p| p.related.iter().any(|(t, _)| *t == 1))),
+            (
+                "related:1:o0",
+                n(&|p| p.related.contains(&(1, "o0".into()))),
+            ),
+            ("related:2", n(&|p| p.related.iter().any(|(t, _)| *t == 2))),
+            (
+                "delivery:opened",
+                n(&|p| p.deliveries.values().any(|m| m.contains("opened"))),
+            ),
+            ("segment:M", n(&|p| p.in_manual)),
+            ("not segment:M", n(&|p| !p.in_manual)),
+            ("segment:D1", n(&d1)),
+            ("segment:D2", n(&d2)),
+        ]
+    }
+
+    fn segments_of(p: &MPerson, ids: &Segments) -> BTreeSet<u32> {
+        let mut out = BTreeSet::new();
+        if p.in_manual {
+            out.insert(ids.manual);
+        }
+        if p.attrs.get("a") == Some(&Value::Int(1)) {
+            out.insert(ids.d1);
+        }
+        if p.events.get("e0").is_some_and(|n| *n >= 1) && p.devices.values().any(|ios| *ios) {
+            out.insert(ids.d2);
+        }
+        out
+    }
+}
+
+/// The segment ids of the model test's database.
+struct Segments {
+    manual: u32,
+    d1: u32,
+    d2: u32,
+}
+
+fn to_op(w: &Write, manual: u32) -> Op {
+    let id = |n: usize| Ident::id(pick(&WHO, n));
+    let object = |n: usize| {
+        let (t, o) = pick(&OBJECTS, n);
+        ObjectRef::new(t, o)
+    };
+    match *w {
+        Write::Set {
+            who,
+            attr,
+            value: v,
+        } => Op::Identify(Identify::new(id(who)).set(pick(&ATTRS, attr), value(v))),
+        Write::Unset { who, attr } => {
+            Op::Identify(Identify::new(id(who)).remove(pick(&ATTRS, attr)))
+        }
+        Write::Event { who, name } => Op::Track(Track::event(id(who), pick(&EVENTS, name))),
+        Write::AddDevice { who, token, ios } => Op::AddDevice {
+            person: id(who),
+            device: DeviceInput::new(
+                pick(&TOKENS, token),
+                if ios {
+                    Platform::Ios
+                } else {
+                    Platform::Android
+                },
+            ),
+        },
+        Write::DeleteDevice { who, token } => Op::DeleteDevice {
+            person: id(who),
+            token: pick(&TOKENS, token).to_owned(),
+        },
+        Write::AddDelivery { who, id: d } => Op::AddDelivery {
+            person: id(who),
+            delivery: NewDelivery::new(pick(&DELIVERIES, d), Channel::Email),
+        },
+        Write::Metric { id: d, metric } => {
+            Op::Metric(Metric::new(pick(&DELIVERIES, d), pick(&METRICS, metric)))
+        }
+        Write::Relate { who, object: o } => Op::AddRelationship {
+            person: id(who),
+            object: object(o),
+            attributes: Vec::new(),
+        },
+        Write::Unrelate { who, object: o } => Op::DeleteRelationship {
+            person: id(who),
+            object: object(o),
+        },
+        Write::SegmentAdd { who } => Op::AddToSegment {
+            segment: manual,
+            people: vec![id(who)],
+        },
+        Write::SegmentRemove { who } => Op::RemoveFromSegment {
+            segment: manual,
+            people: vec![id(who)],
+        },
+        Write::Merge { primary, secondary } => Op::Merge {
+            primary: id(primary),
+            secondary: id(secondary),
+        },
+        Write::Delete { who } => Op::Delete(id(who)),
+        Write::Suppress { who } => Op::Suppress(id(who)),
+        Write::Unsuppress { who } => Op::Unsuppress(id(who)),
+    }
+}
+
+/// Whether `e` is the database refusing a write (bad input or a suppressed identifier,
+/// possibly inside a batch), as opposed to a failure.
+fn is_refusal(e: &Error) -> bool {
+    match e {
+        Error::Input(_) | Error::Suppressed { .. } => true,
+        Error::InBatch { source, .. } => is_refusal(source),
+        _ => false,
+    }
+}
+
+/// Whether `e` is the fault the crash step injected.
+fn is_injected(e: &Error) -> bool {
+    match e {
+        Error::Storage(crate::StorageError::Injected(_)) => true,
+        Error::InBatch { source, .. } => is_injected(source),
+        _ => false,
+    }
+}
+
+fn open_model_db(dir: &Path, faults: &Faults) -> ProfileDb {
+    fuzz_builder()
+        .faults(faults.clone())
+        .open(dir)
+        .unwrap_or_else(|e| panic!("reopening the model database failed: {e}"))
+}
+
+/// Everything the database says about one person, in the model's terms.
+fn observe(db: &ProfileDb, who: &str) -> crate::Result<Option<MPerson>> {
+    let ident = Ident::id(who);
+    let Some(person) = db.person(&ident)? else {
+        return Ok(None);
+    };
+    let mut p = MPerson {
+        attrs: person.attributes.into_iter().collect(),
+        ..MPerson::default()
+    };
+    for name in EVENTS {
+        let n = db.event_count(&ident, TrackKind::Event, name, None, None)?;
+        if n > 0 {
+            p.events.insert(name.to_owned(), n);
+        }
+    }
+    for d in db.devices(&ident)? {
+        p.devices.insert(d.token, d.platform == Platform::Ios);
+    }
+    for d in db.deliveries(&ident, 100)? {
+        p.deliveries.insert(d.id, d.metrics.into_keys().collect());
+    }
+    for r in db.relationships(&ident)? {
+        p.related.insert((r.object.type_id, r.object.object_id));
+    }
+    Ok(Some(p))
+}
+
+fn check(db: &ProfileDb, model: &Model, ids: &Segments, step: usize, steps: &[Step]) {
+    let ctx = || format!("after step {step} of {steps:?}");
+    for who in WHO {
+        let seen =
+            observe(db, who).unwrap_or_else(|e| panic!("reading {who} failed: {e}; {}", ctx()));
+        let want = model.people.get(who);
+        if let (Some(seen), Some(want)) = (&seen, want) {
+            let mut want_no_seg = want.clone();
+            want_no_seg.in_manual = false;
+            assert!(
+                *seen == want_no_seg,
+                "person {who}: the database has {seen:?}, the model {want:?}; {}",
+                ctx()
+            );
+            let segs: BTreeSet<u32> = db
+                .person_segments(&Ident::id(who))
+                .unwrap_or_else(|e| panic!("segments of {who}: {e}"))
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            assert!(
+                segs == Model::segments_of(want, ids),
+                "person {who} is in segments {segs:?}, the model says {:?}; {}",
+                Model::segments_of(want, ids),
+                ctx()
+            );
+        } else {
+            assert!(
+                seen.is_none() && want.is_none(),
+                "person {who}: the database has {seen:?}, the model {want:?}; {}",
+                ctx()
+            );
+        }
+        let suppressed = db
+            .is_suppressed(&Ident::id(who))
+            .unwrap_or_else(|e| panic!("is_suppressed({who}): {e}"));
+        assert!(
+            suppressed == model.suppressed.contains(who),
+            "{who} suppressed: database {suppressed}, model {}; {}",
+            model.suppressed.contains(who),
+            ctx()
+        );
+    }
+    for (cond, want) in model.counts() {
+        let text = cond
+            .replace("segment:M", &format!("segment:#{}", ids.manual))
+            .replace("segment:D1", &format!("segment:#{}", ids.d1))
+            .replace("segment:D2", &format!("segment:#{}", ids.d2));
+        let got = db
+            .count(&text)
+            .unwrap_or_else(|e| panic!("count {text:?} failed: {e}"));
+        assert!(
+            got == want,
+            "count {text:?}: the database says {got}, the model {want}; {}",
+            ctx()
+        );
+    }
+    let report = db
+        .verify()
+        .unwrap_or_else(|e| panic!("verify failed to run: {e}"));
+    assert!(
+        report.is_ok(),
+        "verify found {:?}; {}",
+        report.problems,
+        ctx()
+    );
+}
+
+/// An operation sequence read from the bytes (identify, attribute removal, event, device
+/// add/delete, delivery and metric, relationship add/delete, manual segment add/remove,
+/// merge, delete, suppress, unsuppress; reopen; and a crash step that fails a key write
+/// mid-batch through [`Faults`]) run against a fresh database and a plain in-memory model
+/// of three people addressed by `id`. After every step each person's profile (attributes,
+/// event counts, devices, deliveries and their metrics, relationships, segments), their
+/// suppression, and a set of audience counts (including data-driven segments) equal the
+/// model's, and `verify` passes.
+///
+/// # Panics
+/// On any disagreement with the model: a real bug (or a wrong model).
+pub fn ops_model(bytes: &[u8]) {
+    let steps = read_steps(bytes);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
+    let faults = Faults::new();
+    let mut db = open_model_db(dir.path(), &faults);
+    let setup = || -> crate::Result<Segments> {
+        Ok(Segments {
+            manual: db.create_segment("manual", None)?,
+            d1: db.create_segment("a is 1", Some("attr.a = 1"))?,
+            d2: db.create_segment("ios e0", Some("event:e0 and device.platform = \"ios\""))?,
+        })
+    };
+    let ids = setup().unwrap_or_else(|e| panic!("setting up segments failed: {e}"));
+    let mut model = Model::default();
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Reopen => {
+                db.close().unwrap_or_else(|e| panic!("close failed: {e}"));
+                db = open_model_db(dir.path(), &faults);
+            }
+            Step::Write(w) => {
+                let mut next = model.clone();
+                let want = next.apply(w);
+                let got = db.write_batch(&[to_op(w, ids.manual)]);
+                match (want, got) {
+                    (Ok(()), Ok(_)) => model = next,
+                    (Err(Refused), Err(e)) if is_refusal(&e) => {}
+                    (want, got) => panic!(
+                        "step {i} {w:?}: the model says {want:?}, the database {got:?}; {steps:?}"
+                    ),
+                }
+            }
+            Step::Crash(writes, at) => {
+                let mut next = model.clone();
+                let want: Result<(), Refused> = writes.iter().try_for_each(|w| next.apply(w));
+                let ops: Vec<Op> = writes.iter().map(|w| to_op(w, ids.manual)).collect();
+                faults.fail_write_at(*at);
+                let got = db.write_batch(&ops);
+                faults.clear();
+                match (want, got) {
+                    (Ok(()), Ok(_)) => model = next,
+                    (Err(Refused), Err(e)) if is_refusal(&e) => {}
+                    (Ok(()), Err(e)) if is_injected(&e) => {
+                        // The injected fault: nothing of the batch landed, and the handle
+                        // refuses writes until reopened.
+                        let again = db.write_batch(&[to_op(&Write::Delete { who: 0 }, ids.manual)]);
+                        assert!(
+                            matches!(again, Err(Error::Poisoned)),
+                            "a write after a failed commit was not refused: {again:?}"
+                        );
+                        // What was committed before stays: flush it (allowed on a poisoned
+                        // handle), then reopen.
+                        db.flush()
+                            .unwrap_or_else(|e| panic!("flush after a failed commit: {e}"));
+                        drop(db);
+                        db = open_model_db(dir.path(), &faults);
+                    }
+                    (want, got) => panic!(
+                        "step {i} crash {writes:?} at write {at}: the model says {want:?}, \
+                         the database {got:?}; {steps:?}"
+                    ),
+                }
+            }
+        }
+        check(&db, &model, &ids, i, &steps);
+    }
+    drop(db);
+}
