@@ -151,27 +151,6 @@ fn child(a: &Args, kind: Kind) {
     log("refreshed");
 
     let ids = sample_ids(a, a.reps);
-    let timed = |e: &mut dyn Engine, f: &dyn Fn(&mut dyn Engine, &str)| -> Duration {
-        for id in ids.iter().take(20) {
-            f(e, id); // warm
-        }
-        median(
-            ids.iter()
-                .map(|id| {
-                    let start = Instant::now();
-                    f(e, id);
-                    start.elapsed()
-                })
-                .collect(),
-        )
-    };
-    emit(
-        "overview_us",
-        micros(timed(&mut *e, &|e, id| {
-            e.profile_overview(id, 20);
-        })),
-    );
-    let heavy: Vec<String> = vec![HEAVY.to_owned(); a.reps];
     let median_of = |e: &mut dyn Engine, ids: &[String], f: &dyn Fn(&mut dyn Engine, &str)| {
         for id in ids.iter().take(20) {
             f(e, id);
@@ -187,6 +166,13 @@ fn child(a: &Args, kind: Kind) {
         )
     };
     emit(
+        "overview_us",
+        micros(median_of(&mut *e, &ids, &|e, id| {
+            e.profile_overview(id, 20);
+        })),
+    );
+    let heavy: Vec<String> = vec![HEAVY.to_owned(); a.reps];
+    emit(
         "overview_heavy_us",
         micros(median_of(&mut *e, &heavy, &|e, id| {
             e.profile_overview(id, 20);
@@ -200,7 +186,7 @@ fn child(a: &Args, kind: Kind) {
     );
     emit(
         "segment_list_us",
-        micros(timed(&mut *e, &|e, id| {
+        micros(median_of(&mut *e, &ids, &|e, id| {
             e.segment_list(id);
         })),
     );

@@ -152,6 +152,30 @@ pub struct SqliteEngine {
     topics: BTreeMap<u32, bool>,
 }
 
+/// Reads the newest `limit` timeline entries of `pid` (decoding each entry's data, as
+/// profiledb does) and counts them.
+fn timeline_rows(c: &Connection, pid: i64, limit: usize) -> usize {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT seq, time, kind, name, data FROM activity WHERE pid = ?1 \
+             ORDER BY time DESC, seq DESC LIMIT ?2",
+        )
+        .expect("prepare");
+    let rows = stmt
+        .query_map(params![pid, limit as i64], |r| {
+            let data: Option<String> = r.get(4)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                data.map(|d| serde_json::from_str::<Json>(&d).expect("json")),
+            ))
+        })
+        .expect("activity");
+    collect_rows(rows)
+}
+
 /// Reads every row (as the profiledb side builds its vectors) and counts them.
 fn collect_rows<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> usize {
     let rows: Vec<T> = rows.collect::<rusqlite::Result<_>>().expect("rows");
@@ -1025,26 +1049,7 @@ impl Engine for SqliteEngine {
             .expect("topics");
         n += collect_rows(topics);
         drop(stmt);
-        let mut stmt = c
-            .prepare_cached(
-                "SELECT seq, time, kind, name, data FROM activity WHERE pid = ?1 \
-                 ORDER BY time DESC, seq DESC LIMIT ?2",
-            )
-            .expect("prepare");
-        let rows = stmt
-            .query_map(params![pid, recent as i64], |r| {
-                let data: Option<String> = r.get(4)?;
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    data.map(|d| serde_json::from_str::<Json>(&d).expect("json")),
-                ))
-            })
-            .expect("activity");
-        n += collect_rows(rows);
-        drop(stmt);
+        n += timeline_rows(c, pid, recent);
         let mut stmt = c
             .prepare_cached(
                 "SELECT id, created, channel, subject, status, metrics FROM deliveries \
@@ -1115,26 +1120,7 @@ impl Engine for SqliteEngine {
         let Some(pid) = self.lookup(KIND_ID, id) else {
             return 0;
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, time, kind, name, data FROM activity WHERE pid = ?1 \
-                 ORDER BY time DESC, seq DESC LIMIT ?2",
-            )
-            .expect("prepare");
-        let rows = stmt
-            .query_map(params![pid, limit as i64], |r| {
-                let data: Option<String> = r.get(4)?;
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    data.map(|d| serde_json::from_str::<Json>(&d).expect("json")),
-                ))
-            })
-            .expect("activity");
-        collect_rows(rows)
+        timeline_rows(&self.conn, pid, limit)
     }
 
     fn count(&mut self, condition: &str) -> u64 {
