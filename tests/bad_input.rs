@@ -5,19 +5,12 @@
 //! each message kind; this table is the malformed bytes and types real ingestion meets.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::records;
 use std::sync::Arc;
 
-use profiledb::{Durability, Family, Ident, ManualClock, ProfileDb};
-
-/// Every record of every family.
-type Records = Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)>;
-
-fn records(db: &ProfileDb) -> Records {
-    Family::ALL
-        .iter()
-        .map(|&f| (f, db.raw_records(f).unwrap()))
-        .collect()
-}
+use profiledb::{Durability, Ident, ManualClock, ProfileDb};
 
 fn v2(rest: &str) -> String {
     format!(r#"{{"type":"person","action":"identify","identifiers":{{"id":"x"}}{rest}}}"#)

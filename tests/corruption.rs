@@ -6,6 +6,9 @@
 //! three families; this is the property over every family.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::Rng;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -337,18 +340,6 @@ fn all_records(db: &ProfileDb) -> Result<Records, Error> {
         .iter()
         .map(|&f| db.raw_records(f).map(|r| (f, r)))
         .collect()
-}
-
-/// A small seeded generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
 }
 
 /// Damage below the records: sled's files truncated, zeroed, overwritten or flipped in a

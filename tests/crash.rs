@@ -12,6 +12,9 @@
 //! kills instead of 10 and prints the counts.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::Rng;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -124,18 +127,6 @@ fn parts(db: &ProfileDb, k: u64, segment: u32) -> Parts {
         attributes,
         event,
         segment: in_segment,
-    }
-}
-
-/// A small seeded generator (xorshift64*), so the kill moments repeat run to run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
 

@@ -7,6 +7,9 @@
 //! cases (one small batch, the poisoning rule, corrupt reads).
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
+
+use common::{records, Records};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,16 +24,6 @@ fn builder() -> profiledb::Builder {
     ProfileDb::builder()
         .clock(Arc::new(ManualClock::new(T0)))
         .durability(Durability::Buffered)
-}
-
-/// Every record of every family.
-type Records = Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)>;
-
-fn records(db: &ProfileDb) -> Records {
-    Family::ALL
-        .iter()
-        .map(|&f| (f, db.raw_records(f).unwrap()))
-        .collect()
 }
 
 /// Which families differ, for a readable failure.

@@ -59,3 +59,27 @@ pub fn commit_slot(seq: u64) -> Vec<u8> {
     out.extend_from_slice(&(crc32fast::hash(&seq.to_be_bytes()) ^ 0xFFFF_FFFF).to_be_bytes());
     out
 }
+
+/// Every record of every family, grouped by family (to say which family differs).
+pub type Records = Vec<(Family, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+/// Every record, grouped by family.
+pub fn records(db: &ProfileDb) -> Records {
+    Family::ALL
+        .iter()
+        .map(|&f| (f, db.raw_records(f).unwrap()))
+        .collect()
+}
+
+/// A small seeded generator (xorshift64*), for tests that pick positions and moments.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
