@@ -6,10 +6,13 @@
 //! u32 big-endian]`; an all-zero slot is empty. A durable flush writes the new number into
 //! the slot that does *not* hold the current one and then `fdatasync`s the file: one
 //! small write and one sync per durable commit, instead of a temp file, its fsync, a
-//! rename and a directory fsync. A write torn by a crash damages only the slot being
-//! written — a number that was never acknowledged — and the other slot still holds the
-//! last acknowledged one. Reading takes the larger valid slot; both slots damaged is
-//! [`Error::Corrupted`](crate::Error::Corrupted).
+//! rename and a directory fsync. While the new number is being written, the other slot
+//! still holds the last acknowledged one. Reading takes the larger slot. A slot that
+//! fails its checksum is [`Error::Corrupted`](crate::Error::Corrupted): a 12-byte
+//! `pwrite` cannot be torn by a process crash, so a bad slot means damage, and
+//! guessing from the other slot could hide a data loss (the `open_damaged` fuzzer found
+//! exactly that when a damaged slot was skipped). [`Builder::salvage`](crate::Builder::salvage)
+//! opens anyway and rewrites the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -101,13 +104,15 @@ impl CommitFile {
         }
         let (a, b) = bytes.split_at(SLOT);
         let (durable, held) = match (read_slot(a), read_slot(b)) {
-            (Slot::Damaged, Slot::Damaged) => {
-                return Err(damaged("both slots fail their checksum".into()))
+            (Slot::Damaged, _) | (_, Slot::Damaged) => {
+                return Err(damaged(
+                    "a slot fails its checksum, so the last durable commit is unknown".into(),
+                ))
             }
             (Slot::Seq(x), Slot::Seq(y)) if y > x => (Some(y), 1),
             (Slot::Seq(x), _) => (Some(x), 0),
             (_, Slot::Seq(y)) => (Some(y), 1),
-            _ => (None, 1),
+            (Slot::Empty, Slot::Empty) => (None, 1),
         };
         handle.next_slot = 1 - held;
         handle.file = Some(
@@ -153,6 +158,16 @@ impl CommitFile {
 }
 
 impl CommitFile {
+    /// A handle that rewrites `dir`'s `COMMIT` file from scratch on its first record:
+    /// for a salvage open over a damaged file.
+    pub fn recreate(dir: &Path) -> CommitFile {
+        CommitFile {
+            dir: dir.to_path_buf(),
+            file: None,
+            next_slot: 0,
+        }
+    }
+
     /// Replaces both slots with `seq` alone: after a salvage open, the smaller recovered
     /// state becomes the durable one (a larger number left in the other slot would
     /// otherwise still count as acknowledged).
@@ -184,12 +199,16 @@ mod tests {
             f.record(seq).unwrap();
             assert_eq!(CommitFile::open(dir.path()).unwrap().0, Some(seq));
         }
-        // A torn write of the next number leaves the last one readable.
+        // A damaged slot (either one) is an error, never a guess from the other.
         let path = dir.path().join(NAME);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let free = f.next_slot as usize * SLOT;
-        bytes[free..free + SLOT].copy_from_slice(&[0xAB; SLOT]);
-        std::fs::write(&path, &bytes).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        for slot in 0..2 {
+            let mut bytes = good.clone();
+            bytes[slot * SLOT] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(CommitFile::open(dir.path()).unwrap_err().is_corruption());
+        }
+        std::fs::write(&path, &good).unwrap();
         let (seq, mut again) = CommitFile::open(dir.path()).unwrap();
         assert_eq!(seq, Some(9));
         again.record(10).unwrap();
@@ -200,9 +219,9 @@ mod tests {
         assert!(CommitFile::open(dir.path()).unwrap_err().is_corruption());
         std::fs::write(&path, b"garbage").unwrap();
         assert!(CommitFile::open(dir.path()).unwrap_err().is_corruption());
-        // A reset leaves only the new number, even a smaller one.
-        std::fs::remove_file(&path).unwrap();
-        let (_, mut f) = CommitFile::open(dir.path()).unwrap();
+        // A reset leaves only the new number, even a smaller one; `recreate` starts over
+        // from a damaged file.
+        let mut f = CommitFile::recreate(dir.path());
         f.record(7).unwrap();
         f.record(8).unwrap();
         f.reset(5).unwrap();

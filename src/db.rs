@@ -315,9 +315,9 @@ pub(crate) struct Inner {
     /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
     /// writes are refused, so nothing mixes into the restored records.
     pub(crate) restoring: AtomicBool,
-    /// Opened for salvage over a data loss: (durable, recovered) commit numbers, which
-    /// `verify` reports for as long as this handle lives.
-    salvaged: Option<(u64, u64)>,
+    /// Opened for salvage over a data loss or a damaged `COMMIT` file: what happened,
+    /// which `verify` reports for as long as this handle lives.
+    salvaged: Option<String>,
     pub(crate) config: Builder,
     dir: PathBuf,
 }
@@ -502,7 +502,15 @@ impl ProfileDb {
                 .into());
             }
         }
-        let (durable_seq, commit_file) = CommitFile::open(dir)?;
+        // A damaged COMMIT file leaves the last durable commit unknown: an error, unless
+        // opening for salvage, which rewrites it.
+        let (durable_seq, commit_file, commit_damaged) = match CommitFile::open(dir) {
+            Ok((seq, file)) => (seq, file, None),
+            Err(e @ Error::Corrupted { .. }) if config.salvage => {
+                (None, CommitFile::recreate(dir), Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
 
         let sled_dir = dir.join(SLED_DIR);
         // sled 0.34 releases its file lock only when its background threads let go of
@@ -580,8 +588,9 @@ impl ProfileDb {
         let bitmaps = load_bitmaps(&store)?;
         let catalog = Catalog::load(&store)?;
         let durable_seq = durable_seq.unwrap_or(0);
-        let salvaged = durable_seq > commit_seq;
-        if salvaged && !config.salvage {
+        let lost = durable_seq > commit_seq;
+        let salvaged = lost || commit_damaged.is_some();
+        if lost && !config.salvage {
             return Err(Error::DataLoss {
                 durable_seq,
                 recovered_seq: commit_seq,
@@ -604,7 +613,20 @@ impl ProfileDb {
                 }),
                 poisoned: AtomicBool::new(false),
                 restoring: AtomicBool::new(false),
-                salvaged: salvaged.then_some((durable_seq, commit_seq)),
+                salvaged: match commit_damaged {
+                    Some(why) => Some(format!(
+                        "data loss unknown: opened for salvage over a damaged COMMIT file \
+                         ({why}); sled recovered commit #{commit_seq}"
+                    )),
+                    None => lost.then(|| {
+                        format!(
+                            "data loss: opened for salvage with {} acknowledged commits \
+                             missing (durable commit #{durable_seq}, sled recovered \
+                             #{commit_seq})",
+                            durable_seq - commit_seq
+                        )
+                    }),
+                },
                 config,
                 dir: dir.to_path_buf(),
             }),
@@ -1332,12 +1354,8 @@ impl ProfileDb {
                 "data loss: durable commit #{durable} but only #{seq} recovered"
             ));
         }
-        if let Some((durable, recovered)) = self.inner.salvaged {
-            report.problems.push(format!(
-                "data loss: opened for salvage with {} acknowledged commits missing (durable \
-                 commit #{durable}, sled recovered #{recovered})",
-                durable - recovered
-            ));
+        if let Some(what) = &self.inner.salvaged {
+            report.problems.push(what.clone());
         }
         Ok(report)
     }

@@ -224,6 +224,39 @@ fn a_damaged_commit_file_is_reported() {
     assert!(err.is_corruption(), "{err}");
 }
 
+/// Found by the open_damaged fuzzer: sled's log truncated *and* a bit flipped in a
+/// `COMMIT` slot opened with no error and fewer people, because the damaged slot was
+/// skipped as if torn. A damaged slot is now an error; salvage opens anyway, says so in
+/// `verify`, and rewrites the file.
+#[test]
+fn storage_bug_02_a_damaged_commit_slot_is_an_error_not_a_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = builder().open(dir.path()).unwrap();
+        for i in 0..3 {
+            db.identify(Identify::new(Ident::id(format!("u{i}"))))
+                .unwrap();
+        }
+    }
+    let path = dir.path().join("COMMIT");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    {
+        let db = builder().salvage(true).open(dir.path()).unwrap();
+        assert!(db.person(&Ident::id("u2")).unwrap().is_some());
+        let report = db.verify().unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.contains("damaged COMMIT")),
+            "{report:?}"
+        );
+    }
+    let db = builder().open(dir.path()).unwrap();
+    assert!(db.verify().unwrap().is_ok());
+}
+
 #[test]
 fn a_flipped_byte_in_a_stored_value_is_corrupted_not_garbage() {
     let dir = tempfile::tempdir().unwrap();
