@@ -3,7 +3,8 @@
 //! ([`Error::DataLoss`](crate::Error::DataLoss)).
 //!
 //! 24 bytes: two 12-byte slots, each `[seq u64 big-endian][crc32(seq bytes) ^ 0xFFFF_FFFF
-//! u32 big-endian]`; an all-zero slot is empty. A durable flush writes the new number into
+//! u32 big-endian]`; both slots always hold a number (0 when the file is created), so
+//! a zeroed slot fails its checksum like any other damage. A durable flush writes the new number into
 //! the slot that does *not* hold the current one and then `fdatasync`s the file: one
 //! small write and one sync per durable commit, instead of a temp file, its fsync, a
 //! rename and a directory fsync. While the new number is being written, the other slot
@@ -36,7 +37,6 @@ fn slot_bytes(seq: u64) -> [u8; SLOT] {
 }
 
 enum Slot {
-    Empty,
     Seq(u64),
     Damaged,
 }
@@ -45,9 +45,6 @@ fn read_slot(bytes: &[u8]) -> Slot {
     let Some(arr) = bytes.first_chunk::<SLOT>() else {
         return Slot::Damaged;
     };
-    if arr.iter().all(|b| *b == 0) {
-        return Slot::Empty;
-    }
     let seq = u64::from_be_bytes(arr.first_chunk::<8>().copied().unwrap_or_default());
     if slot_bytes(seq) == *arr {
         Slot::Seq(seq)
@@ -104,15 +101,13 @@ impl CommitFile {
         }
         let (a, b) = bytes.split_at(SLOT);
         let (durable, held) = match (read_slot(a), read_slot(b)) {
-            (Slot::Damaged, _) | (_, Slot::Damaged) => {
+            (Slot::Seq(x), Slot::Seq(y)) if y > x => (y, 1),
+            (Slot::Seq(x), Slot::Seq(_)) => (x, 0),
+            _ => {
                 return Err(damaged(
                     "a slot fails its checksum, so the last durable commit is unknown".into(),
                 ))
             }
-            (Slot::Seq(x), Slot::Seq(y)) if y > x => (Some(y), 1),
-            (Slot::Seq(x), _) => (Some(x), 0),
-            (_, Slot::Seq(y)) => (Some(y), 1),
-            (Slot::Empty, Slot::Empty) => (None, 1),
         };
         handle.next_slot = 1 - held;
         handle.file = Some(
@@ -122,7 +117,7 @@ impl CommitFile {
                 .open(&path)
                 .map_err(|e| io_err(&path, e))?,
         );
-        Ok((durable, handle))
+        Ok((Some(durable), handle))
     }
 
     /// Records `seq` as durable: writes it into the free slot and `fdatasync`s the file
@@ -141,7 +136,9 @@ impl CommitFile {
                     .create(true)
                     .truncate(true)
                     .open(path)?;
-                f.write_all(&[0u8; LEN])?;
+                let zero = slot_bytes(0);
+                f.write_all(&zero)?;
+                f.write_all(&zero)?;
                 f.sync_all()?;
                 File::open(&self.dir)?.sync_all()?;
                 f
@@ -180,7 +177,7 @@ impl CommitFile {
         let file = self.file.as_ref().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "COMMIT is not open")
         })?;
-        file.write_all_at(&[0u8; SLOT], other * SLOT as u64)?;
+        file.write_all_at(&slot_bytes(seq), other * SLOT as u64)?;
         file.sync_data()
     }
 }
@@ -205,6 +202,11 @@ mod tests {
         for slot in 0..2 {
             let mut bytes = good.clone();
             bytes[slot * SLOT] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+            assert!(CommitFile::open(dir.path()).unwrap_err().is_corruption());
+            // Zeroed, too (found by the open_damaged fuzzer when zeros meant "empty").
+            let mut bytes = good.clone();
+            bytes[slot * SLOT..(slot + 1) * SLOT].fill(0);
             std::fs::write(&path, &bytes).unwrap();
             assert!(CommitFile::open(dir.path()).unwrap_err().is_corruption());
         }

@@ -181,7 +181,7 @@ fn sled_recovering_less_than_was_durable_is_data_loss() {
     // Pretend three more commits were acknowledged durable than sled holds.
     let claimed = seq + 3;
     let mut bytes = common::commit_slot(claimed);
-    bytes.extend_from_slice(&[0; 12]);
+    bytes.extend_from_slice(&common::commit_slot(0));
     std::fs::write(dir.path().join("COMMIT"), &bytes).unwrap();
 
     let err = builder().open(dir.path()).unwrap_err();
