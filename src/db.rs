@@ -23,6 +23,18 @@
 //! entry without an error), open fails with [`Error::DataLoss`] instead of serving a
 //! quietly smaller database; [`Builder::salvage`] opens it anyway.
 //!
+//! # Checkpoints
+//! sled 0.34.7 writes the snapshot of its page table only while opening, and an open
+//! replays every log segment written since the last snapshot (about a second per
+//! gigabyte). Left alone, the first open after ingesting a million people would take
+//! ten seconds. So once a handle has committed [`Builder::checkpoint_bytes`] of records
+//! since sled last opened, the next commit makes everything durable (as
+//! [`ProfileDb::flush`]) and then closes and reopens sled, which writes a fresh
+//! snapshot; readers never see it happen. It never waits for a read in progress (a
+//! thread holding a scan may be the one writing): it is skipped and tried at the next
+//! commit, and once twice overdue each commit tries for up to 100 ms. Reads that never
+//! pause defer it. [`ProfileDb::checkpoint`] runs one on demand.
+//!
 //! # Files
 //! A database is a directory holding `PROFILEDB` (the marker: format version), `COMMIT`
 //! (the last durable commit's sequence number, in two alternately written slots) and
@@ -50,12 +62,15 @@ use crate::model::{ObjectRef, Value};
 use crate::people::{self, Counters, Ctx, Identify, IdentityOptions, Outcome};
 use crate::relations;
 use crate::segments::Catalog;
-use crate::store::kv::{FaultKv, Faults, Kv, SledKv};
+use crate::store::kv::{is_lock_error, FaultKv, Faults, Kv, SledKv};
 use crate::store::records::MetaValue;
 use crate::store::{
     corrupted, ident_key, meta_keys, pid_key, AttributesF, BitmapsF, Family, MetaF, PeopleF, Store,
     SuppressedF, Txn,
 };
+
+/// Records committed between automatic checkpoints (see [`Builder::checkpoint_bytes`]).
+const DEFAULT_CHECKPOINT_BYTES: u64 = 192 << 20;
 
 /// The on-disk format version this build reads and writes (see `src/store/FORMAT.md`).
 pub const FORMAT_VERSION: u32 = 2;
@@ -202,6 +217,7 @@ pub struct Builder {
     salvage: bool,
     identity: IdentityOptions,
     pub(crate) retention: Option<i64>,
+    checkpoint_bytes: u64,
 }
 
 impl Default for Builder {
@@ -215,6 +231,7 @@ impl Default for Builder {
             salvage: false,
             identity: IdentityOptions::default(),
             retention: None,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
         }
     }
 }
@@ -223,6 +240,15 @@ impl Builder {
     /// sled's page cache size in bytes. Default 64 MiB.
     pub fn cache_bytes(mut self, bytes: u64) -> Builder {
         self.cache_bytes = bytes;
+        self
+    }
+
+    /// How many bytes of records a handle commits before it checkpoints (see the
+    /// [module docs](crate::db#checkpoints)); `0` never checkpoints automatically.
+    /// Default 192 MiB, which keeps an open of a database after any amount of writing
+    /// well under a second. Smaller costs more write time; larger, longer opens.
+    pub fn checkpoint_bytes(mut self, bytes: u64) -> Builder {
+        self.checkpoint_bytes = bytes;
         self
     }
 
@@ -312,6 +338,8 @@ pub(crate) struct Inner {
     /// The last commit known durable, and the `COMMIT` file that records it.
     durable: Mutex<Durable>,
     poisoned: AtomicBool,
+    /// Checkpoints run by this handle.
+    checkpoints: AtomicU64,
     /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
     /// writes are refused, so nothing mixes into the restored records.
     pub(crate) restoring: AtomicBool,
@@ -353,6 +381,8 @@ pub struct Stats {
     pub durable_seq: u64,
     /// Bytes on disk, as sled counts them.
     pub size_on_disk: u64,
+    /// Checkpoints this handle has run (see the [module docs](crate::db#checkpoints)).
+    pub checkpoints: u64,
 }
 
 /// What [`ProfileDb::verify`] found.
@@ -516,27 +546,17 @@ impl ProfileDb {
         // sled 0.34 releases its file lock only when its background threads let go of
         // the database, a moment after the last handle is dropped; so a reopen right
         // after a close retries for up to a second before calling the database locked.
-        let mut attempts = 0;
-        let sled = loop {
-            match SledKv::open(&sled_dir, config.cache_bytes) {
-                Ok(kv) => break kv,
-                Err(StorageError::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    attempts += 1;
-                    if attempts >= 50 {
-                        return Err(Error::Open(OpenError::Locked {
-                            path: dir.to_path_buf(),
-                        }));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(other) => {
-                    return Err(Error::Open(OpenError::Damaged {
-                        reason: other.to_string(),
-                    }))
-                }
+        let sled = match SledKv::open_waiting(&sled_dir, config.cache_bytes, 50) {
+            Ok(kv) => kv,
+            Err(e) if is_lock_error(&e) => {
+                return Err(Error::Open(OpenError::Locked {
+                    path: dir.to_path_buf(),
+                }))
+            }
+            Err(other) => {
+                return Err(Error::Open(OpenError::Damaged {
+                    reason: other.to_string(),
+                }))
             }
         };
         let kv: Box<dyn Kv> = match &config.faults {
@@ -612,6 +632,7 @@ impl ProfileDb {
                     file: commit_file,
                 }),
                 poisoned: AtomicBool::new(false),
+                checkpoints: AtomicU64::new(0),
                 restoring: AtomicBool::new(false),
                 salvaged: match commit_damaged {
                     Some(why) => Some(format!(
@@ -753,7 +774,71 @@ impl ProfileDb {
         writer.counters = counters;
         writer.commit_seq = seq;
         self.inner.committed.store(seq, Ordering::SeqCst);
+        let every = self.inner.config.checkpoint_bytes;
+        let since = self.inner.store.kv().since_checkpoint();
+        if every > 0 && since >= every {
+            // One try; once twice overdue (reads kept it from running), keep trying for
+            // up to 100 ms. The commit stands whatever happens here: a failed checkpoint
+            // poisons the handle, so the next call reports it.
+            let tries = if since >= every.saturating_mul(2) {
+                100
+            } else {
+                1
+            };
+            let _ = self.checkpoint_tries(writer, tries, std::time::Duration::from_millis(1));
+        }
         Ok(())
+    }
+
+    /// [`checkpoint_locked`](Self::checkpoint_locked) up to `tries` times, `pause` apart,
+    /// until no read holds the store.
+    fn checkpoint_tries(
+        &self,
+        writer: &mut Writer,
+        tries: u32,
+        pause: std::time::Duration,
+    ) -> Result<bool> {
+        for n in 0..tries {
+            if n > 0 {
+                std::thread::sleep(pause);
+            }
+            if self.checkpoint_locked(writer)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Makes everything durable, then has the store reopen itself (see the
+    /// [module docs](crate::db#checkpoints)). Needs the writer lock, which `_writer`
+    /// proves. `Ok(false)` when a read in progress kept it from running.
+    fn checkpoint_locked(&self, _writer: &mut Writer) -> Result<bool> {
+        self.make_durable()?;
+        match self.inner.store.kv().checkpoint() {
+            Ok(done) => {
+                if done {
+                    self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                self.poison();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes every write so far durable and checkpoints the store now (see the
+    /// [module docs](crate::db#checkpoints)): the next open of this database replays
+    /// nothing written before it. Waits up to a second for reads in progress to finish;
+    /// returns `Ok(false)` if they never did, with everything durable but no checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when flushing or reopening the store fails; the handle then
+    /// refuses further calls, [`Error::Poisoned`], until the database is opened again.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let mut writer = self.restore_writer()?;
+        self.checkpoint_tries(&mut writer, 100, std::time::Duration::from_millis(10))
     }
 
     /// Flushes and fsyncs everything committed so far, then records it in `COMMIT`.
@@ -1294,6 +1379,7 @@ impl ProfileDb {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .seq,
             size_on_disk: self.inner.store.kv().size_on_disk()?,
+            checkpoints: self.inner.checkpoints.load(Ordering::Relaxed),
         })
     }
 

@@ -90,10 +90,26 @@ fn check_once(db: &ProfileDb, rng: &mut u64) -> u64 {
 
 #[test]
 fn readers_never_see_bitmaps_disagree_with_data_while_a_writer_ingests() {
+    let checkpoints = ingest_under_readers(0);
+    assert_eq!(checkpoints, 0);
+}
+
+/// The same with a checkpoint every few commits: sled is closed and reopened under the
+/// readers again and again.
+#[test]
+fn readers_run_through_checkpoints() {
+    let checkpoints = ingest_under_readers(4 << 10);
+    // How many find a moment with no read in progress depends on the scheduler.
+    assert!(checkpoints >= 1, "{checkpoints} checkpoints");
+}
+
+/// Runs the writer and the readers; returns how many checkpoints the handle ran.
+fn ingest_under_readers(checkpoint_bytes: u64) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let db = ProfileDb::builder()
         .clock(Arc::new(ManualClock::new(1_767_225_600)))
         .durability(Durability::Buffered)
+        .checkpoint_bytes(checkpoint_bytes)
         .open(dir.path())
         .unwrap();
     db.index_attribute("tier").unwrap();
@@ -111,9 +127,13 @@ fn readers_never_see_bitmaps_disagree_with_data_while_a_writer_ingests() {
     let writer = {
         let (db, done, tx) = (db.clone(), done.clone(), tx.clone());
         std::thread::spawn(move || {
-            for (person, level) in order {
+            for (n, (person, level)) in order.into_iter().enumerate() {
                 let r = db.ingest_str(&message(person, level)).unwrap();
                 assert_eq!(r.applied, 1, "{:?}", r.rejected);
+                if checkpoint_bytes > 0 && n % 30 == 29 {
+                    // Besides the automatic ones: this one retries for up to a second.
+                    db.checkpoint().unwrap();
+                }
             }
             done.store(true, Ordering::SeqCst);
             tx.send("writer").unwrap();
@@ -175,9 +195,12 @@ fn readers_never_see_bitmaps_disagree_with_data_while_a_writer_ingests() {
     }
     assert_eq!(db.stats().unwrap().people, PEOPLE as u64);
     assert!(db.verify().unwrap().is_ok());
+    let stats = db.stats().unwrap();
     eprintln!(
-        "concurrency: {} messages, {READERS} readers made {} checks",
+        "concurrency: {} messages, {READERS} readers made {} checks, {} checkpoints",
         PEOPLE as i64 * LEVELS,
-        checks.load(Ordering::Relaxed)
+        checks.load(Ordering::Relaxed),
+        stats.checkpoints
     );
+    stats.checkpoints
 }

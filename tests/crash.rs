@@ -8,6 +8,9 @@
 //! `PROFILEDB_CRASH_CHILD` set (without it that test does nothing). After sled's
 //! kill -9 tests (`tests/test_crash_recovery.rs` in sled 0.34).
 //!
+//! The child checkpoints every few operations, so some kills land while sled is being
+//! closed and reopened under the handle.
+//!
 //! `PROFILEDB_CRASH_KILLS=300 cargo test --release --test crash -- --nocapture` runs 300
 //! kills instead of 10 and prints the counts.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -28,10 +31,13 @@ const START_ENV: &str = "PROFILEDB_CRASH_START";
 const T0: i64 = 1_767_225_600;
 const SEGMENT: &str = "crash-written";
 
+/// A checkpoint (sled closed and reopened) every few operations, so kills land inside
+/// checkpoints too.
 fn builder() -> profiledb::Builder {
     ProfileDb::builder()
         .clock(Arc::new(ManualClock::new(T0)))
         .durability(Durability::Flush)
+        .checkpoint_bytes(16 << 10)
 }
 
 fn person(k: u64) -> Ident {

@@ -522,3 +522,86 @@ fn storage_bug_01_reopen_right_after_drop_was_locked() {
     let db = builder().open(dir.path()).unwrap();
     assert_eq!(db.stats().unwrap().people, 10);
 }
+
+/// Checkpoints (sled closed and reopened under a live handle, so its next open replays
+/// little) lose nothing, keep the handle working, and leave a database that verifies.
+#[test]
+fn checkpoints_under_a_live_handle_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder()
+        .durability(Durability::Buffered)
+        .checkpoint_bytes(16 << 10)
+        .open(dir.path())
+        .unwrap();
+    db.define_topic(1, "News", true).unwrap();
+    db.create_segment("pro", Some(r#"attr.plan = "pro""#))
+        .unwrap();
+    for n in 0..60 {
+        let ops = profiledb::synth::person_ops(n, profiledb::synth::SEED, T0);
+        db.write_batch(&ops).unwrap();
+    }
+    let stats = db.stats().unwrap();
+    assert!(stats.checkpoints >= 3, "{stats:?}");
+    // A checkpoint makes everything before it durable.
+    assert!(stats.durable_seq > 0, "{stats:?}");
+    let before = common::records(&db);
+    let pro = db.count(r#"segment:"pro""#).unwrap();
+    assert!(db.verify().unwrap().is_ok());
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
+    assert_eq!(common::records(&db), before);
+    assert_eq!(db.count(r#"segment:"pro""#).unwrap(), pro);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn checkpoint_on_demand_makes_everything_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder()
+        .durability(Durability::Buffered)
+        .checkpoint_bytes(0)
+        .open(dir.path())
+        .unwrap();
+    for n in 0..5 {
+        db.write_batch(&profiledb::synth::person_ops(n, 7, T0))
+            .unwrap();
+    }
+    assert_eq!(db.stats().unwrap().checkpoints, 0, "0 turns them off");
+    let before = common::records(&db);
+    assert!(db.checkpoint().unwrap());
+    let s = db.stats().unwrap();
+    assert_eq!((s.checkpoints, s.durable_seq), (1, s.commit_seq));
+    assert_eq!(common::commit_file_seq(dir.path()), s.commit_seq);
+    assert_eq!(common::records(&db), before);
+    // The handle goes on writing and reading over the reopened store.
+    db.identify(Identify::new(Ident::id("after")).set("k", 1))
+        .unwrap();
+    assert!(db.person(&Ident::id("after")).unwrap().is_some());
+    assert!(db.verify().unwrap().is_ok());
+}
+
+/// A checkpoint that cannot make the data durable does not undo the commit that
+/// triggered it; it poisons the handle, and the data is there on reopen.
+#[test]
+fn a_failed_checkpoint_poisons_the_handle_and_keeps_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let db = builder()
+        .durability(Durability::Buffered)
+        .checkpoint_bytes(1)
+        .faults(faults.clone())
+        .open(dir.path())
+        .unwrap();
+    faults.fail_flush(true);
+    db.identify(Identify::new(Ident::id("a"))).unwrap();
+    assert!(matches!(
+        db.identify(Identify::new(Ident::id("b"))).unwrap_err(),
+        Error::Poisoned
+    ));
+    assert!(matches!(db.checkpoint().unwrap_err(), Error::Poisoned));
+    faults.fail_flush(false);
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
+    assert!(db.person(&Ident::id("a")).unwrap().is_some());
+    assert!(db.person(&Ident::id("b")).unwrap().is_none());
+}
