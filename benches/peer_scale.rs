@@ -7,6 +7,13 @@
 //! `--cache-mib M` (page cache of both engines, default 256), `--reps R` (samples per
 //! read latency, default 200).
 //!
+//! Profiling: with `PEER_SCALE_PERF=DIR` set (and `perf` installed), each engine's run
+//! attaches `perf record --call-graph dwarf` to itself for the last fifth of the batched
+//! ingest, and after measuring each read and the durable write, repeats it for 15 s
+//! under perf; the profiles land in `DIR/<engine>-<phase>.data`. The figures printed
+//! are measured before any profiling, except the ingest rate, which includes perf's
+//! overhead (a few per cent) for that last fifth.
+//!
 //! Each engine runs in its own child process (this binary re-executed with `--engine`),
 //! so the peak memory reported (`VmHWM`) is that engine's alone. Per engine: topics and
 //! attribute indexes, then the N people in batches of about 1000 operations (timed:
@@ -88,9 +95,71 @@ fn sample_ids(a: &Args, k: usize) -> Vec<String> {
         .collect()
 }
 
+/// `perf record` attached to this process while the value lives, when
+/// `PEER_SCALE_PERF` names a directory (see the module docs).
+struct Perf(Option<std::process::Child>);
+
+impl Perf {
+    fn start(kind: Kind, phase: &str) -> Perf {
+        let Some(dir) = std::env::var_os("PEER_SCALE_PERF") else {
+            return Perf(None);
+        };
+        let out = std::path::Path::new(&dir).join(format!("{}-{phase}.data", kind.name()));
+        let child = Command::new("perf")
+            .args(["record", "-F", "199", "--call-graph", "dwarf,32768", "-o"])
+            .arg(out)
+            .args(["-p", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("PEER_SCALE_PERF is set but perf does not start");
+        // Let perf attach before the work starts.
+        std::thread::sleep(Duration::from_millis(500));
+        Perf(Some(child))
+    }
+
+    /// Runs `f` over and over for 15 s under perf, when profiling.
+    fn repeat(kind: Kind, phase: &str, mut f: impl FnMut()) {
+        if std::env::var_os("PEER_SCALE_PERF").is_none() {
+            return;
+        }
+        let _perf = Perf::start(kind, phase);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            f();
+        }
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn ingest(e: &mut dyn Engine, batches: Batches) -> (u64, u64, Duration) {
+    ingest_profiled(e, batches, None)
+}
+
+/// [`ingest`], under perf from `profile_from` people on, when profiling.
+fn ingest_profiled(
+    e: &mut dyn Engine,
+    batches: Batches,
+    profile_from: Option<(Kind, u64)>,
+) -> (u64, u64, Duration) {
     let (mut ops, mut people, mut spent) = (0u64, 0u64, Duration::ZERO);
+    let mut perf = None;
     for b in batches {
+        if let Some((kind, from)) = profile_from {
+            if perf.is_none() && people >= from {
+                perf = Some(Perf::start(kind, "ingest"));
+            }
+        }
         let start = Instant::now();
         e.ingest_batch(&b);
         spent += start.elapsed();
@@ -107,7 +176,11 @@ fn child(a: &Args, kind: Kind) {
     e.define_topics();
     e.index_attributes();
 
-    let (ops, people, spent) = ingest(&mut *e, Batches::new(0..a.people, a.seed, NOW, BATCH_OPS));
+    let (ops, people, spent) = ingest_profiled(
+        &mut *e,
+        Batches::new(0..a.people, a.seed, NOW, BATCH_OPS),
+        Some((kind, a.people * 4 / 5)),
+    );
     emit("ingest_ops_per_s", ops as f64 / spent.as_secs_f64());
     emit("ingest_people_per_s", people as f64 / spent.as_secs_f64());
     log(&format!(
@@ -171,6 +244,12 @@ fn child(a: &Args, kind: Kind) {
             e.profile_overview(id, 20);
         })),
     );
+    let mut n = 0u64;
+    Perf::repeat(kind, "overview", || {
+        n += 1;
+        let id = synth::person_id(synth::mix(a.seed ^ (0xB0B + n)) % a.people);
+        e.profile_overview(&id, 20);
+    });
     let heavy: Vec<String> = vec![HEAVY.to_owned(); a.reps];
     emit(
         "overview_heavy_us",
@@ -184,6 +263,9 @@ fn child(a: &Args, kind: Kind) {
             e.timeline_page(id, 50);
         })),
     );
+    Perf::repeat(kind, "timeline", || {
+        e.timeline_page(HEAVY, 50);
+    });
     emit(
         "segment_list_us",
         micros(median_of(&mut *e, &ids, &|e, id| {
@@ -221,6 +303,16 @@ fn child(a: &Args, kind: Kind) {
         })
         .collect();
     emit("durable_write_us", micros(median(writes)));
+    let mut n = 0u64;
+    Perf::repeat(kind, "durable", || {
+        n += 1;
+        e.durable_write(&Batch::of(vec![Work::Event {
+            id: synth::person_id(synth::mix(a.seed ^ (0xD00 + n)) % a.people),
+            name: "purchase".to_owned(),
+            props: vec![],
+            ts: NOW + 3 * 86_400,
+        }]));
+    });
     log("durable writes measured");
 
     e.flush();

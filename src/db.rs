@@ -33,7 +33,10 @@
 //! snapshot; readers never see it happen. It never waits for a read in progress (a
 //! thread holding a scan may be the one writing): it is skipped and tried at the next
 //! commit, and once twice overdue each commit tries for up to 100 ms. Reads that never
-//! pause defer it. [`ProfileDb::checkpoint`] runs one on demand.
+//! pause defer it. Closing (or dropping the last handle) checkpoints when an eighth of
+//! the interval or more was committed since the last one, as SQLite checkpoints its WAL
+//! when the last connection closes; so the next open replays almost nothing, and after
+//! a crash at most one interval. [`ProfileDb::checkpoint`] runs one on demand.
 //!
 //! # Files
 //! A database is a directory holding `PROFILEDB` (the marker: format version), `COMMIT`
@@ -778,14 +781,14 @@ impl ProfileDb {
         let since = self.inner.store.kv().since_checkpoint();
         if every > 0 && since >= every {
             // One try; once twice overdue (reads kept it from running), keep trying for
-            // up to 100 ms. The commit stands whatever happens here: a failed checkpoint
-            // poisons the handle, so the next call reports it.
+            // up to 100 ms. The commit stands, but as when a durable write's flush fails,
+            // a failed checkpoint is this write's error and poisons the handle.
             let tries = if since >= every.saturating_mul(2) {
                 100
             } else {
                 1
             };
-            let _ = self.checkpoint_tries(writer, tries, std::time::Duration::from_millis(1));
+            self.checkpoint_tries(writer, tries, std::time::Duration::from_millis(1))?;
         }
         Ok(())
     }
@@ -1279,15 +1282,24 @@ impl ProfileDb {
         self.make_durable()
     }
 
-    /// Flushes (as [`flush`](ProfileDb::flush)) and closes this handle.
+    /// Flushes (as [`flush`](ProfileDb::flush)), checkpoints when an eighth of
+    /// [`Builder::checkpoint_bytes`] or more was committed since the last checkpoint
+    /// (see the [module docs](crate::db#checkpoints)), and closes this handle.
     ///
     /// # Errors
-    /// As [`flush`](ProfileDb::flush).
+    /// As [`flush`](ProfileDb::flush) and [`checkpoint`](ProfileDb::checkpoint).
     pub fn close(self) -> Result<()> {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.make_durable()
+        self.make_durable()?;
+        if self.inner.checkpoint_at_close() {
+            self.inner.store.kv().checkpoint().map_err(|e| {
+                self.poison();
+                Error::from(e)
+            })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn read_gate(&self) -> std::sync::RwLockReadGuard<'_, Bitmaps> {
@@ -1606,8 +1618,24 @@ impl Drop for Inner {
             .durable
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if seq != durable.seq && self.store.kv().flush().is_ok() {
-            let _ = durable.file.record(seq);
+        if seq != durable.seq {
+            if self.store.kv().flush().is_err() || durable.file.record(seq).is_err() {
+                return;
+            }
+            durable.seq = seq;
         }
+        if self.checkpoint_at_close() {
+            let _ = self.store.kv().checkpoint();
+        }
+    }
+}
+
+impl Inner {
+    /// Whether closing should checkpoint first: when an eighth of the interval or more
+    /// was committed since the last one, so that the next open replays little (as
+    /// SQLite checkpoints its WAL when the last connection closes).
+    fn checkpoint_at_close(&self) -> bool {
+        let every = self.config.checkpoint_bytes;
+        every > 0 && self.store.kv().since_checkpoint() >= (every / 8).max(1)
     }
 }

@@ -3,7 +3,15 @@
 //! ([`workload`], checked against `profiledb::synth`).
 //!
 //! Included by the bench files (`mod peer;`); each uses part of it.
+//!
+//! Every bench that includes it runs on mimalloc, as the `profiledb` binary does (see
+//! the README's "Allocator"), and the SQLite peer allocates through the same allocator
+//! ([`sqlite_engine::use_global_allocator`]), so both engines run on one allocator.
 #![allow(dead_code)]
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod profiledb_engine;
 pub mod sql;

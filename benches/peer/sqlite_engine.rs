@@ -228,8 +228,111 @@ fn get_path<'a>(map: &'a Map<String, Json>, path: &[&str]) -> Option<&'a Json> {
     }
 }
 
+/// Makes SQLite allocate through Rust's global allocator (mimalloc in the benches), so
+/// that both engines run on the same allocator. Runs once per process, before SQLite
+/// initializes; panics if SQLite refuses it.
+pub fn use_global_allocator() {
+    use std::alloc::{alloc, dealloc, realloc, Layout};
+    use std::ffi::{c_int, c_void};
+    use std::ptr::null_mut;
+
+    // Each block carries its size in a 16-byte header, for free, realloc and xSize.
+    const HEAD: usize = 16;
+    fn layout(total: usize) -> Option<Layout> {
+        Layout::from_size_align(total, HEAD).ok()
+    }
+    unsafe extern "C" fn x_malloc(n: c_int) -> *mut c_void {
+        let total = usize::try_from(n).unwrap_or(0) + HEAD;
+        let Some(l) = layout(total) else {
+            return null_mut();
+        };
+        // SAFETY: the layout is non-zero in size; the header is written inside it.
+        unsafe {
+            let base = alloc(l);
+            if base.is_null() {
+                return null_mut();
+            }
+            base.cast::<usize>().write(total);
+            base.add(HEAD).cast()
+        }
+    }
+    unsafe extern "C" fn x_free(p: *mut c_void) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: `p` came from x_malloc/x_realloc, so its header precedes it.
+        unsafe {
+            let base = p.cast::<u8>().sub(HEAD);
+            let total = base.cast::<usize>().read();
+            if let Some(l) = layout(total) {
+                dealloc(base, l);
+            }
+        }
+    }
+    unsafe extern "C" fn x_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
+        if p.is_null() {
+            // SAFETY: as x_malloc.
+            return unsafe { x_malloc(n) };
+        }
+        let new_total = usize::try_from(n).unwrap_or(0) + HEAD;
+        // SAFETY: `p` came from x_malloc/x_realloc; the old layout is in its header.
+        unsafe {
+            let base = p.cast::<u8>().sub(HEAD);
+            let Some(old) = layout(base.cast::<usize>().read()) else {
+                return null_mut();
+            };
+            let moved = realloc(base, old, new_total);
+            if moved.is_null() {
+                return null_mut();
+            }
+            moved.cast::<usize>().write(new_total);
+            moved.add(HEAD).cast()
+        }
+    }
+    unsafe extern "C" fn x_size(p: *mut c_void) -> c_int {
+        if p.is_null() {
+            return 0;
+        }
+        // SAFETY: `p` came from x_malloc/x_realloc.
+        let total = unsafe { p.cast::<u8>().sub(HEAD).cast::<usize>().read() };
+        c_int::try_from(total - HEAD).unwrap_or(c_int::MAX)
+    }
+    unsafe extern "C" fn x_roundup(n: c_int) -> c_int {
+        (n + 7) & !7
+    }
+    unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
+        rusqlite::ffi::SQLITE_OK
+    }
+    unsafe extern "C" fn x_shutdown(_: *mut c_void) {}
+
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let methods = rusqlite::ffi::sqlite3_mem_methods {
+            xMalloc: Some(x_malloc),
+            xFree: Some(x_free),
+            xRealloc: Some(x_realloc),
+            xSize: Some(x_size),
+            xRoundup: Some(x_roundup),
+            xInit: Some(x_init),
+            xShutdown: Some(x_shutdown),
+            pAppData: null_mut(),
+        };
+        // SAFETY: called before any connection exists in this process; SQLite copies
+        // the methods before returning.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_shutdown();
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MALLOC,
+                &methods as *const rusqlite::ffi::sqlite3_mem_methods,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK, "SQLite refused the allocator");
+    });
+}
+
 impl SqliteEngine {
     pub fn open(dir: &Path, cache_bytes: u64) -> SqliteEngine {
+        use_global_allocator();
         let conn = Connection::open(dir.join("peer.sqlite3")).expect("open sqlite");
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
