@@ -10,7 +10,9 @@
 //!   condition, and with an indexed attribute (the queries of `peer::AUDIENCES`);
 //! - `audience/segment_list`: one person's segments;
 //! - `refresh/hourly`: `refresh` of the clock-dependent segments, the clock one hour
-//!   later each iteration.
+//!   later each iteration;
+//! - `open/open_and_count`: opening the closed database and answering the first
+//!   audience count (profiledb loads every bitmap while opening).
 //!
 //! The full-scale version of these numbers is `cargo bench --bench peer_scale`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
@@ -19,7 +21,7 @@ mod peer;
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use peer::{Engine, Kind, AUDIENCES, NOW, SEGMENTS};
 use profiledb::synth;
 
@@ -89,6 +91,31 @@ fn bench(c: &mut Criterion) {
                 now += 3600;
                 e.set_now(now);
                 e.refresh()
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("open");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(10));
+    let first = AUDIENCES.first().map_or("all", |(_, cond)| cond);
+    for (kind, dir, e) in engines {
+        drop(e); // closed as an application would close it
+        let mut open: Option<Box<dyn Engine>> = None;
+        g.bench_function(BenchmarkId::new("open_and_count", kind.name()), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    open = None; // the previous iteration's handle closes, untimed
+                    let start = Instant::now();
+                    let mut e = peer::open(kind, dir.path(), 256 << 20);
+                    e.count(first);
+                    spent += start.elapsed();
+                    open = Some(e);
+                }
+                spent
             })
         });
     }

@@ -30,7 +30,9 @@
 //! ten seconds. So once a handle has committed [`Builder::checkpoint_bytes`] of records
 //! since sled last opened, the next commit makes everything durable (as
 //! [`ProfileDb::flush`]) and then closes and reopens sled, which writes a fresh
-//! snapshot; readers never see it happen. It never waits for a read in progress (a
+//! snapshot. Readers never see a difference in the data, but a call arriving while it
+//! runs waits for it, about as long as an open (0.1 s at 100,000 people, about 1 s at a
+//! million). It never waits for a read in progress (a
 //! thread holding a scan may be the one writing): it is skipped and tried at the next
 //! commit, and once twice overdue each commit tries for up to 100 ms. Reads that never
 //! pause defer it. Closing (or dropping the last handle) checkpoints when an eighth of
