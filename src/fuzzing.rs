@@ -1039,6 +1039,8 @@ fn is_injected(e: &Error) -> bool {
 fn open_model_db(dir: &Path, faults: &Faults) -> ProfileDb {
     fuzz_builder()
         .faults(faults.clone())
+        // A checkpoint (sled closed and reopened under the handle) every few writes.
+        .checkpoint_bytes(2 << 10)
         .open(dir)
         .unwrap_or_else(|e| panic!("reopening the model database failed: {e}"))
 }
