@@ -298,7 +298,7 @@ pub fn use_global_allocator() {
         c_int::try_from(total - HEAD).unwrap_or(c_int::MAX)
     }
     unsafe extern "C" fn x_roundup(n: c_int) -> c_int {
-        (n + 7) & !7
+        n.saturating_add(7) & !7
     }
     unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
         rusqlite::ffi::SQLITE_OK
