@@ -14,11 +14,13 @@
 //! - Nothing expires unless asked: [`ProfileDb::expire`](crate::ProfileDb::expire)
 //!   removes activity older than a time.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::hour_of;
 use crate::limits::Limits;
+use crate::model::Outcome;
 use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::ActivityRecord;
 use crate::store::{
     ActivityF, AnonRelationshipsF, AnonymousF, EventIdsF, EventOwner, EventsByNameF, Family,
@@ -137,8 +139,8 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
     let (name, data) = check_event(cx.limits, t)?;
     let timestamp = t.timestamp.unwrap_or(cx.now);
     let pid = if t.who.kind == IdentKind::AnonymousId {
-        let norm = people::normalize(cx.limits, &t.who)?;
-        match people::lookup(cx.txn, IdentKind::AnonymousId, &norm)? {
+        let norm = cx.normalize(&t.who)?;
+        match cx.lookup(IdentKind::AnonymousId, &norm)? {
             Some(pid) => pid,
             None => return track_anonymous(cx, &norm, t.kind, name, data, timestamp, t),
         }

@@ -11,9 +11,11 @@
 //! - Recent deliveries read newest first (by created time); lookup by id reads
 //!   `delivery_ids` then the record.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
+use crate::model::Outcome;
 use crate::model::{Channel, Ident, Map, PersonId, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::DeliveryRecord;
 use crate::store::{DeliveriesF, DeliveryIdsF};
 

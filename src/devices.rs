@@ -11,9 +11,11 @@
 //!   (default 25); adding one more is refused. Merging people may exceed it: merges never
 //!   drop a device.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
+use crate::model::Outcome;
 use crate::model::{kinds, Ident, Map, Platform, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::DeviceRecord;
 use crate::store::{pid_key, DeviceTokensF, DevicesF, Family};
 
@@ -226,8 +228,8 @@ pub(crate) fn add_device(cx: &mut Ctx<'_, '_>, ident: &Ident, d: &DeviceInput) -
 /// Delete the device `token` of the person `ident` names.
 pub(crate) fn delete_device(cx: &mut Ctx<'_, '_>, ident: &Ident, token: &str) -> Result<Outcome> {
     check_token(token)?;
-    let norm = people::normalize(cx.limits, ident)?;
-    let Some(pid) = people::lookup(cx.txn, ident.kind, &norm)? else {
+    let norm = cx.normalize(ident)?;
+    let Some(pid) = cx.lookup(ident.kind, &norm)? else {
         return Ok(Outcome::NotFound);
     };
     let key = DevicesF::key(pid, token);

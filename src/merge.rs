@@ -18,9 +18,11 @@
 //! - The secondary and every key of it are then deleted, and the primary gets a
 //!   `profile_merge` activity naming the secondary.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, Result};
 use crate::model::{kinds, Ident, Map, PersonId, Value};
-use crate::people::{self, Ctx, IgnoreReason, Outcome};
+use crate::model::{IgnoreReason, Outcome};
+use crate::people;
 use crate::store::{
     pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF, DeviceTokensF, DevicesF, EventIdsF,
     EventOwner, EventsByNameF, Family, MembersF, PeopleF, RelationshipsF,
@@ -46,12 +48,12 @@ fn moves(kind: &str) -> bool {
 
 /// Merge `secondary` into `primary`.
 pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) -> Result<Outcome> {
-    let pnorm = people::normalize(cx.limits, primary)?;
-    let snorm = people::normalize(cx.limits, secondary)?;
-    let Some(p) = people::lookup(cx.txn, primary.kind, &pnorm)? else {
+    let pnorm = cx.normalize(primary)?;
+    let snorm = cx.normalize(secondary)?;
+    let Some(p) = cx.lookup(primary.kind, &pnorm)? else {
         return Ok(Outcome::Ignored(IgnoreReason::NoMatch));
     };
-    let Some(s) = people::lookup(cx.txn, secondary.kind, &snorm)? else {
+    let Some(s) = cx.lookup(secondary.kind, &snorm)? else {
         return Ok(Outcome::NotFound);
     };
     if p == s {

@@ -13,9 +13,11 @@
 //! - Relationships can be made for an `anonymous_id` that no person has yet; they move
 //!   to the person who is identified with it.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
+use crate::model::Outcome;
 use crate::model::{kinds, Ident, IdentKind, Map, ObjectRef, PersonId, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::{ObjectRecord, ObjectTypeRecord, RelationshipRecord};
 use crate::store::{
     AnonRelationshipsF, Family, KeyBuf, MembersF, ObjectTypesF, ObjectsF, RelationshipsF,
@@ -264,8 +266,8 @@ pub(crate) fn add_relationship(
 ) -> Result<Outcome> {
     check_object(cx, object)?;
     let anon = if who.kind == IdentKind::AnonymousId {
-        let norm = people::normalize(cx.limits, who)?;
-        match people::lookup(cx.txn, IdentKind::AnonymousId, &norm)? {
+        let norm = cx.normalize(who)?;
+        match cx.lookup(IdentKind::AnonymousId, &norm)? {
             Some(_) => None,
             None => Some(norm),
         }
@@ -361,8 +363,8 @@ pub(crate) fn delete_relationship(
     object: &ObjectRef,
 ) -> Result<Outcome> {
     check_object(cx, object)?;
-    let norm = people::normalize(cx.limits, who)?;
-    let Some(pid) = people::lookup(cx.txn, who.kind, &norm)? else {
+    let norm = cx.normalize(who)?;
+    let Some(pid) = cx.lookup(who.kind, &norm)? else {
         if who.kind == IdentKind::AnonymousId {
             let key = AnonRelationshipsF::key(&norm, object.type_id, &object.object_id);
             if cx.txn.get::<AnonRelationshipsF>(&key)?.is_some() {

@@ -9,13 +9,15 @@ use std::ops::Bound;
 
 use roaring::RoaringBitmap;
 
-use crate::audience::{eval, Cond, Explain, StoreSource, Trend};
 use crate::db::ProfileDb;
 use crate::error::{InputError, InputReason, Result};
-use crate::index::{attribute_keys, chunk_of, encode_chunk, BitmapKey, Bitmaps, Delta};
-use crate::model::{Ident, IdentKind, PersonId, SegmentRef, TopicState};
+use crate::index::{attribute_keys, chunk_of, BitmapKey, Bitmaps, Delta};
+use crate::model::{Ident, IdentKind, PersonId, SegmentRef, TopicState, Value};
+use crate::query::eval::{eval, Cond, Explain, Trend};
+use crate::query::source::Reader;
 use crate::query::{parse, parse_filter_json, Expr};
 use crate::segments::{canonical, check_name, id_key, record_of, Catalog, Reads, SegmentDef};
+use crate::store::bitmaps::encode_chunk;
 use crate::store::records::{MetaValue, TopicRecord};
 use crate::store::{
     ident_key, meta_keys, AttributesF, BitmapsF, Family, MetaF, PeopleF, SegmentsF, TopicsF,
@@ -138,10 +140,7 @@ impl ProfileDb {
         let bitmaps = self.read_gate();
         let empty = RoaringBitmap::new();
         let all = bitmaps.get(&BitmapKey::All).unwrap_or(&empty);
-        let mut src = StoreSource {
-            store: &self.inner.store,
-            bitmaps: &bitmaps,
-        };
+        let mut src = Reader::committed(&self.inner.store, &bitmaps);
         let mut explain = Explain::default();
         let set = eval(
             &cond,
@@ -476,10 +475,7 @@ impl ProfileDb {
         let all = bitmaps.get(&BitmapKey::All).cloned().unwrap_or_default();
         let total = all.len();
         progress(0, total);
-        let mut src = StoreSource {
-            store: &self.inner.store,
-            bitmaps,
-        };
+        let mut src = Reader::committed(&self.inner.store, bitmaps);
         let mut explain = Explain::default();
         let set = eval(
             cond,
@@ -689,10 +685,7 @@ impl ProfileDb {
                 Trend::Growing => &all - &old,
                 Trend::Static | Trend::Mixed => all,
             };
-            let mut src = StoreSource {
-                store: &self.inner.store,
-                bitmaps: &working,
-            };
+            let mut src = Reader::committed(&self.inner.store, &working);
             let part = eval(
                 cond,
                 &within,
@@ -737,7 +730,9 @@ impl ProfileDb {
                 }
                 for ((pid, entered), mut ids) in changes {
                     ids.sort_unstable();
-                    crate::segments::record(txn, counters, pid, now, &catalog, &ids, entered);
+                    crate::segments::maintain::record(
+                        txn, counters, pid, now, &catalog, &ids, entered,
+                    );
                 }
             })?;
         }
@@ -804,11 +799,7 @@ impl ProfileDb {
         for item in self.inner.store.scan::<AttributesF>(&[], false, None) {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::Attributes, &key)?;
-            if let Some(x) = rec
-                .values
-                .get(attribute)
-                .and_then(crate::audience::as_number)
-            {
+            if let Some(x) = rec.values.get(attribute).and_then(Value::as_number) {
                 entries.push(crate::store::RangesF::key(attribute, x, pid));
             }
         }
