@@ -1,15 +1,5 @@
-//! Push devices: upsert by token, delete, status transitions, token ownership.
-//!
-//! - Adding a device is an upsert keyed by token: the same token again updates platform,
-//!   `last_used` (default: now) and attributes (patched; `null`/`""` removes one), and
-//!   resets a `bounced` or `suppressed` status to unused (model doc 5).
-//! - A token belongs to one person: adding it to another moves it, and the first person
-//!   loses it (both get a `device_change` activity).
-//! - Status: unused → `sent` when a push is accepted; `bounced` after one failed push;
-//!   `suppressed` after two bounces in a row; a later accepted push is `sent` again.
-//! - A person holds at most [`Limits::max_devices`](crate::Limits::max_devices) devices
-//!   (default 25); adding one more is refused. Merging people may exceed it: merges never
-//!   drop a device.
+//! The `add_device` operation (and its kin); the rules are documented on
+//! [`ProfileDb::add_device`](crate::ProfileDb::add_device), where users read them.
 
 use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};

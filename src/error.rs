@@ -234,7 +234,7 @@ pub enum StorageError {
     Closed(String),
     /// sled panicked; the panic was contained.
     Panicked(String),
-    /// A fault injected by [`Faults`](crate::Faults).
+    /// A fault injected by the test-only fault injection.
     Injected(String),
 }
 

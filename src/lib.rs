@@ -142,7 +142,7 @@ mod counts;
 mod db;
 mod deliveries;
 mod devices;
-mod dump;
+pub mod dump;
 mod error;
 #[cfg(feature = "__internal")]
 #[doc(hidden)]

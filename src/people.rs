@@ -1,23 +1,5 @@
-//! Identity resolution and the people operations: identify (add-or-update), delete,
-//! suppress, unsuppress. Each runs against a [`Txn`], so a batch of them is one atomic
-//! commit; none writes anything until every check has passed.
-//!
-//! The identify rules follow Customer.io's Track API (model doc 1.2 and 1.4):
-//! - The person addressed exists: update them. A body identifier owned by somebody else
-//!   is a conflict: nothing changes, and the addressed person gets a
-//!   `failed_attribute_change` activity.
-//! - The person addressed does not exist but a body identifier (say `email`) belongs to
-//!   somebody: update that person and give them the addressed identifier (a new `id` with
-//!   an existing email updates the existing person). If that person already has a
-//!   different identifier of the addressed kind, that is a conflict as above.
-//! - Nobody matches: create a person, unless `_update: true` ([`Identify::update_only`]).
-//! - Addressed by an unknown `cio_id`: nothing happens.
-//! - `id`, `email` and `phone` can be *added* to a person who lacks them, but *changed*
-//!   or removed only when the person is addressed by `cio_id` (or, for email addressed by
-//!   id, with [`Builder::allow_email_update_by_id`](crate::Builder::allow_email_update_by_id)).
-//!   `anonymous_id` is an ordinary settable attribute.
-
-use std::collections::BTreeMap;
+//! The `identify` operation (and its kin); the rules are documented on
+//! [`ProfileDb::identify`](crate::ProfileDb::identify), where users read them.
 
 use crate::db::write::Ctx;
 use crate::error::{Error, InputError, InputReason, Result};
@@ -818,27 +800,6 @@ pub(crate) fn unsuppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome>
     Ok(Outcome::Unsuppressed {
         identifiers: freed.max(1),
     })
-}
-
-/// Builds the public view of a person from its records.
-pub(crate) fn to_person(
-    pid: u32,
-    rec: PersonRecord,
-    attrs: Option<AttributesRecord>,
-) -> crate::model::Person {
-    let attrs = attrs.unwrap_or_default();
-    crate::model::Person {
-        pid: PersonId(pid),
-        cio_id: PersonId(pid).cio_id(),
-        id: rec.id,
-        email: rec.email,
-        phone: rec.phone,
-        anonymous_id: rec.anonymous_id,
-        created: rec.created,
-        updated: rec.updated,
-        attributes: attrs.values,
-        timestamps: attrs.timestamps.into_iter().collect::<BTreeMap<_, _>>(),
-    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,5 @@
-//! Objects (companies, accounts...) and relationships between people and objects.
-//!
-//! - Object types are numbered from 1 (Customer.io's string-formatted integers); an
-//!   object is (type id, object id). Identifying an object creates or patches it
-//!   (`null`/`""` removes an attribute); its type is created on first use.
-//! - A relationship links one person to one object and has its own attributes. It is
-//!   readable from both sides: `relationships` is keyed by person, `members` by object.
-//!   Relating to an object that does not exist yet creates it, empty.
-//! - Deleting an object removes every relationship to it (each person gets a
-//!   `delete_relationship` activity), including those kept for anonymous ids (found by a
-//!   scan of `anon_relationships`, which holds only relationships of people not yet
-//!   identified).
-//! - Relationships can be made for an `anonymous_id` that no person has yet; they move
-//!   to the person who is identified with it.
+//! The `identify_object` operation (and its kin); the rules are documented on
+//! [`ProfileDb::identify_object`](crate::ProfileDb::identify_object), where users read them.
 
 use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};

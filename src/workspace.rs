@@ -5,7 +5,6 @@
 //! only for conditions no bitmap answers, and only on the candidates the bitmaps leave.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use roaring::RoaringBitmap;
 
@@ -224,28 +223,18 @@ impl ProfileDb {
         };
         if let Some(prefix) = search.filter(|p| !p.is_empty()) {
             let mut found = RoaringBitmap::new();
-            let kv = self.inner.store.kv();
             for (kind, p) in [
                 (IdentKind::Id, prefix.to_owned()),
                 (IdentKind::Email, prefix.to_lowercase()),
             ] {
                 let start = ident_key(kind, &p);
-                let mut end = start.clone();
-                end.push(0xFF);
-                for item in kv.range(
-                    Family::Identifiers,
-                    (Bound::Included(start.clone()), Bound::Unbounded),
-                    false,
-                ) {
-                    let (k, v) = item?;
-                    if !k.starts_with(&start) {
-                        break;
-                    }
-                    found.insert(crate::store::decode_value::<crate::store::IdentifiersF>(
-                        &k, &v,
-                    )?);
+                for item in self
+                    .inner
+                    .store
+                    .scan::<crate::store::IdentifiersF>(&start, false, None)
+                {
+                    found.insert(item?.1);
                 }
-                let _ = end;
             }
             set &= found;
         }
@@ -378,9 +367,8 @@ impl ProfileDb {
         rebuilt: Vec<(BitmapKey, RoaringBitmap)>,
         stage: impl FnOnce(&mut crate::store::Txn<'_>),
     ) -> Result<()> {
-        let (old_chunks, new_chunks) = {
+        let new_chunks = {
             let bitmaps = self.read_gate();
-            let mut olds = Vec::new();
             let mut news = Vec::new();
             for (key, new) in &rebuilt {
                 let empty = RoaringBitmap::new();
@@ -400,11 +388,9 @@ impl ProfileDb {
                         ));
                     }
                 }
-                olds.push(key.clone());
             }
-            (olds, news)
+            news
         };
-        let _ = old_chunks;
         self.commit_with(
             |txn| {
                 stage(txn);
@@ -492,6 +478,19 @@ impl ProfileDb {
 
     /// Creates a segment: manual when `condition` is `None`, otherwise data-driven with
     /// its membership computed now. Returns its id.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Identify, ProfileDb};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// db.identify(Identify::new(Ident::id("u-1")).set("plan", "pro"))?;
+    /// db.create_segment("Pro", Some(r#"attr.plan = "pro""#))?;
+    /// db.identify(Identify::new(Ident::id("u-2")).set("plan", "pro"))?; // joins as written
+    /// assert_eq!(db.count(r#"segment:"Pro""#)?, 2);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Input`](crate::Error::Input) for a duplicate or bad name, a condition that

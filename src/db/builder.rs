@@ -11,10 +11,10 @@ use crate::store::kv::Faults;
 use super::write::IdentityOptions;
 use super::ProfileDb;
 
-/// Records committed between automatic checkpoints (see [`Builder::checkpoint_bytes`]).
+/// Records committed between automatic checkpoints (see [`Builder::checkpoint_bytes`](crate::Builder::checkpoint_bytes)).
 const DEFAULT_CHECKPOINT_BYTES: u64 = 192 << 20;
 
-/// When a write is durable. See the [module docs](crate::db#durability).
+/// When a write is durable. See the [module docs](crate#durability-and-atomicity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Durable (fsynced) before the write returns.
@@ -74,7 +74,7 @@ impl Builder {
     }
 
     /// How many bytes of records a handle commits before it checkpoints (see the
-    /// [module docs](crate::db#checkpoints)); `0` never checkpoints automatically.
+    /// [module docs](crate#checkpoints)); `0` never checkpoints automatically.
     /// Default 192 MiB, which keeps an open of a database after any amount of writing
     /// well under a second. Smaller costs more write time; larger, longer opens.
     pub fn checkpoint_bytes(mut self, bytes: u64) -> Builder {
@@ -102,12 +102,14 @@ impl Builder {
 
     /// Runs the database over a storage wrapper that injects the faults `faults` is told
     /// to (for tests).
+    #[cfg(feature = "__internal")]
+    #[doc(hidden)]
     pub fn faults(mut self, faults: Faults) -> Builder {
         self.faults = Some(faults);
         self
     }
 
-    /// Opens even when acknowledged commits are missing ([`Error::DataLoss`]), to read
+    /// Opens even when acknowledged commits are missing ([`Error::DataLoss`](crate::Error::DataLoss)), to read
     /// what is left. The next flush records the smaller state as durable.
     pub fn salvage(mut self, yes: bool) -> Builder {
         self.salvage = yes;
@@ -132,10 +134,10 @@ impl Builder {
     /// or empty.
     ///
     /// # Errors
-    /// [`Error::Open`] when the directory is not a profiledb database, has an unknown
+    /// [`Error::Open`](crate::Error::Open) when the directory is not a profiledb database, has an unknown
     /// format version, is locked, or is damaged (none of which modifies it);
-    /// [`Error::DataLoss`] when sled recovered fewer commits than were durable;
-    /// [`Error::Corrupted`] when a stored counter is damaged.
+    /// [`Error::DataLoss`](crate::Error::DataLoss) when sled recovered fewer commits than were durable;
+    /// [`Error::Corrupted`](crate::Error::Corrupted) when a stored counter is damaged.
     pub fn open(self, path: impl AsRef<Path>) -> Result<ProfileDb> {
         ProfileDb::open_with(self, path.as_ref())
     }

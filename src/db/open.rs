@@ -96,7 +96,7 @@ impl ProfileDb {
     /// Opens (or creates) the database in `path` with the default configuration.
     ///
     /// # Errors
-    /// As [`Builder::open`].
+    /// As [`Builder::open`](crate::Builder::open).
     pub fn open(path: impl AsRef<Path>) -> Result<ProfileDb> {
         Builder::default().open(path)
     }

@@ -191,9 +191,31 @@ impl ProfileDb {
     /// effects of the ones before them in the batch.
     ///
     /// # Errors
-    /// [`Error::InBatch`] naming the first operation that failed (nothing of the batch
-    /// is written); [`Error::Storage`] when the commit or flush fails (the handle then
-    /// refuses further writes, [`Error::Poisoned`], until reopened).
+    /// [`Error::InBatch`](crate::Error::InBatch) naming the first operation that failed (nothing of the batch
+    /// is written); [`Error::Storage`](crate::Error::Storage) when the commit or flush fails (the handle then
+    /// refuses further writes, [`Error::Poisoned`](crate::Error::Poisoned), until reopened).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Identify, Op, ProfileDb, Track};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// let outcomes = db.write_batch(&[
+    ///     Op::Identify(Identify::new(Ident::id("u-1")).set("plan", "pro")),
+    ///     Op::Track(Track::event(Ident::id("u-1"), "signed_up")),
+    /// ])?;
+    /// assert_eq!(outcomes.len(), 2);
+    /// // A refused operation refuses the whole batch, naming it.
+    /// let err = db
+    ///     .write_batch(&[
+    ///         Op::Track(Track::event(Ident::id("u-1"), "ok")),
+    ///         Op::Identify(Identify::new(Ident::id(""))),
+    ///     ])
+    ///     .unwrap_err();
+    /// assert!(matches!(err, profiledb::Error::InBatch { index: 1, .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn write_batch(&self, ops: &[Op]) -> Result<Vec<Outcome>> {
         self.apply(ops, true)
     }
@@ -221,11 +243,44 @@ impl ProfileDb {
         self.run(|cx| apply_op(cx, &op))
     }
 
-    /// Adds or updates a person (Track API v1 identify). See [`crate::people`] for the
-    /// rules.
+    /// Adds or updates a person (Track API v1 identify).
+    ///
+    /// Nothing is written until every check has passed; in a batch, identify is part of
+    /// the batch's one atomic commit.
+    ///
+    /// The identify rules follow Customer.io's Track API (model doc 1.2 and 1.4):
+    /// - The person addressed exists: update them. A body identifier owned by somebody else
+    ///   is a conflict: nothing changes, and the addressed person gets a
+    ///   `failed_attribute_change` activity.
+    /// - The person addressed does not exist but a body identifier (say `email`) belongs to
+    ///   somebody: update that person and give them the addressed identifier (a new `id` with
+    ///   an existing email updates the existing person). If that person already has a
+    ///   different identifier of the addressed kind, that is a conflict as above.
+    /// - Nobody matches: create a person, unless `_update: true` ([`Identify::update_only`](crate::Identify::update_only)).
+    /// - Addressed by an unknown `cio_id`: nothing happens.
+    /// - `id`, `email` and `phone` can be *added* to a person who lacks them, but *changed*
+    ///   or removed only when the person is addressed by `cio_id` (or, for email addressed by
+    ///   id, with [`Builder::allow_email_update_by_id`](crate::Builder::allow_email_update_by_id)).
+    ///   `anonymous_id` is an ordinary settable attribute.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Identify, Outcome, ProfileDb};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// db.identify(Identify::new(Ident::id("u-1")).set("email", "ann@example.com"))?;
+    /// // A new id with an existing email updates that person.
+    /// let o = db.identify(Identify::new(Ident::id("u-2")).set("email", "ann@example.com"))?;
+    /// assert!(matches!(o, Outcome::Refused { .. })); // u-1 already has an id
+    /// // `_update: true` never creates anybody.
+    /// let o = db.identify(Identify::new(Ident::id("u-9")).update_only(true))?;
+    /// assert!(matches!(o, Outcome::Ignored(_)));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`Error::Input`] naming the field for bad input or a limit; [`Error::Suppressed`]
+    /// [`Error::Input`](crate::Error::Input) naming the field for bad input or a limit; [`Error::Suppressed`](crate::Error::Suppressed)
     /// when an identifier is suppressed. Nothing is written on error.
     pub fn identify(&self, op: Identify) -> Result<Outcome> {
         self.one(Op::Identify(op))
@@ -234,7 +289,7 @@ impl ProfileDb {
     /// Deletes a person and all their data. Identifying them again creates a new person.
     ///
     /// # Errors
-    /// [`Error::Input`] when the identifier is malformed.
+    /// [`Error::Input`](crate::Error::Input) when the identifier is malformed.
     pub fn delete(&self, ident: &Ident) -> Result<Outcome> {
         self.one(Op::Delete(ident.clone()))
     }
@@ -242,7 +297,7 @@ impl ProfileDb {
     /// Deletes a person and blocks their `id`, `email` and `phone` from use.
     ///
     /// # Errors
-    /// [`Error::Input`] when the identifier is malformed.
+    /// [`Error::Input`](crate::Error::Input) when the identifier is malformed.
     pub fn suppress(&self, ident: &Ident) -> Result<Outcome> {
         self.one(Op::Suppress(ident.clone()))
     }
@@ -250,23 +305,64 @@ impl ProfileDb {
     /// Frees a suppressed identifier (and those suppressed with it).
     ///
     /// # Errors
-    /// [`Error::Input`] when the identifier is malformed.
+    /// [`Error::Input`](crate::Error::Input) when the identifier is malformed.
     pub fn unsuppress(&self, ident: &Ident) -> Result<Outcome> {
         self.one(Op::Unsuppress(ident.clone()))
     }
 
-    /// Tracks an event, page view or screen view (see [`crate::activity`]).
+    /// Tracks an event, page view or screen view.
+    ///
+    /// Events, page and screen views, anonymous activity, and timeline reads.
+    ///
+    /// - A tracked event lands in the person's timeline (`activity`), in the per-event-name
+    ///   index (`events_by_name`, which counts "did X between t1 and t2" by a key-only range
+    ///   scan), and, when it has an id, in `event_ids`: the same id twice for the same owner is
+    ///   stored once.
+    /// - Tracking for an `id`/`email` nobody has creates that person (as Customer.io does).
+    /// - Events with only an `anonymous_id` that no person has are kept apart (`anonymous`):
+    ///   they are not a person and are not listed. When a person gets that `anonymous_id`,
+    ///   the events move into their timeline with an `anon_merge` activity, and relationships
+    ///   to objects made for the anonymous id move with them (model doc 1.3). While a person
+    ///   has the anonymous id, events tracked by it go straight to the person.
+    /// - Timestamps default to now; backfilled (past) timestamps are placed in time order.
+    /// - Nothing expires unless asked: [`ProfileDb::expire`](crate::ProfileDb::expire)
+    ///   removes activity older than a time.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Outcome, ProfileDb, Track};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// let buy = Track::event(Ident::id("u-1"), "purchase").property("amount", 49).id("e-1");
+    /// assert!(matches!(db.track(buy.clone())?, Outcome::Recorded(Some(_))));
+    /// assert_eq!(db.track(buy)?, Outcome::Duplicate); // same event id: stored once
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`Error::Input`] naming the field (name over 100 bytes, data over 100 KB...).
+    /// [`Error::Input`](crate::Error::Input) naming the field (name over 100 bytes, data over 100 KB...).
     pub fn track(&self, track: Track) -> Result<Outcome> {
         self.one(Op::Track(track))
     }
 
-    /// Adds or updates a device of `person` (see [`crate::devices`]).
+    /// Adds or updates a device of `person`.
+    ///
+    /// Push devices: upsert by token, delete, status transitions, token ownership.
+    ///
+    /// - Adding a device is an upsert keyed by token: the same token again updates platform,
+    ///   `last_used` (default: now) and attributes (patched; `null`/`""` removes one), and
+    ///   resets a `bounced` or `suppressed` status to unused (model doc 5).
+    /// - A token belongs to one person: adding it to another moves it, and the first person
+    ///   loses it (both get a `device_change` activity).
+    /// - Status: unused → `sent` when a push is accepted; `bounced` after one failed push;
+    ///   `suppressed` after two bounces in a row; a later accepted push is `sent` again.
+    /// - A person holds at most [`Limits::max_devices`](crate::Limits::max_devices) devices
+    ///   (default 25); adding one more is refused. Merging people may exceed it: merges never
+    ///   drop a device.
     ///
     /// # Errors
-    /// [`Error::Input`] for a bad token or attribute, or past the per-person device cap.
+    /// [`Error::Input`](crate::Error::Input) for a bad token or attribute, or past the per-person device cap.
     pub fn add_device(&self, person: &Ident, device: DeviceInput) -> Result<Outcome> {
         self.one(Op::AddDevice {
             person: person.clone(),
@@ -277,7 +373,7 @@ impl ProfileDb {
     /// Deletes device `token` of `person`.
     ///
     /// # Errors
-    /// [`Error::Input`] for a malformed identifier or token.
+    /// [`Error::Input`](crate::Error::Input) for a malformed identifier or token.
     pub fn delete_device(&self, person: &Ident, token: &str) -> Result<Outcome> {
         self.one(Op::DeleteDevice {
             person: person.clone(),
@@ -288,7 +384,7 @@ impl ProfileDb {
     /// Reports a push result for device `token`, moving its status.
     ///
     /// # Errors
-    /// [`Error::Input`] for a malformed token.
+    /// [`Error::Input`](crate::Error::Input) for a malformed token.
     pub fn push_result(&self, token: &str, result: PushResult) -> Result<Outcome> {
         self.one(Op::PushResult {
             token: token.to_owned(),
@@ -296,10 +392,23 @@ impl ProfileDb {
         })
     }
 
-    /// Records a delivery to `person` (see [`crate::deliveries`]).
+    /// Records a delivery to `person`.
+    ///
+    /// Deliveries: one message sent to one person, and the metrics reported against it.
+    ///
+    /// - A delivery is recorded once under its id; recording the same id again is refused.
+    /// - A metric must belong to the delivery's channel (model doc 4: an SMS is never
+    ///   `opened`, a webhook never `delivered`); anything else is refused naming the metric
+    ///   and the channel's vocabulary.
+    /// - Each metric keeps the time it was first reported. The status is the metric reported
+    ///   with the latest time (on a tie, the later report), `created` before any.
+    /// - Each metric also lands in the person's timeline as `<metric>_<channel>` (SMS is
+    ///   `twilio` there, as in Customer.io's activity types), at the metric's time.
+    /// - Recent deliveries read newest first (by created time); lookup by id reads
+    ///   `delivery_ids` then the record.
     ///
     /// # Errors
-    /// [`Error::Input`] for a bad field or an id already recorded.
+    /// [`Error::Input`](crate::Error::Input) for a bad field or an id already recorded.
     pub fn add_delivery(&self, person: &Ident, delivery: NewDelivery) -> Result<Outcome> {
         self.one(Op::AddDelivery {
             person: person.clone(),
@@ -310,7 +419,7 @@ impl ProfileDb {
     /// Reports a metric against a delivery.
     ///
     /// # Errors
-    /// [`Error::Input`] when the metric is not one of the delivery's channel.
+    /// [`Error::Input`](crate::Error::Input) when the metric is not one of the delivery's channel.
     pub fn report_metric(&self, metric: Metric) -> Result<Outcome> {
         self.one(Op::Metric(metric))
     }
@@ -318,7 +427,7 @@ impl ProfileDb {
     /// Creates or renames object type `type_id`.
     ///
     /// # Errors
-    /// [`Error::Input`] for type id 0 or a name over the value limit.
+    /// [`Error::Input`](crate::Error::Input) for type id 0 or a name over the value limit.
     pub fn define_object_type(&self, type_id: u32, name: &str) -> Result<Outcome> {
         self.one(Op::DefineObjectType {
             type_id,
@@ -326,10 +435,25 @@ impl ProfileDb {
         })
     }
 
-    /// Creates or updates an object (see [`crate::relations`]).
+    /// Creates or updates an object.
+    ///
+    /// Objects (companies, accounts...) and relationships between people and objects.
+    ///
+    /// - Object types are numbered from 1 (Customer.io's string-formatted integers); an
+    ///   object is (type id, object id). Identifying an object creates or patches it
+    ///   (`null`/`""` removes an attribute); its type is created on first use.
+    /// - A relationship links one person to one object and has its own attributes. It is
+    ///   readable from both sides: `relationships` is keyed by person, `members` by object.
+    ///   Relating to an object that does not exist yet creates it, empty.
+    /// - Deleting an object removes every relationship to it (each person gets a
+    ///   `delete_relationship` activity), including those kept for anonymous ids (found by a
+    ///   scan of `anon_relationships`, which holds only relationships of people not yet
+    ///   identified).
+    /// - Relationships can be made for an `anonymous_id` that no person has yet; they move
+    ///   to the person who is identified with it.
     ///
     /// # Errors
-    /// [`Error::Input`] naming the field.
+    /// [`Error::Input`](crate::Error::Input) naming the field.
     pub fn identify_object(
         &self,
         object: &ObjectRef,
@@ -344,7 +468,7 @@ impl ProfileDb {
     /// Deletes an object and every relationship to it.
     ///
     /// # Errors
-    /// [`Error::Input`] for a malformed object reference.
+    /// [`Error::Input`](crate::Error::Input) for a malformed object reference.
     pub fn delete_object(&self, object: &ObjectRef) -> Result<Outcome> {
         self.one(Op::DeleteObject(object.clone()))
     }
@@ -352,7 +476,7 @@ impl ProfileDb {
     /// Relates `person` to `object`, with relationship attributes.
     ///
     /// # Errors
-    /// [`Error::Input`] naming the field.
+    /// [`Error::Input`](crate::Error::Input) naming the field.
     pub fn add_relationship(
         &self,
         person: &Ident,
@@ -369,7 +493,7 @@ impl ProfileDb {
     /// Removes `person`'s relationship to `object`.
     ///
     /// # Errors
-    /// [`Error::Input`] for a malformed identifier or object reference.
+    /// [`Error::Input`](crate::Error::Input) for a malformed identifier or object reference.
     pub fn delete_relationship(&self, person: &Ident, object: &ObjectRef) -> Result<Outcome> {
         self.one(Op::DeleteRelationship {
             person: person.clone(),
@@ -377,10 +501,30 @@ impl ProfileDb {
         })
     }
 
-    /// Merges `secondary` into `primary` (see [`crate::merge`]).
+    /// Merges `secondary` into `primary`.
+    ///
+    /// Merging people: the secondary into the primary (model doc 1.5).
+    ///
+    /// - The primary must exist; otherwise nothing happens ([`IgnoreReason::NoMatch`](crate::IgnoreReason::NoMatch)), as
+    ///   Customer.io silently drops the request. An unknown secondary is
+    ///   [`Outcome::NotFound`]. Merging a person into themselves is refused.
+    /// - Attributes: the primary keeps every attribute it has; it inherits those it lacks (or
+    ///   has empty: `""`, `[]`, `{}`) from the secondary, with their set-times.
+    /// - Identifiers are not inherited: the secondary's `id`, `email`, `phone` and
+    ///   `anonymous_id` are freed with it.
+    /// - Events, page and screen views and delivery-metric activity move to the primary's
+    ///   timeline (an event id the primary already has is dropped); the secondary's other
+    ///   activity (its attribute changes, creation) is deleted with it.
+    /// - Deliveries and devices move to the primary (devices even past the per-person cap:
+    ///   a merge never drops a device). Relationships the primary lacks move; for an object
+    ///   both are related to, the primary keeps its own relationship attributes.
+    /// - Manual segment memberships the primary lacks are inherited; data-driven ones follow
+    ///   from the primary's new data.
+    /// - The secondary and every key of it are then deleted, and the primary gets a
+    ///   `profile_merge` activity naming the secondary.
     ///
     /// # Errors
-    /// [`Error::Input`] when both name the same person.
+    /// [`Error::Input`](crate::Error::Input) when both name the same person.
     pub fn merge(&self, primary: &Ident, secondary: &Ident) -> Result<Outcome> {
         self.one(Op::Merge {
             primary: primary.clone(),

@@ -3,7 +3,6 @@
 use crate::error::Result;
 use crate::index::Bitmaps;
 use crate::model::{Ident, IdentKind, Person};
-use crate::people;
 use crate::store::{ident_key, pid_key, AttributesF, Family, PeopleF, SuppressedF};
 
 use super::ProfileDb;
@@ -31,7 +30,7 @@ impl ProfileDb {
     /// The person with identifier `ident` (emails match in any case), or `None`.
     ///
     /// # Errors
-    /// [`Error::Input`] when the identifier is malformed; [`Error::Corrupted`] when a
+    /// [`Error::Input`](crate::Error::Input) when the identifier is malformed; [`Error::Corrupted`](crate::Error::Corrupted) when a
     /// record is damaged.
     pub fn person(&self, ident: &Ident) -> Result<Option<Person>> {
         let _gate = self.read_gate();
@@ -43,7 +42,7 @@ impl ProfileDb {
             return Ok(None);
         };
         let attrs = store.get::<AttributesF>(&pid_key(pid))?;
-        Ok(Some(people::to_person(pid, rec, attrs)))
+        Ok(Some(rec.into_person(pid, attrs)))
     }
 
     /// Whether `ident` is suppressed.
@@ -65,7 +64,7 @@ impl ProfileDb {
     /// Every person, in id order.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] when a record is damaged.
+    /// [`Error::Corrupted`](crate::Error::Corrupted) when a record is damaged.
     pub fn people(&self) -> Result<Vec<Person>> {
         let _gate = self.read_gate();
         let store = &self.inner.store;
@@ -74,7 +73,7 @@ impl ProfileDb {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::People, &key)?;
             let attrs = store.get::<AttributesF>(&key)?;
-            out.push(people::to_person(pid, rec, attrs));
+            out.push(rec.into_person(pid, attrs));
         }
         Ok(out)
     }

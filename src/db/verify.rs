@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::index::{BitmapKey, Bitmaps};
 use crate::store::{AttributesF, Family, PeopleF};
 
@@ -22,7 +22,7 @@ pub struct Stats {
     pub durable_seq: u64,
     /// Bytes on disk, as sled counts them.
     pub size_on_disk: u64,
-    /// Checkpoints this handle has run (see the [module docs](crate::db#checkpoints)).
+    /// Checkpoints this handle has run (see the [module docs](crate#checkpoints)).
     pub checkpoints: u64,
 }
 
@@ -46,7 +46,7 @@ impl ProfileDb {
     /// Counts and sequence numbers.
     ///
     /// # Errors
-    /// [`Error::Storage`] when sled fails.
+    /// [`Error::Storage`](crate::Error::Storage) when sled fails.
     pub fn stats(&self) -> Result<Stats> {
         let people = self
             .read_gate()
@@ -70,7 +70,7 @@ impl ProfileDb {
     /// that identifiers, attributes and activity belong to people who exist.
     ///
     /// # Errors
-    /// [`Error::Storage`] when reading fails; damage is reported in the report, not as
+    /// [`Error::Storage`](crate::Error::Storage) when reading fails; damage is reported in the report, not as
     /// an error.
     pub fn verify(&self) -> Result<VerifyReport> {
         let bitmaps = self.read_gate();
@@ -218,7 +218,9 @@ impl ProfileDb {
     /// Every raw (key, value) record of `family`, for diagnostics and tests.
     ///
     /// # Errors
-    /// [`Error::Storage`] when reading fails.
+    /// [`Error::Storage`](crate::Error::Storage) when reading fails.
+    #[cfg(feature = "__internal")]
+    #[doc(hidden)]
     pub fn raw_records(&self, family: Family) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner
             .store
@@ -228,14 +230,15 @@ impl ProfileDb {
                 (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
                 false,
             )
-            .map(|r| r.map_err(Error::from))
+            .map(|r| r.map_err(crate::Error::from))
             .collect()
     }
 
     /// Overwrites one raw record, bypassing every check: for corruption tests only.
     ///
     /// # Errors
-    /// [`Error::Storage`] when writing fails.
+    /// [`Error::Storage`](crate::Error::Storage) when writing fails.
+    #[cfg(feature = "__internal")]
     #[doc(hidden)]
     pub fn raw_put(&self, family: Family, key: &[u8], value: &[u8]) -> Result<()> {
         let _writer = self.writer()?;
@@ -250,7 +253,8 @@ impl ProfileDb {
     /// [`raw_put`](ProfileDb::raw_put), moves a record to a damaged key).
     ///
     /// # Errors
-    /// [`Error::Storage`] when writing fails.
+    /// [`Error::Storage`](crate::Error::Storage) when writing fails.
+    #[cfg(feature = "__internal")]
     #[doc(hidden)]
     pub fn raw_delete(&self, family: Family, key: &[u8]) -> Result<()> {
         let _writer = self.writer()?;

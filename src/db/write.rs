@@ -244,7 +244,7 @@ impl ProfileDb {
     }
 
     /// Makes everything durable, then has the store reopen itself (see the
-    /// [module docs](crate::db#checkpoints)). Needs the writer lock, which `_writer`
+    /// [module docs](crate#checkpoints)). Needs the writer lock, which `_writer`
     /// proves. `Ok(false)` when a read in progress kept it from running.
     pub(crate) fn checkpoint_locked(&self, _writer: &mut Writer) -> Result<bool> {
         self.make_durable()?;
@@ -263,13 +263,13 @@ impl ProfileDb {
     }
 
     /// Makes every write so far durable and checkpoints the store now (see the
-    /// [module docs](crate::db#checkpoints)): the next open of this database replays
+    /// [module docs](crate#checkpoints)): the next open of this database replays
     /// nothing written before it. Waits up to a second for reads in progress to finish;
     /// returns `Ok(false)` if they never did, with everything durable but no checkpoint.
     ///
     /// # Errors
-    /// [`Error::Storage`] when flushing or reopening the store fails; the handle then
-    /// refuses further calls, [`Error::Poisoned`], until the database is opened again.
+    /// [`Error::Storage`](crate::Error::Storage) when flushing or reopening the store fails; the handle then
+    /// refuses further calls, [`Error::Poisoned`](crate::Error::Poisoned), until the database is opened again.
     pub fn checkpoint(&self) -> Result<bool> {
         let mut writer = self.restore_writer()?;
         self.checkpoint_tries(&mut writer, 100, std::time::Duration::from_millis(10))
@@ -468,17 +468,17 @@ impl ProfileDb {
     }
 
     /// Makes every write so far durable: sled's flush, fsync of the files and
-    /// directories, then the `COMMIT` file. See the [module docs](crate::db#durability).
+    /// directories, then the `COMMIT` file. See the [module docs](crate#durability-and-atomicity).
     ///
     /// # Errors
-    /// [`Error::Storage`] when flushing or fsync fails; the handle then refuses writes.
+    /// [`Error::Storage`](crate::Error::Storage) when flushing or fsync fails; the handle then refuses writes.
     pub fn flush(&self) -> Result<()> {
         self.make_durable()
     }
 
     /// Flushes (as [`flush`](ProfileDb::flush)), checkpoints when an eighth of
-    /// [`Builder::checkpoint_bytes`] or more was committed since the last checkpoint
-    /// (see the [module docs](crate::db#checkpoints)), and closes this handle.
+    /// [`Builder::checkpoint_bytes`](crate::Builder::checkpoint_bytes) or more was committed since the last checkpoint
+    /// (see the [module docs](crate#checkpoints)), and closes this handle.
     ///
     /// # Errors
     /// As [`flush`](ProfileDb::flush) and [`checkpoint`](ProfileDb::checkpoint).

@@ -10,7 +10,7 @@ pub enum Outcome {
     Created(PersonId),
     /// The person was updated.
     Updated(PersonId),
-    /// The person exists and no value changed (with [`Identify::timestamp`], the
+    /// The person exists and no value changed (with [`Identify::timestamp`](crate::Identify::timestamp), the
     /// ordering time may still have been recorded).
     Unchanged(PersonId),
     /// The update was refused by the identity rules and recorded as a

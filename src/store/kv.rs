@@ -499,6 +499,7 @@ struct FaultState {
     corrupt: Mutex<Vec<(Family, Vec<u8>)>>,
 }
 
+#[cfg(feature = "__internal")]
 impl Faults {
     /// A handle that injects nothing until told to.
     pub fn new() -> Faults {
@@ -556,7 +557,9 @@ impl Faults {
             c.clear();
         }
     }
+}
 
+impl Faults {
     fn check_read(&self) -> Result<(), StorageError> {
         if self.0.fail_reads.load(Ordering::SeqCst) {
             return Err(StorageError::Injected("read failed".to_owned()));

@@ -203,6 +203,7 @@ impl Family {
 /// Runs `bytes` through every decoder this module has: the envelope and payload of each
 /// family's values, and each key codec. For fuzzing and corpus replay: whatever the
 /// bytes, this returns (every result is an `Ok` or a typed error) and never panics.
+#[cfg(feature = "__internal")]
 pub fn decode_everything(bytes: &[u8]) {
     for family in Family::ALL {
         let _ = family.check_record(bytes, bytes);
@@ -596,6 +597,7 @@ impl ObjectsF {
         KeyBuf::new().u32(type_id).tail(object_id).done()
     }
     /// (type id, object id) of a key.
+    #[cfg(feature = "__internal")]
     pub fn decode_key(key: &[u8]) -> Result<(u32, String)> {
         let (t, r) = KeyReader::new(Family::Objects, key).u32()?;
         Ok((t, r.tail_str()?))
