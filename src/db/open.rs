@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::commit_file::CommitFile;
 use crate::error::{Error, OpenError, Result};
-use crate::index::{BitmapKey, Bitmaps, Delta};
+use crate::index::{Bitmaps, Delta};
 use crate::segments::Catalog;
 use crate::store::kv::{is_lock_error, FaultKv, Kv, SledKv};
 use crate::store::records::MetaValue;
-use crate::store::{corrupted, meta_keys, BitmapsF, Counters, Family, MetaF, Store, Txn};
+use crate::store::{corrupted, meta_keys, Counters, Family, MetaF, Store, Txn};
 
 use super::write::{Durable, Writer};
 use super::{Builder, Inner, ProfileDb, FORMAT_VERSION, MARKER, SLED_DIR};
@@ -76,20 +76,6 @@ fn read_marker(dir: &Path) -> Result<u32> {
         }
         .into()
     })
-}
-
-/// Reads every bitmap chunk into memory.
-pub(crate) fn load_bitmaps(store: &Store) -> Result<Bitmaps> {
-    let mut bitmaps = Bitmaps::default();
-    for item in store.scan::<BitmapsF>(&[], false, None) {
-        let (key, bytes) = item?;
-        let (bk, chunk) = BitmapKey::decode_chunk_key(&key)?;
-        bitmaps.load_chunk(
-            bk,
-            crate::store::bitmaps::decode_chunk(&key, chunk, &bytes)?,
-        );
-    }
-    Ok(bitmaps)
 }
 
 impl ProfileDb {
@@ -200,7 +186,7 @@ impl ProfileDb {
                 ))
             }
         };
-        let bitmaps = load_bitmaps(&store)?;
+        let bitmaps = Bitmaps::load(&store)?;
         let catalog = Catalog::load(&store)?;
         let durable_seq = durable_seq.unwrap_or(0);
         let lost = durable_seq > commit_seq;

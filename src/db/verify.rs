@@ -8,7 +8,6 @@ use crate::error::Result;
 use crate::index::{BitmapKey, Bitmaps};
 use crate::store::{AttributesF, Family, PeopleF};
 
-use super::open::load_bitmaps;
 use super::ProfileDb;
 
 /// Counts and sequence numbers, for monitoring.
@@ -137,7 +136,7 @@ impl ProfileDb {
         use crate::index::{attribute_keys, BitmapKey as K};
         use std::collections::BTreeMap;
         let store = &self.inner.store;
-        let stored = load_bitmaps(store)?;
+        let stored = Bitmaps::load(store)?;
         let mut keys: BTreeSet<&K> = bitmaps.keys().collect();
         keys.extend(stored.keys());
         for key in keys {

@@ -425,7 +425,7 @@ impl ProfileDb {
         let mut loaded = Ok(());
         self.commit_then(&mut writer, txn, counters, |gate| {
             if reload {
-                match super::open::load_bitmaps(store) {
+                match Bitmaps::load(store) {
                     Ok(b) => *gate = b,
                     Err(e) => loaded = Err(e),
                 }

@@ -19,10 +19,10 @@ use roaring::RoaringBitmap;
 
 use crate::error::Result;
 use crate::model::Value;
-use crate::store::bitmaps::encode_chunk;
 pub(crate) use crate::store::bitmaps::BitmapKey;
+use crate::store::bitmaps::{decode_chunk, encode_chunk};
 use crate::store::records::{AttributesRecord, PersonRecord};
-use crate::store::{Family, KeyBuf};
+use crate::store::{BitmapsF, Family, KeyBuf, Store};
 
 /// The hour number (hours since 1970-01-01T00:00Z) of a unix time.
 pub fn hour_of(unix_seconds: i64) -> i64 {
@@ -44,6 +44,21 @@ pub struct Bitmaps {
 }
 
 impl Bitmaps {
+    /// Reads every stored bitmap chunk into memory.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`](crate::Error::Corrupted) for a damaged key or chunk;
+    /// [`Error::Storage`](crate::Error::Storage) when reading fails.
+    pub fn load(store: &Store) -> Result<Bitmaps> {
+        let mut bitmaps = Bitmaps::default();
+        for item in store.scan::<BitmapsF>(&[], false, None) {
+            let (key, bytes) = item?;
+            let (bk, chunk) = BitmapKey::decode_chunk_key(&key)?;
+            bitmaps.load_chunk(bk, decode_chunk(&key, chunk, &bytes)?);
+        }
+        Ok(bitmaps)
+    }
+
     /// The bitmap, if it has ever had a member.
     pub fn get(&self, key: &BitmapKey) -> Option<&RoaringBitmap> {
         self.map.get(key)
