@@ -345,7 +345,7 @@ pub(crate) struct Inner {
     poisoned: AtomicBool,
     /// Checkpoints run by this handle.
     checkpoints: AtomicU64,
-    /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
+    /// Between an export's `restore_begin` and `restore_end` ([`crate::export`]): other
     /// writes are refused, so nothing mixes into the restored records.
     pub(crate) restoring: AtomicBool,
     /// Opened for salvage over a data loss or a damaged `COMMIT` file: what happened,
@@ -1047,7 +1047,7 @@ impl ProfileDb {
         Ok(())
     }
 
-    /// Restore hook for [`crate::dump`]: commits what `stage` stages (with `counters`
+    /// Restore hook for [`crate::export`]: commits what `stage` stages (with `counters`
     /// when given, else the current ones) as one unit; with `reload`, the in-memory
     /// bitmaps and catalog are then read afresh from the store, inside the commit gate.
     pub(crate) fn commit_restore(

@@ -39,7 +39,8 @@
 //! [`ProfileDb::ingest`] reads the JSON real clients send: Track API v2 entities and
 //! batches, Data Pipelines (Segment-spec) calls and batches, and reporting-webhook
 //! delivery events ([`ingest`] lists every shape). [`ProfileDb::export`] writes the whole
-//! database as JSON lines that `ingest` restores into an equal database ([`dump`]).
+//! database as JSON lines that [`ProfileDb::restore`] (or [`Restore`], line by line)
+//! reads back into an equal database ([`export`]).
 //!
 //! ## Limits
 //! Inputs are checked against [`Limits`] (Customer.io's published limits by default:
@@ -69,8 +70,8 @@ pub mod counts;
 pub mod db;
 pub mod deliveries;
 pub mod devices;
-pub mod dump;
 pub mod error;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
@@ -90,6 +91,9 @@ pub mod workspace;
 pub use activity::Track;
 pub use deliveries::{Metric, NewDelivery};
 pub use devices::{DeviceInput, PushResult};
+pub use export::{
+    Broken, LineOutcome, LineRejection, Refusal, Restore, RestoreError, RestoreReport,
+};
 pub use ingest::{Rejection, Report};
 
 pub use clock::{Clock, ManualClock, SystemClock};

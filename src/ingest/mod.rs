@@ -21,7 +21,7 @@
 //! 3. `type` is `identify`, `track`, `page`, `screen`, `group` or `alias`: a Data
 //!    Pipelines (Segment-spec) call.
 //! 4. `type` is `profiledb`: an extension message of the export format (see
-//!    [`crate::dump`]). Not allowed inside a batch.
+//!    [`crate::export`]). Not allowed inside a batch.
 //! 5. `object_type` and `metric` present (and no `type`): a reporting-webhook event.
 //!
 //! Anything else is refused naming `type`.
@@ -304,7 +304,7 @@ impl ProfileDb {
         match recognise(m) {
             Err(e) => report.reject(None, e),
             Ok(Kind::Batch) => self.ingest_batch(m, &mut report)?,
-            Ok(Kind::Extension) => match crate::dump::restore(self, m)? {
+            Ok(Kind::Extension) => match crate::export::apply(self, m)? {
                 Ok(()) => report.applied += 1,
                 Err(e) => report.reject(None, e),
             },
