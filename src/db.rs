@@ -138,6 +138,19 @@ pub enum Op {
     },
     /// Report a metric against a delivery.
     Metric(Metric),
+    /// Report a metric against a delivery, recording the delivery first when its id is
+    /// not recorded yet (as a reporting webhook's first event for a delivery does). The
+    /// check and the record happen inside the write. Run it with
+    /// [`write_batch`](ProfileDb::write_batch).
+    DeliveryEvent {
+        /// Whose delivery it is; needed only when it is not recorded yet (else the
+        /// event is refused, naming `person`).
+        person: Option<Ident>,
+        /// The delivery to record when its id is not recorded yet.
+        delivery: NewDelivery,
+        /// The metric; its delivery id must be `delivery`'s.
+        metric: Metric,
+    },
     /// Create or rename an object type.
     DefineObjectType {
         /// The type id (from 1).
@@ -900,6 +913,11 @@ impl ProfileDb {
                         deliveries::add_delivery(cx, person, delivery)
                     }
                     Op::Metric(m) => deliveries::report_metric(cx, m),
+                    Op::DeliveryEvent {
+                        person,
+                        delivery,
+                        metric,
+                    } => deliveries::delivery_event(cx, person.as_ref(), delivery, metric),
                     Op::DefineObjectType { type_id, name } => {
                         relations::define_type(cx, *type_id, name)
                     }
