@@ -6,7 +6,7 @@
 //! - `profile/overview`: `ProfileDb::profile` (all seven parts, 20 most recent activities
 //!   and deliveries) for a person with 200 events, 20 deliveries, 3 devices and 5
 //!   relationships, in a database of 100,000 people (set `PROFILEDB_BENCH_PEOPLE` to
-//!   change the size);
+//!   change the size), read again and again (warm);
 //! - `profile/person`: `ProfileDb::person` for the same person, for scale.
 //!
 //! - `profile_peer/*`: profiledb against the SQLite peer (`benches/peer/`) on the synth
