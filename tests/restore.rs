@@ -52,6 +52,17 @@ fn edit(text: &str, f: impl Fn(usize, &str) -> Option<String>) -> String {
     out
 }
 
+/// `text` with `line` inserted before the line at index `at`.
+fn insert(text: &str, at: usize, line: &str) -> String {
+    edit(text, |i, l| {
+        Some(if i == at {
+            format!("{line}\n{l}")
+        } else {
+            l.to_owned()
+        })
+    })
+}
+
 #[test]
 fn restore_rebuilds_a_database_that_exports_the_same_dump() {
     let (_d, db) = source();
@@ -90,13 +101,7 @@ fn messages_around_a_dump_are_ingested_and_one_inside_it_is_refused() {
     let text = export(&db);
     let track = r#"{"type":"track","userId":"late","event":"signed_up"}"#;
     // Line 2 is inside the dump: refused, writing nothing; the dump completes.
-    let inside = edit(&text, |i, l| {
-        Some(if i == 0 {
-            format!("{l}\n{track}")
-        } else {
-            l.to_owned()
-        })
-    });
+    let inside = insert(&text, 1, track);
     let (_d2, copy, _c) = open();
     let report = copy.restore(inside.as_bytes()).unwrap();
     assert_eq!(report.rejected.len(), 1);
@@ -209,13 +214,7 @@ fn a_second_begin_inside_a_dump_breaks_it() {
     let (_d, db) = source();
     let text = export(&db);
     let first = text.lines().next().unwrap();
-    let twice = edit(&text, |i, l| {
-        Some(if i == 1 {
-            format!("{first}\n{l}")
-        } else {
-            l.to_owned()
-        })
-    });
+    let twice = insert(&text, 1, first);
     let (_d2, copy, _c) = open();
     let err = copy.restore(twice.as_bytes()).unwrap_err();
     assert!(
