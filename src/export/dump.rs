@@ -9,9 +9,8 @@ use serde_json::{json, Map as JsonMap, Value as Json};
 
 use crate::db::{ProfileDb, FORMAT_VERSION};
 use crate::error::{Error, InputError, Result, StorageError};
-use crate::people::Counters;
 use crate::store::records::MetaValue;
-use crate::store::{self, meta_keys, Family, Txn};
+use crate::store::{self, meta_keys, Counters, Family, Txn};
 
 /// The most records one `restore` line holds.
 pub const RECORDS_PER_LINE: usize = 512;

@@ -48,8 +48,8 @@
 //!    (`restore` and `restore_end` without a `restore_begin` are refused too), and
 //!    readers see people without their bitmaps: do not read the database in between.
 //!
-//! A record is `[family, key, value]`: the family's name (see
-//! [`Family::name`](crate::Family::name)), the key in lowercase hex, and the stored value in lowercase hex,
+//! A record is `[family, key, value]`: the family's name (as `src/store/FORMAT.md`
+//! names it), the key in lowercase hex, and the stored value in lowercase hex,
 //! envelope included (format version, checksum, payload; `src/store/FORMAT.md`). Each
 //! value is checked (checksum, decoding) before it is written: a damaged line is
 //! refused, naming `records[i].value`, and writes nothing.

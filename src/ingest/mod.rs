@@ -338,6 +338,23 @@ impl ProfileDb {
     /// Parses `line` as JSON and [`ingest`](ProfileDb::ingest)s it; text that is not
     /// JSON is a rejection naming `message`.
     ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, ProfileDb};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// let report = db.ingest_str(
+    ///     r#"{"type": "identify", "userId": "p-1", "traits": {"email": "p@example.com"}}"#,
+    /// )?;
+    /// assert_eq!(report.applied, 1);
+    /// assert!(db.person(&Ident::email("p@example.com"))?.is_some());
+    /// // Refused input changes nothing and names the field.
+    /// let report = db.ingest_str(r#"{"type": "person", "action": "identify"}"#)?;
+    /// assert_eq!(report.rejected.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`ingest`](ProfileDb::ingest).
     pub fn ingest_str(&self, line: &str) -> Result<Report> {
