@@ -74,10 +74,9 @@
 //! [`ProfileDb::restore`]: crate::ProfileDb::restore
 //! [`ProfileDb::ingest`]: crate::ProfileDb::ingest
 
-mod dump;
+pub(crate) mod dump;
 mod restore;
 
-pub(crate) use dump::apply;
 pub use dump::RECORDS_PER_LINE;
 pub use restore::{
     Broken, LineOutcome, LineRejection, Refusal, Restore, RestoreError, RestoreReport,

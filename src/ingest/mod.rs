@@ -323,7 +323,7 @@ impl ProfileDb {
         match recognise(m) {
             Err(e) => report.reject(None, e),
             Ok(Kind::Batch) => self.ingest_batch(m, &mut report)?,
-            Ok(Kind::Extension) => match crate::export::apply(self, m)? {
+            Ok(Kind::Extension) => match crate::export::dump::apply(self, m)? {
                 Ok(()) => report.applied += 1,
                 Err(e) => report.reject(None, e),
             },
