@@ -264,3 +264,37 @@ pub(crate) fn report_metric(cx: &mut Ctx<'_, '_>, m: &Metric) -> Result<Outcome>
     cx.record_at(pid, at, &kind, None, Value::Map(data));
     Ok(Outcome::Recorded(Some(PersonId(pid))))
 }
+
+/// One delivery event ([`Op::DeliveryEvent`](crate::Op::DeliveryEvent)): records `d`
+/// for `person` unless its id is recorded already, then reports `m`. Deciding inside the
+/// write is what keeps a concurrent write from coming between the check and the act.
+pub(crate) fn delivery_event(
+    cx: &mut Ctx<'_, '_>,
+    person: Option<&Ident>,
+    d: &NewDelivery,
+    m: &Metric,
+) -> Result<Outcome> {
+    if m.delivery_id != d.id {
+        return Err(InputError::invalid(
+            "metric.delivery_id",
+            format!("must be the delivery's id `{}`", d.id),
+        )
+        .into());
+    }
+    check_id(&d.id)?;
+    if cx.txn.get::<DeliveryIdsF>(d.id.as_bytes())?.is_none() {
+        let Some(person) = person else {
+            return Err(InputError::invalid(
+                "person",
+                format!(
+                    "must name the person (id, email or cio_id): delivery `{}` is not \
+                     recorded yet, and recording it needs whose it is",
+                    d.id
+                ),
+            )
+            .into());
+        };
+        add_delivery(cx, person, d)?;
+    }
+    report_metric(cx, m)
+}

@@ -54,7 +54,10 @@
 //!   [`Audience`], [`PersonSummary`], [`SegmentInfo`], [`RefreshReport`], [`Explain`],
 //!   and [`RoaringBitmap`] (the crate `roaring`'s) for raw audiences.
 //! - Wire formats in ([`ProfileDb::ingest`], [`ingest`] lists every shape): [`Report`],
-//!   [`Rejection`]; export out: [`ProfileDb::export`].
+//!   [`Rejection`]; export out: [`ProfileDb::export`], and back into an empty database:
+//!   [`ProfileDb::restore`] ([`RestoreReport`], [`LineRejection`]) or [`Restore`] line
+//!   by line ([`LineOutcome`], [`Refusal`]), failing with [`RestoreError`] ([`Broken`]);
+//!   the format is in [`export`].
 //! - Errors: [`Error`], [`Result`], [`OpenError`], [`StorageError`], [`InputError`],
 //!   [`InputReason`].
 //! - Limits of single inputs: [`MAX_DELIVERY_ID_BYTES`], [`MAX_EVENT_ID_BYTES`],
@@ -66,7 +69,7 @@
 //! `profile.rs` (the profile and its parts: activity, deliveries, devices,
 //! relationships, objects; expiry), `workspace.rs` (topics, segments, queries, the
 //! people list, the attribute catalogue, indexes, refresh), `counts.rs`, `ingest/` and
-//! `dump.rs`.
+//! `export/` (export and restore).
 //!
 //! # Limits
 //! Inputs are checked against [`Limits`] (Customer.io's published limits by default:
@@ -142,8 +145,8 @@ mod counts;
 mod db;
 mod deliveries;
 mod devices;
-pub mod dump;
 mod error;
+pub mod export;
 #[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -170,6 +173,9 @@ pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VER
 pub use deliveries::{Metric, NewDelivery, MAX_DELIVERY_ID_BYTES};
 pub use devices::{DeviceInput, PushResult, MAX_TOKEN_BYTES, RESERVED_DEVICE_ATTRIBUTES};
 pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError};
+pub use export::{
+    Broken, LineOutcome, LineRejection, Refusal, Restore, RestoreError, RestoreReport,
+};
 pub use ingest::{Rejection, Report};
 pub use limits::Limits;
 pub use model::{

@@ -57,7 +57,7 @@ pub(crate) struct Inner {
     poisoned: AtomicBool,
     /// Checkpoints run by this handle.
     checkpoints: AtomicU64,
-    /// Between an export's `restore_begin` and `restore_end` ([`crate::dump`]): other
+    /// Between an export's `restore_begin` and `restore_end` ([`crate::export`]): other
     /// writes are refused, so nothing mixes into the restored records.
     pub(crate) restoring: AtomicBool,
     /// Opened for salvage over a data loss or a damaged `COMMIT` file: what happened,

@@ -14,8 +14,9 @@ use crate::segments::members;
 use super::write::Ctx;
 use super::ProfileDb;
 
-/// One write operation, for [`ProfileDb::write_batch`]. Each has a method of the same
-/// purpose on [`ProfileDb`] that runs it alone.
+/// One write operation, for [`ProfileDb::write_batch`]. Each but
+/// [`DeliveryEvent`](Op::DeliveryEvent) has a method of the same purpose on
+/// [`ProfileDb`] that runs it alone.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Op {
@@ -59,6 +60,19 @@ pub enum Op {
     },
     /// Report a metric against a delivery.
     Metric(Metric),
+    /// Report a metric against a delivery, recording the delivery first when its id is
+    /// not recorded yet (as a reporting webhook's first event for a delivery does). The
+    /// check and the record happen inside the write. Run it with
+    /// [`write_batch`](ProfileDb::write_batch).
+    DeliveryEvent {
+        /// Whose delivery it is; needed only when it is not recorded yet (else the
+        /// event is refused, naming `person`).
+        person: Option<Ident>,
+        /// The delivery to record when its id is not recorded yet.
+        delivery: NewDelivery,
+        /// The metric; its delivery id must be `delivery`'s.
+        metric: Metric,
+    },
     /// Create or rename an object type.
     DefineObjectType {
         /// The type id (from 1).
@@ -133,6 +147,11 @@ fn apply_op(cx: &mut Ctx<'_, '_>, op: &Op) -> Result<Outcome> {
         Op::PushResult { token, result } => devices::push_result(cx, token, *result),
         Op::AddDelivery { person, delivery } => deliveries::add_delivery(cx, person, delivery),
         Op::Metric(m) => deliveries::report_metric(cx, m),
+        Op::DeliveryEvent {
+            person,
+            delivery,
+            metric,
+        } => deliveries::delivery_event(cx, person.as_ref(), delivery, metric),
         Op::DefineObjectType { type_id, name } => relations::define_type(cx, *type_id, name),
         Op::IdentifyObject { object, attributes } => {
             relations::identify_object(cx, object, attributes)

@@ -408,7 +408,7 @@ impl ProfileDb {
         Ok(())
     }
 
-    /// Restore hook for [`crate::dump`]: commits what `stage` stages (with `counters`
+    /// Restore hook for [`crate::export`]: commits what `stage` stages (with `counters`
     /// when given, else the current ones) as one unit; with `reload`, the in-memory
     /// bitmaps and catalog are then read afresh from the store, inside the commit gate.
     pub(crate) fn commit_restore(
