@@ -83,6 +83,10 @@ pub mod profile;
 pub mod query;
 pub mod relations;
 pub mod segments;
+/// `profiledb serve`: the HTTP edge server that Customer.io's SDKs write to (feature
+/// `server`).
+#[cfg(feature = "server")]
+pub mod server;
 pub mod store;
 pub mod synth;
 pub mod workspace;

@@ -104,6 +104,7 @@
 
 mod json;
 mod pipelines;
+pub mod v1;
 mod v2;
 mod webhook;
 
