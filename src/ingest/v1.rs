@@ -391,18 +391,36 @@ mod tests {
                 secondary: Ident::email("b@x")
             }
         );
-        assert_eq!(merge(&json!({"primary": {"id": "a"}})).unwrap_err().field, "secondary");
-        let m = push_event(&json!({"delivery_id": "d", "event": "opened", "device_id": "t"})).unwrap();
+        assert_eq!(
+            merge(&json!({"primary": {"id": "a"}})).unwrap_err().field,
+            "secondary"
+        );
+        let m =
+            push_event(&json!({"delivery_id": "d", "event": "opened", "device_id": "t"})).unwrap();
         assert_eq!(m.metric, "opened");
-        assert_eq!(push_event(&json!({"delivery_id": "d", "event": "x"})).unwrap_err().field, "event");
+        assert_eq!(
+            push_event(&json!({"delivery_id": "d", "event": "x"}))
+                .unwrap_err()
+                .field,
+            "event"
+        );
         let m = metric(&json!({"delivery_id": "d", "metric": "clicked", "href": "h"})).unwrap();
         assert_eq!(m.href.as_deref(), Some("h"));
     }
 
     #[test]
     fn form_respondent() {
-        let op = form(&json!({"data": {"email": "a@b", "first_name": "A", "form_name": "x"}})).unwrap();
-        assert_eq!(op, Identify::new(Ident::email("a@b")).set("email", "a@b").set("first_name", "A"));
-        assert_eq!(form(&json!({"data": {"name": "x"}})).unwrap_err().field, "data");
+        let op =
+            form(&json!({"data": {"email": "a@b", "first_name": "A", "form_name": "x"}})).unwrap();
+        assert_eq!(
+            op,
+            Identify::new(Ident::email("a@b"))
+                .set("email", "a@b")
+                .set("first_name", "A")
+        );
+        assert_eq!(
+            form(&json!({"data": {"name": "x"}})).unwrap_err().field,
+            "data"
+        );
     }
 }

@@ -92,7 +92,12 @@ pub fn customer_json(p: &Person, devices: &[Device]) -> Json {
     for (k, v) in &p.attributes {
         attributes.insert(k.clone(), v.to_json());
     }
-    for kind in [IdentKind::Id, IdentKind::Email, IdentKind::Phone, IdentKind::CioId] {
+    for kind in [
+        IdentKind::Id,
+        IdentKind::Email,
+        IdentKind::Phone,
+        IdentKind::CioId,
+    ] {
         if let Some(v) = p.identifier(kind) {
             attributes.insert(kind.as_str().to_owned(), Json::String(v.to_owned()));
         }
@@ -151,7 +156,9 @@ fn limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, InputEr
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| InputError::invalid("limit", format!("must be a number from 1 to {max}"))),
+            .ok_or_else(|| {
+                InputError::invalid("limit", format!("must be a number from 1 to {max}"))
+            }),
     }
 }
 
@@ -308,7 +315,10 @@ pub(crate) struct EmailQuery {
 }
 
 /// `GET /v1/customers?email=`.
-pub(crate) async fn by_email(State(state): State<AppState>, Query(q): Query<EmailQuery>) -> Response {
+pub(crate) async fn by_email(
+    State(state): State<AppState>,
+    Query(q): Query<EmailQuery>,
+) -> Response {
     let Some(email) = q.email.filter(|e| !e.is_empty()) else {
         return reply::refused(&InputError::invalid("email", "is required"));
     };
@@ -330,7 +340,11 @@ pub(crate) struct PageQuery {
     limit: Option<String>,
 }
 
-fn page(q: &PageQuery, default: usize, max: usize) -> Result<(usize, Option<PersonId>), InputError> {
+fn page(
+    q: &PageQuery,
+    default: usize,
+    max: usize,
+) -> Result<(usize, Option<PersonId>), InputError> {
     let n = limit(q.limit.as_deref(), default, max)?;
     let after = match q.start.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -375,7 +389,11 @@ pub(crate) async fn search(
     read(&state, move |db| {
         let found = db.query(&filter, n, after).map_err(|e| match e {
             Error::Input(ie) => Error::Input(InputError::new(
-                if ie.field == "condition" { "filter".into() } else { ie.field },
+                if ie.field == "condition" {
+                    "filter".into()
+                } else {
+                    ie.field
+                },
                 ie.reason,
             )),
             other => other,
@@ -461,7 +479,11 @@ pub(crate) async fn membership(
             Ok(s) => s,
             Err(res) => return Ok(res),
         };
-        ok(audience_json(&db.query(&format!("segment:#{}", s.id), n, after)?))
+        ok(audience_json(&db.query(
+            &format!("segment:#{}", s.id),
+            n,
+            after,
+        )?))
     })
     .await
 }

@@ -37,9 +37,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(rest.trim())
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
 }
 
 fn unauthorized(what: &str) -> Response {
@@ -55,7 +53,8 @@ fn track_ok(state: &AppState, headers: &HeaderMap) -> bool {
     let (Some(site), Some(key)) = (&state.keys.site_id, &state.keys.api_key) else {
         return false;
     };
-    basic(headers).is_some_and(|(u, p)| eq(u.as_bytes(), site.as_bytes()) & eq(p.as_bytes(), key.as_bytes()))
+    basic(headers)
+        .is_some_and(|(u, p)| eq(u.as_bytes(), site.as_bytes()) & eq(p.as_bytes(), key.as_bytes()))
 }
 
 /// Track API: Basic `site_id:api_key`.
@@ -67,11 +66,7 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
 }
 
 /// Data Pipelines: Basic `write_key:` (the password is empty).
-pub(crate) async fn pipelines(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn pipelines(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ok = state.no_auth
         || state.keys.write_key.as_ref().is_some_and(|k| {
             basic(req.headers()).is_some_and(|(u, _)| eq(u.as_bytes(), k.as_bytes()))
@@ -84,10 +79,11 @@ pub(crate) async fn pipelines(
 
 /// App API: `Bearer app_key`.
 pub(crate) async fn app(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = state.no_auth
-        || state.keys.app_key.as_ref().is_some_and(|k| {
-            bearer(req.headers()).is_some_and(|t| eq(t.as_bytes(), k.as_bytes()))
-        });
+    let ok =
+        state.no_auth
+            || state.keys.app_key.as_ref().is_some_and(|k| {
+                bearer(req.headers()).is_some_and(|t| eq(t.as_bytes(), k.as_bytes()))
+            });
     if ok {
         return next.run(req).await;
     }
@@ -102,7 +98,9 @@ pub(crate) async fn webhook(State(state): State<AppState>, req: Request, next: N
         return next.run(req).await;
     }
     let Some(key) = state.keys.webhook_key.clone() else {
-        return unauthorized("reporting webhooks need a signature (--webhook-key) or Track's Basic auth");
+        return unauthorized(
+            "reporting webhooks need a signature (--webhook-key) or Track's Basic auth",
+        );
     };
     let signature = req
         .headers()
@@ -144,7 +142,10 @@ pub(crate) async fn webhook(State(state): State<AppState>, req: Request, next: N
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    if !eq(expected.as_bytes(), signature.trim().to_ascii_lowercase().as_bytes()) {
+    if !eq(
+        expected.as_bytes(),
+        signature.trim().to_ascii_lowercase().as_bytes(),
+    ) {
         return unauthorized("X-CIO-Signature does not match the body");
     }
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
@@ -161,7 +162,10 @@ mod tests {
         let mut h = HeaderMap::new();
         // "site?>:k" has a `?>` that encodes differently in the URL-safe alphabet.
         let url = base64::engine::general_purpose::URL_SAFE.encode("s?>:k~~");
-        h.insert(header::AUTHORIZATION, format!("Basic {url}").parse().unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {url}").parse().unwrap(),
+        );
         assert_eq!(basic(&h), Some(("s?>".into(), "k~~".into())));
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
         assert_eq!(basic(&h), None);

@@ -59,9 +59,16 @@ impl Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        counter("profiledb_requests_total", "Requests answered.", g(&self.requests));
+        counter(
+            "profiledb_requests_total",
+            "Requests answered.",
+            g(&self.requests),
+        );
         counter(
             "profiledb_rejections_total",
             "Requests answered with a 4xx.",

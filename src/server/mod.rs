@@ -242,7 +242,10 @@ impl Server {
     /// # Errors
     /// [`ServeError::Io`] when the runtime or socket fails; [`ServeError::Db`] when the
     /// final flush or close fails.
-    pub fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("profiledb-http")
@@ -305,7 +308,10 @@ fn router(state: AppState, config: &Config) -> Router {
         )
         .route("/api/v1/customers/{identifier}/events", post(track::event))
         .route("/api/v1/events", post(track::anonymous_event))
-        .route("/api/v1/customers/{identifier}/devices", put(track::add_device))
+        .route(
+            "/api/v1/customers/{identifier}/devices",
+            put(track::add_device),
+        )
         .route(
             "/api/v1/customers/{identifier}/devices/{token}",
             delete(track::delete_device),
@@ -369,9 +375,18 @@ fn router(state: AppState, config: &Config) -> Router {
         ));
     let app_api = Router::new()
         .route("/v1/customers", get(app::by_email).post(app::search))
-        .route("/v1/customers/{identifier}/attributes", get(app::attributes))
-        .route("/v1/customers/{identifier}/activities", get(app::activities))
-        .route("/v1/customers/{identifier}/segments", get(app::person_segments))
+        .route(
+            "/v1/customers/{identifier}/attributes",
+            get(app::attributes),
+        )
+        .route(
+            "/v1/customers/{identifier}/activities",
+            get(app::activities),
+        )
+        .route(
+            "/v1/customers/{identifier}/segments",
+            get(app::person_segments),
+        )
         .route("/v1/customers/{identifier}/messages", get(app::messages))
         .route("/v1/segments", get(app::segments))
         .route("/v1/segments/{segment}", get(app::segment))
@@ -389,7 +404,10 @@ fn router(state: AppState, config: &Config) -> Router {
             post(track::remove_customers),
         )
         .layer(many)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::app));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::app,
+        ));
     let health = Router::new()
         .route("/healthz", get(app::healthz))
         .route("/metrics", get(app::metrics));

@@ -27,7 +27,12 @@ use super::commit::{Done, Refused};
 use crate::{Error, InputError, InputReason, Report};
 
 /// An error answer: status and the library's text, with the field when it has one.
-pub(crate) fn error(status: StatusCode, field: Option<&str>, reason: &str, message: &str) -> Response {
+pub(crate) fn error(
+    status: StatusCode,
+    field: Option<&str>,
+    reason: &str,
+    message: &str,
+) -> Response {
     let code = status.as_u16();
     let body = json!({
         "errors": [{
@@ -148,7 +153,12 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Json, Res
                 ),
             )
         } else {
-            error(status, Some("body"), "unreadable", &format!("body: {rejection}"))
+            error(
+                status,
+                Some("body"),
+                "unreadable",
+                &format!("body: {rejection}"),
+            )
         }
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -72,7 +72,10 @@ pub(crate) async fn delete(
     Path(identifier): Path<String>,
     body: Body,
 ) -> Response {
-    person_write(&state, &identifier, body, |who, _| Ok(vec![Op::Delete(who)])).await
+    person_write(&state, &identifier, body, |who, _| {
+        Ok(vec![Op::Delete(who)])
+    })
+    .await
 }
 
 /// `POST /api/v1/customers/{identifier}/suppress`.
@@ -81,7 +84,10 @@ pub(crate) async fn suppress(
     Path(identifier): Path<String>,
     body: Body,
 ) -> Response {
-    person_write(&state, &identifier, body, |who, _| Ok(vec![Op::Suppress(who)])).await
+    person_write(&state, &identifier, body, |who, _| {
+        Ok(vec![Op::Suppress(who)])
+    })
+    .await
 }
 
 /// `POST /api/v1/customers/{identifier}/unsuppress`.
@@ -110,7 +116,10 @@ pub(crate) async fn event(
 
 /// `POST /api/v1/events`.
 pub(crate) async fn anonymous_event(State(state): State<AppState>, body: Body) -> Response {
-    body_write(&state, body, |b| Ok(vec![Op::Track(v1::anonymous_event(&b)?)])).await
+    body_write(&state, body, |b| {
+        Ok(vec![Op::Track(v1::anonymous_event(&b)?)])
+    })
+    .await
 }
 
 /// `PUT /api/v1/customers/{identifier}/devices`.
@@ -259,7 +268,8 @@ async fn ingest(state: &AppState, body: Body, partial: StatusCode, kind: Kind<'_
         }
         Kind::Pipelines(t) => {
             if let Some(m) = msg.as_object_mut() {
-                m.entry("type").or_insert_with(|| Json::String(t.to_owned()));
+                m.entry("type")
+                    .or_insert_with(|| Json::String(t.to_owned()));
             }
         }
     }

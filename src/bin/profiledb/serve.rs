@@ -63,8 +63,8 @@ pub fn serve(ctx: &Context, args: ServeArgs) -> CmdResult {
     };
     // The server makes each group of writes durable itself (one flush per group).
     let db = ctx.open(Durability::Buffered)?;
-    let server = Server::bind(db.clone(), args.listen, config)
-        .map_err(|e| Failure::new(e.to_string()))?;
+    let server =
+        Server::bind(db.clone(), args.listen, config).map_err(|e| Failure::new(e.to_string()))?;
     let addr = server
         .local_addr()
         .map_err(|e| Failure::new(format!("the listening socket failed: {e}")))?;
