@@ -54,7 +54,14 @@ fn customerio_node_journey() {
     let out = Command::new("node")
         .current_dir(clients_dir())
         .arg("journey.js")
-        .args([&s.url(""), SITE, API_KEY, APP_KEY, WRITE_KEY, &segment.to_string()])
+        .args([
+            &s.url(""),
+            SITE,
+            API_KEY,
+            APP_KEY,
+            WRITE_KEY,
+            &segment.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -95,27 +102,29 @@ fn customerio_node_journey() {
     assert_eq!(p.relationships.len(), 1);
     assert_eq!(p.relationships[0].object, ObjectRef::new(1, "acme"));
     assert_eq!(p.relationships[0].object_attributes["name"], "Acme".into());
-    assert!(s.db.person(&Ident::id("n-3")).unwrap().is_none(), "merged away");
+    assert!(
+        s.db.person(&Ident::id("n-3")).unwrap().is_none(),
+        "merged away"
+    );
     assert_eq!(p.segments.len(), 1);
     assert_eq!(p.segments[0].id, segment);
     // Anonymous activity followed the visitor who identified with it.
-    let n2 = s
-        .db
-        .activities(&Ident::id("n-2"), &ActivityFilter::new(50).kind("event"))
-        .unwrap();
+    let n2 =
+        s.db.activities(&Ident::id("n-2"), &ActivityFilter::new(50).kind("event"))
+            .unwrap();
     assert!(
-        n2.iter().any(|a| a.name.as_deref() == Some("viewed_product")),
+        n2.iter()
+            .any(|a| a.name.as_deref() == Some("viewed_product")),
         "{n2:?}"
     );
     assert_eq!(got["n2"]["customer"]["id"], "n-2");
     assert_eq!(got["byEmail"]["results"][0]["id"], "n-1");
     assert!(s.db.is_suppressed(&Ident::id("n-4")).unwrap());
     assert_eq!(got["n4Status"], 404);
-    let form = s
-        .db
-        .person(&Ident::email("form@example.com"))
-        .unwrap()
-        .unwrap();
+    let form =
+        s.db.person(&Ident::email("form@example.com"))
+            .unwrap()
+            .unwrap();
     assert_eq!(form.attributes["first_name"], "Forma".into());
     // Pipelines through the Node client.
     let np = s.db.profile(&Ident::id("np-1"), 20).unwrap().unwrap();
@@ -124,7 +133,10 @@ fn customerio_node_journey() {
         .iter()
         .any(|a| a.name.as_deref() == Some("Order Completed")));
     assert_eq!(np.relationships[0].object, ObjectRef::new(1, "globex"));
-    assert_eq!(got["np1"]["customer"]["attributes"]["email"], "np@example.com");
+    assert_eq!(
+        got["np1"]["customer"]["attributes"]["email"],
+        "np@example.com"
+    );
 }
 
 #[test]
@@ -170,11 +182,13 @@ fn customerio_cdp_analytics_python_journey() {
     assert!(names.iter().any(|(k, _)| *k == "screen"), "{names:?}");
     assert_eq!(p.relationships[0].object, ObjectRef::new(1, "initech"));
     assert_eq!(p.devices[0].token, "tok-py1");
-    assert!(s.db.person(&Ident::id("py-3")).unwrap().is_none(), "aliased away");
-    let py2 = s
-        .db
-        .activities(&Ident::id("py-2"), &ActivityFilter::new(20).kind("event"))
-        .unwrap();
+    assert!(
+        s.db.person(&Ident::id("py-3")).unwrap().is_none(),
+        "aliased away"
+    );
+    let py2 =
+        s.db.activities(&Ident::id("py-2"), &ActivityFilter::new(20).kind("event"))
+            .unwrap();
     assert!(py2
         .iter()
         .any(|a| a.name.as_deref() == Some("Product Viewed")));
@@ -190,6 +204,10 @@ fn customerio_cdp_analytics_python_journey() {
     };
     assert_eq!(status, 200);
     for (k, v) in &p.person.attributes {
-        assert_eq!(got["customer"]["attributes"][k], v.to_json(), "attribute {k}");
+        assert_eq!(
+            got["customer"]["attributes"][k],
+            v.to_json(),
+            "attribute {k}"
+        );
     }
 }
