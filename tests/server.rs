@@ -805,6 +805,59 @@ fn concurrent_writes_share_commits_and_are_durable_after_stop() {
     }
 }
 
+/// Requests that share a commit are still answered one by one: a refused one gets its
+/// own refusal (named as if it were alone) and the others apply.
+#[test]
+fn refusals_inside_a_shared_commit_are_answered_alone() {
+    let s = TestServer::start();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let url = s.url("");
+            std::thread::spawn(move || {
+                let c = client();
+                for i in 0..10 {
+                    let ok = (t + i) % 3 != 0;
+                    let (path, b) = if i % 2 == 0 {
+                        let attrs = if ok { json!({"n": i}) } else { json!({"n": "x".repeat(2000)}) };
+                        (format!("/api/v1/customers/m-{t}-{i}"), attrs)
+                    } else {
+                        let action = if ok { "identify" } else { "fly" };
+                        (
+                            "/api/v2/entity".to_owned(),
+                            json!({"type": "person", "action": action, "identifiers": {"id": format!("m-{t}-{i}")}, "attributes": {"n": i}}),
+                        )
+                    };
+                    let method = if i % 2 == 0 { Method::PUT } else { Method::POST };
+                    let (status, b) = body(
+                        c.request(method, format!("{url}{path}"))
+                            .basic_auth(SITE, Some(API_KEY))
+                            .json(&b)
+                            .send()
+                            .unwrap(),
+                    );
+                    if ok {
+                        assert_eq!((status, &b), (200, &json!({})));
+                    } else {
+                        assert_eq!(status, 400, "{b}");
+                        let want = if i % 2 == 0 { "n" } else { "action" };
+                        assert_eq!(b["errors"][0]["field"], want, "{b}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for t in 0..8 {
+        for i in 0..10 {
+            let ok = (t + i) % 3 != 0;
+            let p = s.db.person(&Ident::id(format!("m-{t}-{i}"))).unwrap();
+            assert_eq!(p.is_some(), ok, "m-{t}-{i}");
+        }
+    }
+}
+
 #[test]
 fn binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,10 +2,14 @@
 //!
 //! Each write request becomes a [`Work`] queued with a one-shot channel for its answer.
 //! The writer blocks for the first queued request, then takes whatever else is queued
-//! (up to the group size), applies each request on its own (one atomic
-//! [`write_batch`](ProfileDb::write_batch) or [`ingest`](ProfileDb::ingest), with the
-//! handle's buffered durability), makes the whole group durable with one
-//! [`flush`](ProfileDb::flush), and only then answers each request. While it flushes,
+//! (up to the group size), applies each request as its own atomic unit with the
+//! handle's buffered durability, makes the whole group durable with one
+//! [`flush`](ProfileDb::flush), and only then answers each request. Requests of one
+//! kind share library calls: a run of operation requests is one
+//! [`write_batch`](ProfileDb::write_batch), split around any request it refuses, and a
+//! run of single messages one [`ingest`](ProfileDb::ingest) of them as a batch, which
+//! the library applies item by item with the same result as alone; so the cost of a
+//! commit is paid once per group, not once per request. While it flushes,
 //! the next group queues up, so the number of requests per fsync grows with the number
 //! of clients waiting.
 //!
@@ -165,18 +169,16 @@ fn commit_group(db: &ProfileDb, group: &mut Vec<Job>, metrics: &Metrics) {
     let started = Instant::now();
     let n = group.len();
     metrics.queue_depth.fetch_sub(n as i64, Ordering::Relaxed);
-    let mut answers: Vec<(oneshot::Sender<Done>, Done, bool)> = Vec::with_capacity(n);
-    for job in group.drain(..) {
-        let (done, wrote) = apply(db, job.work);
-        answers.push((job.reply, done, wrote));
-    }
-    let flushed = if answers.iter().any(|(_, _, wrote)| *wrote) {
+    let (works, replies): (Vec<Work>, Vec<oneshot::Sender<Done>>) =
+        group.drain(..).map(|j| (j.work, j.reply)).unzip();
+    let answers = apply_all(db, works);
+    let flushed = if answers.iter().any(|(_, wrote)| *wrote) {
         db.flush().map_err(|e| e.to_string())
     } else {
         Ok(())
     };
     metrics.commit(n as u64, started.elapsed());
-    for (reply, done, wrote) in answers {
+    for (reply, (done, wrote)) in replies.into_iter().zip(answers) {
         let done = match &flushed {
             Err(why) if wrote => Done::FlushFailed(why.clone()),
             _ => done,
@@ -186,11 +188,70 @@ fn commit_group(db: &ProfileDb, group: &mut Vec<Job>, metrics: &Metrics) {
     }
 }
 
-/// Applies one request; the flag says whether it may have written something.
-fn apply(db: &ProfileDb, work: Work) -> (Done, bool) {
-    // The library promises no panic escapes it; should one slip through, only this
-    // request fails and the writer carries on.
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+/// Whether an ingest request can share one library call with others: a single
+/// message (not a batch, not an extension message), which the library applies inside a
+/// batch exactly as alone.
+fn mergeable(work: &Work) -> bool {
+    match work {
+        Work::Ingest(Json::Object(m)) => {
+            !m.contains_key("batch")
+                && m.get("type").and_then(Json::as_str) != Some("profiledb")
+        }
+        _ => false,
+    }
+}
+
+/// Applies the group's requests in order, each as its own atomic unit, with as few
+/// library calls as possible: a run of operation requests is one
+/// [`write_batch`](ProfileDb::write_batch) (split around any request it refuses), a run
+/// of single messages one [`ingest`](ProfileDb::ingest) of them as a batch (which
+/// applies each item as if alone). Each answer says whether it may have written.
+fn apply_all(db: &ProfileDb, works: Vec<Work>) -> Vec<(Done, bool)> {
+    let mut out: Vec<(Done, bool)> = Vec::with_capacity(works.len());
+    let mut works = works.into_iter().peekable();
+    while let Some(first) = works.next() {
+        match first {
+            Work::Ops(ops) => {
+                let mut run = vec![ops];
+                while let Some(Work::Ops(_)) = works.peek() {
+                    if let Some(Work::Ops(more)) = works.next() {
+                        run.push(more);
+                    }
+                }
+                out.extend(guarded(run.len(), || apply_ops(db, &run)));
+            }
+            first if mergeable(&first) => {
+                let mut run = vec![first];
+                while works.peek().is_some_and(mergeable) {
+                    if let Some(more) = works.next() {
+                        run.push(more);
+                    }
+                }
+                out.extend(guarded(run.len(), || ingest_run(db, run)));
+            }
+            other => out.extend(guarded(1, || vec![apply_one(db, other)])),
+        }
+    }
+    out
+}
+
+/// Runs `f`, answering `n` requests. The library promises no panic escapes it; should
+/// one slip through, these requests fail and the writer carries on.
+fn guarded(n: usize, f: impl FnOnce() -> Vec<(Done, bool)>) -> Vec<(Done, bool)> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        (0..n)
+            .map(|_| {
+                (
+                    Done::FlushFailed("internal failure while applying the request".into()),
+                    true,
+                )
+            })
+            .collect()
+    })
+}
+
+fn apply_one(db: &ProfileDb, work: Work) -> (Done, bool) {
+    match work {
         Work::Ops(ops) => {
             let r = db.write_batch(&ops);
             let wrote = r.is_ok();
@@ -201,11 +262,133 @@ fn apply(db: &ProfileDb, work: Work) -> (Done, bool) {
             let wrote = r.as_ref().map_or(true, |rep| rep.applied > 0);
             (Done::Ingest(r), wrote)
         }
-    }));
-    run.unwrap_or_else(|_| {
-        (
-            Done::FlushFailed("internal failure while applying the request".into()),
-            true,
-        )
-    })
+    }
+}
+
+/// Applies each request's operations atomically, all in one `write_batch` when none is
+/// refused; a refused request is answered with its refusal and the others are applied
+/// around it.
+fn apply_ops(db: &ProfileDb, run: &[Vec<Op>]) -> Vec<(Done, bool)> {
+    if let [only] = run {
+        let r = db.write_batch(only);
+        let wrote = r.is_ok();
+        return vec![(Done::Ops(r), wrote)];
+    }
+    let all: Vec<Op> = run.iter().flatten().cloned().collect();
+    match db.write_batch(&all) {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            run.iter()
+                .map(|ops| (Done::Ops(Ok(outcomes.by_ref().take(ops.len()).collect())), true))
+                .collect()
+        }
+        Err(Error::InBatch { index, source }) => {
+            // Which request holds operation `index`, and where its operations start.
+            let mut start = 0;
+            let mut owner = run.len();
+            for (r, ops) in run.iter().enumerate() {
+                if index < start + ops.len() {
+                    owner = r;
+                    break;
+                }
+                start += ops.len();
+            }
+            let (Some(before), Some(after)) = (run.get(..owner), run.get(owner + 1..)) else {
+                return one_by_one(db, run);
+            };
+            let mut out = apply_ops(db, before);
+            out.push((
+                Done::Ops(Err(Error::InBatch {
+                    index: index - start,
+                    source,
+                })),
+                false,
+            ));
+            if !after.is_empty() {
+                out.extend(apply_ops(db, after));
+            }
+            out
+        }
+        // Not attributable to one request: apply them one by one.
+        Err(_) => one_by_one(db, run),
+    }
+}
+
+fn one_by_one(db: &ProfileDb, run: &[Vec<Op>]) -> Vec<(Done, bool)> {
+    run.iter()
+        .map(|ops| {
+            let r = db.write_batch(ops);
+            let wrote = r.is_ok();
+            (Done::Ops(r), wrote)
+        })
+        .collect()
+}
+
+/// Ingests single messages as one batch and splits the report per request, naming
+/// each refusal's field as the message alone would (without the `batch[i].` prefix).
+fn ingest_run(db: &ProfileDb, run: Vec<Work>) -> Vec<(Done, bool)> {
+    let n = run.len();
+    if n == 1 {
+        return run.into_iter().map(|w| apply_one(db, w)).collect();
+    }
+    let items: Vec<Json> = run
+        .into_iter()
+        .map(|w| match w {
+            Work::Ingest(m) => m,
+            Work::Ops(_) => Json::Null,
+        })
+        .collect();
+    let mut batch = serde_json::Map::new();
+    batch.insert("batch".into(), Json::Array(items));
+    let report = match db.ingest(&Json::Object(batch)) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = e.to_string();
+            return (0..n)
+                .map(|_| (Done::FlushFailed(why.clone()), true))
+                .collect();
+        }
+    };
+    let mut refused: Vec<Option<Error>> = (0..n).map(|_| None).collect();
+    for r in report.rejected {
+        if let Some(slot) = r.item.and_then(|i| refused.get_mut(i)) {
+            let i = r.item.unwrap_or_default();
+            *slot = Some(unprefixed(r.error, i));
+        }
+    }
+    refused
+        .into_iter()
+        .map(|e| match e {
+            None => (
+                Done::Ingest(Ok(Report {
+                    applied: 1,
+                    rejected: Vec::new(),
+                })),
+                true,
+            ),
+            Some(error) => (
+                Done::Ingest(Ok(Report {
+                    applied: 0,
+                    rejected: vec![crate::Rejection { item: None, error }],
+                })),
+                false,
+            ),
+        })
+        .collect()
+}
+
+/// The refusal of batch item `i` as the message alone would get it.
+fn unprefixed(e: Error, i: usize) -> Error {
+    match e {
+        Error::Input(ie) => {
+            let prefix = format!("batch[{i}]");
+            let field = match ie.field.strip_prefix(&prefix) {
+                Some("") => "message".to_owned(),
+                Some(rest) => rest.strip_prefix('.').unwrap_or(rest).to_owned(),
+                None => ie.field,
+            };
+            Error::Input(crate::InputError::new(field, ie.reason))
+        }
+        other => other,
+    }
 }
