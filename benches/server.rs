@@ -98,7 +98,12 @@ async fn run(
                 let mut i = 0;
                 while Instant::now() < until {
                     let t = Instant::now();
-                    let res = http.post(&url).json(&body(c, i)).send().await.expect("send");
+                    let res = http
+                        .post(&url)
+                        .json(&body(c, i))
+                        .send()
+                        .await
+                        .expect("send");
                     assert!(res.status().is_success(), "answer {}", res.status());
                     let _ = res.bytes().await;
                     lat.push(t.elapsed());

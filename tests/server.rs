@@ -858,6 +858,45 @@ fn refusals_inside_a_shared_commit_are_answered_alone() {
     }
 }
 
+/// Batches that share a commit answer with their own item indices.
+#[test]
+fn batches_inside_a_shared_commit_name_their_own_items() {
+    let s = TestServer::start();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let url = s.url("");
+            std::thread::spawn(move || {
+                let c = client();
+                for i in 0..6 {
+                    let batch: Vec<Json> = (0..4)
+                        .map(|k| {
+                            let action = if k == (t + i) % 4 { "fly" } else { "identify" };
+                            json!({"type": "person", "action": action, "identifiers": {"id": format!("b-{t}-{i}-{k}")}})
+                        })
+                        .collect();
+                    let (status, b) = body(
+                        c.post(format!("{url}/api/v2/batch"))
+                            .basic_auth(SITE, Some(API_KEY))
+                            .json(&json!({ "batch": batch }))
+                            .send()
+                            .unwrap(),
+                    );
+                    let bad = (t + i) % 4;
+                    assert_eq!(status, 207, "{b}");
+                    assert_eq!(b["applied"], 3, "{b}");
+                    assert_eq!(b["errors"].as_array().unwrap().len(), 1, "{b}");
+                    assert_eq!(b["errors"][0]["batch_index"], bad, "{b}");
+                    assert_eq!(b["errors"][0]["field"], format!("batch[{bad}].action"), "{b}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.db.people().unwrap().len(), 8 * 6 * 3);
+}
+
 #[test]
 fn binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

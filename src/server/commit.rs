@@ -188,17 +188,23 @@ fn commit_group(db: &ProfileDb, group: &mut Vec<Job>, metrics: &Metrics) {
     }
 }
 
-/// Whether an ingest request can share one library call with others: a single
-/// message (not a batch, not an extension message), which the library applies inside a
-/// batch exactly as alone.
-fn mergeable(work: &Work) -> bool {
-    match work {
-        Work::Ingest(Json::Object(m)) => {
-            !m.contains_key("batch")
-                && m.get("type").and_then(Json::as_str) != Some("profiledb")
-        }
-        _ => false,
+/// How many batch items an ingest request becomes when it shares one library call with
+/// others: 1 for a single message, its item count for a batch; `None` when it must go
+/// alone (an extension message, a batch that is not an array, anything not an
+/// object). Inside a batch the library applies each item exactly as alone.
+fn items(work: &Work) -> Option<usize> {
+    let Work::Ingest(Json::Object(m)) = work else {
+        return None;
+    };
+    match m.get("batch") {
+        Some(Json::Array(items)) => Some(items.len()),
+        Some(_) => None,
+        None => (m.get("type").and_then(Json::as_str) != Some("profiledb")).then_some(1),
     }
+}
+
+fn mergeable(work: &Work) -> bool {
+    items(work).is_some()
 }
 
 /// Applies the group's requests in order, each as its own atomic unit, with as few
@@ -279,7 +285,12 @@ fn apply_ops(db: &ProfileDb, run: &[Vec<Op>]) -> Vec<(Done, bool)> {
         Ok(outcomes) => {
             let mut outcomes = outcomes.into_iter();
             run.iter()
-                .map(|ops| (Done::Ops(Ok(outcomes.by_ref().take(ops.len()).collect())), true))
+                .map(|ops| {
+                    (
+                        Done::Ops(Ok(outcomes.by_ref().take(ops.len()).collect())),
+                        true,
+                    )
+                })
                 .collect()
         }
         Err(Error::InBatch { index, source }) => {
@@ -324,71 +335,161 @@ fn one_by_one(db: &ProfileDb, run: &[Vec<Op>]) -> Vec<(Done, bool)> {
         .collect()
 }
 
-/// Ingests single messages as one batch and splits the report per request, naming
-/// each refusal's field as the message alone would (without the `batch[i].` prefix).
+/// Ingests the run's messages and batches as one batch and splits the report per
+/// request, naming each refusal as the request alone would get it: a single message's
+/// without the `batch[i].` prefix, a batch's with its own item index.
 fn ingest_run(db: &ProfileDb, run: Vec<Work>) -> Vec<(Done, bool)> {
-    let n = run.len();
-    if n == 1 {
+    if run.len() == 1 {
         return run.into_iter().map(|w| apply_one(db, w)).collect();
     }
-    let items: Vec<Json> = run
-        .into_iter()
-        .map(|w| match w {
-            Work::Ingest(m) => m,
-            Work::Ops(_) => Json::Null,
-        })
-        .collect();
+    // Each request's first item in the combined batch, its item count, and whether it
+    // was a batch.
+    let mut spans = Vec::with_capacity(run.len());
+    let mut all = Vec::new();
+    for w in run {
+        let Work::Ingest(Json::Object(mut m)) = w else {
+            continue;
+        };
+        let start = all.len();
+        match m.remove("batch") {
+            Some(Json::Array(items)) => {
+                spans.push((start, items.len(), true));
+                all.extend(items);
+            }
+            _ => {
+                spans.push((start, 1, false));
+                all.push(Json::Object(m));
+            }
+        }
+    }
     let mut batch = serde_json::Map::new();
-    batch.insert("batch".into(), Json::Array(items));
+    batch.insert("batch".into(), Json::Array(all));
     let report = match db.ingest(&Json::Object(batch)) {
         Ok(r) => r,
         Err(e) => {
             let why = e.to_string();
-            return (0..n)
+            return spans
+                .iter()
                 .map(|_| (Done::FlushFailed(why.clone()), true))
                 .collect();
         }
     };
-    let mut refused: Vec<Option<Error>> = (0..n).map(|_| None).collect();
+    let mut reports: Vec<Report> = spans
+        .iter()
+        .map(|(_, len, _)| Report {
+            applied: *len as u64,
+            rejected: Vec::new(),
+        })
+        .collect();
     for r in report.rejected {
-        if let Some(slot) = r.item.and_then(|i| refused.get_mut(i)) {
-            let i = r.item.unwrap_or_default();
-            *slot = Some(unprefixed(r.error, i));
-        }
+        let Some(g) = r.item else { continue };
+        let Some(at) = spans.iter().position(|(s, len, _)| g >= *s && g < s + len) else {
+            continue;
+        };
+        let (Some((start, _, was_batch)), Some(rep)) = (spans.get(at), reports.get_mut(at)) else {
+            continue;
+        };
+        let local = g - start;
+        rep.applied = rep.applied.saturating_sub(1);
+        rep.rejected.push(crate::Rejection {
+            item: was_batch.then_some(local),
+            error: renamed(r.error, g, was_batch.then_some(local)),
+        });
     }
-    refused
+    reports
         .into_iter()
-        .map(|e| match e {
-            None => (
-                Done::Ingest(Ok(Report {
-                    applied: 1,
-                    rejected: Vec::new(),
-                })),
-                true,
-            ),
-            Some(error) => (
-                Done::Ingest(Ok(Report {
-                    applied: 0,
-                    rejected: vec![crate::Rejection { item: None, error }],
-                })),
-                false,
-            ),
+        .map(|rep| {
+            let wrote = rep.applied > 0;
+            (Done::Ingest(Ok(rep)), wrote)
         })
         .collect()
 }
 
-/// The refusal of batch item `i` as the message alone would get it.
-fn unprefixed(e: Error, i: usize) -> Error {
+/// The refusal of combined batch item `g` as its request alone would get it: item
+/// `local` of its own batch, or (`None`) a single message.
+fn renamed(e: Error, g: usize, local: Option<usize>) -> Error {
     match e {
         Error::Input(ie) => {
-            let prefix = format!("batch[{i}]");
-            let field = match ie.field.strip_prefix(&prefix) {
-                Some("") => "message".to_owned(),
-                Some(rest) => rest.strip_prefix('.').unwrap_or(rest).to_owned(),
-                None => ie.field,
+            let prefix = format!("batch[{g}]");
+            let field = match (ie.field.strip_prefix(&prefix), local) {
+                (Some(rest), Some(l)) => format!("batch[{l}]{rest}"),
+                (Some(""), None) => "message".to_owned(),
+                (Some(rest), None) => rest.strip_prefix('.').unwrap_or(rest).to_owned(),
+                (None, _) => ie.field,
             };
             Error::Input(crate::InputError::new(field, ie.reason))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+mod tests {
+    use super::*;
+    use crate::{Ident, Identify};
+    use serde_json::json;
+
+    fn report(d: &(Done, bool)) -> &Report {
+        match &d.0 {
+            Done::Ingest(Ok(r)) => r,
+            other => panic!("not a report: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn merged_ingest_answers_each_request_as_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ProfileDb::open(dir.path()).unwrap();
+        let run = vec![
+            Work::Ingest(
+                json!({"type": "person", "action": "identify", "identifiers": {"id": "a"}}),
+            ),
+            Work::Ingest(json!({"type": "person", "action": "fly", "identifiers": {"id": "b"}})),
+            Work::Ingest(json!({"batch": [
+                {"type": "person", "action": "identify", "identifiers": {"id": "c"}},
+                {"type": "person", "action": "identify", "identifiers": {}},
+            ]})),
+            Work::Ingest(json!({"batch": []})),
+        ];
+        let out = ingest_run(&db, run);
+        assert_eq!(out.len(), 4);
+        assert_eq!((report(&out[0]).applied, out[0].1), (1, true));
+        let r1 = report(&out[1]);
+        assert_eq!((r1.applied, r1.rejected[0].item), (0, None));
+        assert_eq!(r1.rejected[0].field(), Some("action"));
+        let r2 = report(&out[2]);
+        assert_eq!((r2.applied, r2.rejected[0].item), (1, Some(1)));
+        assert_eq!(r2.rejected[0].field(), Some("batch[1].identifiers"));
+        assert_eq!((report(&out[3]).applied, out[3].1), (0, false));
+        assert!(db.person(&Ident::id("a")).unwrap().is_some());
+        assert!(db.person(&Ident::id("c")).unwrap().is_some());
+        assert!(db.person(&Ident::id("b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn merged_ops_split_around_a_refused_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ProfileDb::open(dir.path()).unwrap();
+        let run = vec![
+            vec![Op::Identify(Identify::new(Ident::id("a")))],
+            vec![
+                Op::Identify(Identify::new(Ident::id("b"))),
+                Op::Identify(Identify::new(Ident::id("b2")).set("x", "y".repeat(5000))),
+            ],
+            vec![Op::Identify(Identify::new(Ident::id("c")))],
+        ];
+        let out = apply_ops(&db, &run);
+        assert!(matches!(&out[0], (Done::Ops(Ok(o)), true) if o.len() == 1));
+        match &out[1] {
+            (Done::Ops(Err(Error::InBatch { index, .. })), false) => assert_eq!(*index, 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&out[2], (Done::Ops(Ok(_)), true)));
+        assert!(
+            db.person(&Ident::id("b")).unwrap().is_none(),
+            "nothing of a refused request"
+        );
+        assert!(db.person(&Ident::id("c")).unwrap().is_some());
     }
 }
