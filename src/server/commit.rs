@@ -203,6 +203,10 @@ fn items(work: &Work) -> Option<usize> {
     }
 }
 
+/// Most operations (or batch items) one shared library call takes: past a few hundred,
+/// one bigger transaction costs more than it saves.
+const MAX_MERGED: usize = 256;
+
 fn mergeable(work: &Work) -> bool {
     items(work).is_some()
 }
@@ -218,8 +222,13 @@ fn apply_all(db: &ProfileDb, works: Vec<Work>) -> Vec<(Done, bool)> {
     while let Some(first) = works.next() {
         match first {
             Work::Ops(ops) => {
+                let mut size = ops.len();
                 let mut run = vec![ops];
-                while let Some(Work::Ops(_)) = works.peek() {
+                while let Some(Work::Ops(next)) = works.peek() {
+                    if size + next.len() > MAX_MERGED {
+                        break;
+                    }
+                    size += next.len();
                     if let Some(Work::Ops(more)) = works.next() {
                         run.push(more);
                     }
@@ -227,8 +236,13 @@ fn apply_all(db: &ProfileDb, works: Vec<Work>) -> Vec<(Done, bool)> {
                 out.extend(guarded(run.len(), || apply_ops(db, &run)));
             }
             first if mergeable(&first) => {
+                let mut size = items(&first).unwrap_or(1);
                 let mut run = vec![first];
-                while works.peek().is_some_and(mergeable) {
+                while let Some(next) = works.peek().and_then(items) {
+                    if size + next > MAX_MERGED {
+                        break;
+                    }
+                    size += next;
                     if let Some(more) = works.next() {
                         run.push(more);
                     }
