@@ -38,7 +38,7 @@ const NAMED: &[IdentKind] = &[
     IdentKind::CioId,
 ];
 
-fn body_object<'a>(body: &'a Json) -> Result<&'a JsonMap<String, Json>, InputError> {
+fn body_object(body: &Json) -> Result<&JsonMap<String, Json>, InputError> {
     json::object(body, "body")
 }
 

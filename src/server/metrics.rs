@@ -17,7 +17,7 @@ const BUCKETS: [f64; 12] = [
 
 /// What the server counts.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Requests answered.
     pub requests: AtomicU64,
     /// Answered 4xx (refused input, auth, limits, unknown).

@@ -14,12 +14,12 @@
 //!
 //! # Answers
 //! 200 with Customer.io's bodies (`{}` for Track writes). A refused request gets a 4xx
-//! whose JSON body carries the library's refusal: see [`reply`]. Over 32 KiB for one
+//! whose JSON body carries the library's refusal (the shape is in `reply.rs`). Over 32 KiB for one
 //! message, or 500 KB for a batch, is 413; a wrong or missing key 401 (nothing is
 //! written); an unknown person or segment on a read 404.
 //!
 //! # Durable acknowledgement (group commit)
-//! Writes go through a bounded queue to one writer thread ([`commit`]). The writer
+//! Writes go through a bounded queue to one writer thread (`commit.rs`). The writer
 //! takes everything queued, applies each request as one atomic unit with
 //! [`Durability::Buffered`](crate::Durability::Buffered), then makes the whole group
 //! durable with one [`ProfileDb::flush`], and only then answers every request in it.
@@ -32,11 +32,15 @@
 //! stops accepting, lets in-flight requests finish (up to a grace period), drains the
 //! queue, flushes and closes the database.
 
+// An early answer is an axum `Response` (as axum's own extractors reject), built once
+// per request; boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 mod app;
 mod auth;
-pub mod commit;
+mod commit;
 mod metrics;
-pub mod reply;
+mod reply;
 mod track;
 
 use std::fmt;
@@ -53,7 +57,7 @@ use tokio::sync::Semaphore;
 
 use crate::ProfileDb;
 
-pub use metrics::Metrics;
+use metrics::Metrics;
 
 /// Largest body of one message (Customer.io's limit per call and per batch item).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
