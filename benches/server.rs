@@ -164,6 +164,27 @@ async fn run_v1(http: &reqwest::Client, base: &str, clients: usize, secs: f64) -
     }
 }
 
+/// The server's `(commits, committed requests)` counters, from `/metrics`.
+async fn commits(http: &reqwest::Client, base: &str) -> (u64, u64) {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        value("profiledb_commits_total"),
+        value("profiledb_committed_requests_total"),
+    )
+}
+
 fn person(c: usize, i: usize) -> String {
     format!("u-{}", (c * 7919 + i) % SETUP_PEOPLE)
 }
@@ -229,12 +250,15 @@ fn main() {
         ] {
             let mut rates = Vec::new();
             for clients in [1, 8, 64] {
+                let before = commits(&http, &base).await;
                 let r = match path {
                     Some(p) => run(&http, &base, p, clients, secs, body.clone()).await,
                     None => run_v1(&http, &base, clients, secs).await,
                 };
+                let after = commits(&http, &base).await;
+                let per_commit = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
                 println!(
-                    "{:<28} {:>7} {:>10} {:>12.0} {:>9.2} {:>9.2}",
+                    "{:<28} {:>7} {:>10} {:>12.0} {:>9.2} {:>9.2}   ({per_commit:.1} requests per fsync)",
                     label,
                     clients,
                     r.requests,
