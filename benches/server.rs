@@ -79,68 +79,31 @@ impl Run {
     }
 }
 
-/// `clients` tasks each send requests made by `body(client, i)` to `path` for `secs`.
+/// What client `c` sends as its `i`th request: a path and a JSON body.
+type Request = Arc<dyn Fn(usize, usize) -> (String, serde_json::Value) + Send + Sync>;
+
+/// `clients` tasks each send the requests `request(client, i)` makes, for `secs`.
 async fn run(
     http: &reqwest::Client,
     base: &str,
-    path: &str,
     clients: usize,
     secs: f64,
-    body: Arc<dyn Fn(usize, usize) -> serde_json::Value + Send + Sync>,
+    request: Request,
 ) -> Run {
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let (http, url, body) = (http.clone(), format!("{base}{path}"), body.clone());
+            let (http, base, request) = (http.clone(), base.to_owned(), request.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut i = 0;
                 while Instant::now() < until {
+                    let (path, body) = request(c, i);
                     let t = Instant::now();
                     let res = http
-                        .post(&url)
-                        .json(&body(c, i))
-                        .send()
-                        .await
-                        .expect("send");
-                    assert!(res.status().is_success(), "answer {}", res.status());
-                    let _ = res.bytes().await;
-                    lat.push(t.elapsed());
-                    i += 1;
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.expect("client task"));
-    }
-    Run {
-        requests: latencies.len(),
-        elapsed: started.elapsed(),
-        latencies,
-    }
-}
-
-/// As [`run`], for Track v1's `POST /api/v1/customers/{id}/events` (the person is in
-/// the path).
-async fn run_v1(http: &reqwest::Client, base: &str, clients: usize, secs: f64) -> Run {
-    let started = Instant::now();
-    let until = started + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (http, base) = (http.clone(), base.to_owned());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut i = 0;
-                while Instant::now() < until {
-                    let t = Instant::now();
-                    let url = format!("{base}/api/v1/customers/{}/events", person(c, i));
-                    let res = http
-                        .post(&url)
-                        .json(&json!({"name": "tick", "data": {"i": i}}))
+                        .post(format!("{base}{path}"))
+                        .json(&body)
                         .send()
                         .await
                         .expect("send");
@@ -185,6 +148,17 @@ async fn commits(http: &reqwest::Client, base: &str) -> (u64, u64) {
     )
 }
 
+/// Sends one Track v2 batch and checks it was applied.
+async fn post_batch(http: &reqwest::Client, base: &str, batch: Vec<serde_json::Value>) {
+    let res = http
+        .post(format!("{base}/api/v2/batch"))
+        .json(&json!({ "batch": batch }))
+        .send()
+        .await
+        .expect("send a batch");
+    assert!(res.status().is_success(), "answer {}", res.status());
+}
+
 fn person(c: usize, i: usize) -> String {
     format!("u-{}", (c * 7919 + i) % SETUP_PEOPLE)
 }
@@ -216,45 +190,39 @@ fn main() {
                 .iter()
                 .map(|i| json!({"type": "person", "action": "identify", "identifiers": {"id": format!("u-{i}")}, "attributes": {"plan": "pro", "n": i}}))
                 .collect();
-            let res = http
-                .post(format!("{base}/api/v2/batch"))
-                .json(&json!({ "batch": batch }))
-                .send()
-                .await
-                .expect("setup");
-            assert!(res.status().is_success());
+            post_batch(&http, &base, batch).await;
         }
         println!("profiledb serve, durable (fsynced) acknowledgements, {secs} s per run");
         println!(
             "{:<28} {:>7} {:>10} {:>12} {:>9} {:>9}",
             "workload", "clients", "requests", "requests/s", "p50 ms", "p99 ms"
         );
-        let single: Arc<dyn Fn(usize, usize) -> serde_json::Value + Send + Sync> =
-            Arc::new(|c, i| {
-                json!({"type": "person", "action": "event", "identifiers": {"id": person(c, i)},
-                       "name": "tick", "attributes": {"i": i}})
-            });
-        let v1_event: Arc<dyn Fn(usize, usize) -> serde_json::Value + Send + Sync> =
-            Arc::new(|_, i| json!({"name": "tick", "data": {"i": i}}));
-        let hundred: Arc<dyn Fn(usize, usize) -> serde_json::Value + Send + Sync> =
-            Arc::new(|c, i| {
-                let batch: Vec<_> = (0..100)
-                    .map(|k| json!({"type": "person", "action": "event", "identifiers": {"id": person(c, i * 100 + k)}, "name": "tick", "attributes": {"k": k}}))
-                    .collect();
-                json!({ "batch": batch })
-            });
+        let single: Request = Arc::new(|c, i| {
+            let body = json!({"type": "person", "action": "event", "identifiers": {"id": person(c, i)},
+                              "name": "tick", "attributes": {"i": i}});
+            ("/api/v2/entity".to_owned(), body)
+        });
+        let v1_event: Request = Arc::new(|c, i| {
+            (
+                format!("/api/v1/customers/{}/events", person(c, i)),
+                json!({"name": "tick", "data": {"i": i}}),
+            )
+        });
+        let hundred: Request = Arc::new(|c, i| {
+            let batch: Vec<_> = (0..100)
+                .map(|k| json!({"type": "person", "action": "event", "identifiers": {"id": person(c, i * 100 + k)}, "name": "tick", "attributes": {"k": k}}))
+                .collect();
+            ("/api/v2/batch".to_owned(), json!({ "batch": batch }))
+        });
         let mut ratios = Vec::new();
-        for (label, path, body) in [
-            ("single event (v1 track)", None, v1_event.clone()),
-            ("single event (v2 entity)", Some("/api/v2/entity"), single.clone()),
+        for (label, request) in [
+            ("single event (v1 track)", v1_event),
+            ("single event (v2 entity)", single),
         ] {
             let mut rates = Vec::new();
             for clients in [1, 8, 64] {
                 let before = commits(&http, &base).await;
-                let r = match path {
-                    Some(p) => run(&http, &base, p, clients, secs, body.clone()).await,
-                    None => run_v1(&http, &base, clients, secs).await,
-                };
+                let r = run(&http, &base, clients, secs, request.clone()).await;
                 let after = commits(&http, &base).await;
                 let per_commit = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
                 println!(
@@ -273,7 +241,7 @@ fn main() {
             }
         }
         for clients in [1, 8, 64] {
-            let r = run(&http, &base, "/api/v2/batch", clients, secs, hundred.clone()).await;
+            let r = run(&http, &base, clients, secs, hundred.clone()).await;
             println!(
                 "{:<28} {:>7} {:>10} {:>12.0} {:>9.2} {:>9.2}   ({:.0} events/s)",
                 "batch of 100 events",
@@ -303,13 +271,7 @@ fn main() {
                             .map(|k| json!({"type": "person", "action": "identify", "identifiers": {"id": format!("m-{k}")},
                                             "attributes": {"email": format!("m{k}@example.com"), "plan": PLANS.get(k % 3), "n": k}}))
                             .collect();
-                        let res = http
-                            .post(format!("{base}/api/v2/batch"))
-                            .json(&json!({ "batch": batch }))
-                            .send()
-                            .await
-                            .expect("load");
-                        assert!(res.status().is_success());
+                        post_batch(&http, &base, batch).await;
                         i += 800;
                     }
                 })

@@ -39,33 +39,27 @@ fn app_get(s: &TestServer, path: &str) -> (u16, Json) {
     )
 }
 
-fn put(s: &TestServer, path: &str, b: Json) -> (u16, Json) {
+/// Sends `b` with Basic auth `user:pass`.
+fn send(s: &TestServer, method: Method, path: &str, auth: (&str, &str), b: Json) -> (u16, Json) {
+    let req = client().request(method, s.url(path));
     body(
-        track(&client(), Method::PUT, s.url(path))
+        req.basic_auth(auth.0, Some(auth.1))
             .json(&b)
             .send()
             .unwrap(),
     )
+}
+
+fn put(s: &TestServer, path: &str, b: Json) -> (u16, Json) {
+    send(s, Method::PUT, path, (SITE, API_KEY), b)
 }
 
 fn post(s: &TestServer, path: &str, b: Json) -> (u16, Json) {
-    body(
-        track(&client(), Method::POST, s.url(path))
-            .json(&b)
-            .send()
-            .unwrap(),
-    )
+    send(s, Method::POST, path, (SITE, API_KEY), b)
 }
 
 fn pipe(s: &TestServer, path: &str, b: Json) -> (u16, Json) {
-    body(
-        client()
-            .post(s.url(path))
-            .basic_auth(WRITE_KEY, Some(""))
-            .json(&b)
-            .send()
-            .unwrap(),
-    )
+    send(s, Method::POST, path, (WRITE_KEY, ""), b)
 }
 
 #[test]
@@ -746,33 +740,25 @@ fn segments_metrics_and_forms() {
 #[test]
 fn concurrent_writes_share_commits_and_are_durable_after_stop() {
     let mut s = TestServer::start();
-    let threads: Vec<_> = (0..16)
-        .map(|t| {
-            let url = s.url("");
-            std::thread::spawn(move || {
-                let c = client();
-                let res = c
-                    .put(format!("{url}/api/v1/customers/c-{t}"))
-                    .basic_auth(SITE, Some(API_KEY))
-                    .json(&json!({"thread": t}))
-                    .send()
-                    .unwrap();
-                assert_eq!(res.status().as_u16(), 200);
-                for i in 0..20 {
-                    let res = c
-                        .post(format!("{url}/api/v1/customers/c-{t}/events"))
-                        .basic_auth(SITE, Some(API_KEY))
-                        .json(&json!({"name": "tick", "id": format!("{t}-{i}")}))
-                        .send()
-                        .unwrap();
-                    assert_eq!(res.status().as_u16(), 200);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    in_parallel(&s, 16, |t, url| {
+        let c = client();
+        let res = c
+            .put(format!("{url}/api/v1/customers/c-{t}"))
+            .basic_auth(SITE, Some(API_KEY))
+            .json(&json!({"thread": t}))
+            .send()
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        for i in 0..20 {
+            let res = c
+                .post(format!("{url}/api/v1/customers/c-{t}/events"))
+                .basic_auth(SITE, Some(API_KEY))
+                .json(&json!({"name": "tick", "id": format!("{t}-{i}")}))
+                .send()
+                .unwrap();
+            assert_eq!(res.status().as_u16(), 200);
+        }
+    });
     let (_, m) = body(client().get(s.url("/metrics")).send().unwrap());
     let m = m.as_str().unwrap().to_owned();
     let value = |name: &str| -> u64 {
@@ -810,45 +796,45 @@ fn concurrent_writes_share_commits_and_are_durable_after_stop() {
 #[test]
 fn refusals_inside_a_shared_commit_are_answered_alone() {
     let s = TestServer::start();
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let url = s.url("");
-            std::thread::spawn(move || {
-                let c = client();
-                for i in 0..10 {
-                    let ok = (t + i) % 3 != 0;
-                    let (path, b) = if i % 2 == 0 {
-                        let attrs = if ok { json!({"n": i}) } else { json!({"n": "x".repeat(2000)}) };
-                        (format!("/api/v1/customers/m-{t}-{i}"), attrs)
-                    } else {
-                        let action = if ok { "identify" } else { "fly" };
-                        (
-                            "/api/v2/entity".to_owned(),
-                            json!({"type": "person", "action": action, "identifiers": {"id": format!("m-{t}-{i}")}, "attributes": {"n": i}}),
-                        )
-                    };
-                    let method = if i % 2 == 0 { Method::PUT } else { Method::POST };
-                    let (status, b) = body(
-                        c.request(method, format!("{url}{path}"))
-                            .basic_auth(SITE, Some(API_KEY))
-                            .json(&b)
-                            .send()
-                            .unwrap(),
-                    );
-                    if ok {
-                        assert_eq!((status, &b), (200, &json!({})));
-                    } else {
-                        assert_eq!(status, 400, "{b}");
-                        let want = if i % 2 == 0 { "n" } else { "action" };
-                        assert_eq!(b["errors"][0]["field"], want, "{b}");
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    in_parallel(&s, 8, |t, url| {
+        let c = client();
+        for i in 0..10 {
+            let ok = (t + i) % 3 != 0;
+            let (path, b) = if i % 2 == 0 {
+                let attrs = if ok {
+                    json!({"n": i})
+                } else {
+                    json!({"n": "x".repeat(2000)})
+                };
+                (format!("/api/v1/customers/m-{t}-{i}"), attrs)
+            } else {
+                let action = if ok { "identify" } else { "fly" };
+                (
+                    "/api/v2/entity".to_owned(),
+                    json!({"type": "person", "action": action, "identifiers": {"id": format!("m-{t}-{i}")}, "attributes": {"n": i}}),
+                )
+            };
+            let method = if i % 2 == 0 {
+                Method::PUT
+            } else {
+                Method::POST
+            };
+            let (status, b) = body(
+                c.request(method, format!("{url}{path}"))
+                    .basic_auth(SITE, Some(API_KEY))
+                    .json(&b)
+                    .send()
+                    .unwrap(),
+            );
+            if ok {
+                assert_eq!((status, &b), (200, &json!({})));
+            } else {
+                assert_eq!(status, 400, "{b}");
+                let want = if i % 2 == 0 { "n" } else { "action" };
+                assert_eq!(b["errors"][0]["field"], want, "{b}");
+            }
+        }
+    });
     for t in 0..8 {
         for i in 0..10 {
             let ok = (t + i) % 3 != 0;
@@ -862,38 +848,34 @@ fn refusals_inside_a_shared_commit_are_answered_alone() {
 #[test]
 fn batches_inside_a_shared_commit_name_their_own_items() {
     let s = TestServer::start();
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let url = s.url("");
-            std::thread::spawn(move || {
-                let c = client();
-                for i in 0..6 {
-                    let batch: Vec<Json> = (0..4)
+    in_parallel(&s, 8, |t, url| {
+        let c = client();
+        for i in 0..6 {
+            let batch: Vec<Json> = (0..4)
                         .map(|k| {
                             let action = if k == (t + i) % 4 { "fly" } else { "identify" };
                             json!({"type": "person", "action": action, "identifiers": {"id": format!("b-{t}-{i}-{k}")}})
                         })
                         .collect();
-                    let (status, b) = body(
-                        c.post(format!("{url}/api/v2/batch"))
-                            .basic_auth(SITE, Some(API_KEY))
-                            .json(&json!({ "batch": batch }))
-                            .send()
-                            .unwrap(),
-                    );
-                    let bad = (t + i) % 4;
-                    assert_eq!(status, 207, "{b}");
-                    assert_eq!(b["applied"], 3, "{b}");
-                    assert_eq!(b["errors"].as_array().unwrap().len(), 1, "{b}");
-                    assert_eq!(b["errors"][0]["batch_index"], bad, "{b}");
-                    assert_eq!(b["errors"][0]["field"], format!("batch[{bad}].action"), "{b}");
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+            let (status, b) = body(
+                c.post(format!("{url}/api/v2/batch"))
+                    .basic_auth(SITE, Some(API_KEY))
+                    .json(&json!({ "batch": batch }))
+                    .send()
+                    .unwrap(),
+            );
+            let bad = (t + i) % 4;
+            assert_eq!(status, 207, "{b}");
+            assert_eq!(b["applied"], 3, "{b}");
+            assert_eq!(b["errors"].as_array().unwrap().len(), 1, "{b}");
+            assert_eq!(b["errors"][0]["batch_index"], bad, "{b}");
+            assert_eq!(
+                b["errors"][0]["field"],
+                format!("batch[{bad}].action"),
+                "{b}"
+            );
+        }
+    });
     assert_eq!(s.db.people().unwrap().len(), 8 * 6 * 3);
 }
 

@@ -326,7 +326,7 @@ pub(crate) async fn by_email(
         let found: Vec<Json> = db
             .person(&Ident::email(email))?
             .iter()
-            .map(|p| json!({"email": p.email, "id": p.id, "cio_id": p.cio_id}))
+            .map(identifiers)
             .collect();
         ok(json!({"results": found}))
     })

@@ -109,3 +109,17 @@ pub fn track(
 ) -> reqwest::blocking::RequestBuilder {
     c.request(method, url).basic_auth(SITE, Some(API_KEY))
 }
+
+/// Runs `f(thread, base_url)` on `n` threads at once and waits for them all.
+pub fn in_parallel(s: &TestServer, n: usize, f: impl Fn(usize, &str) + Send + Sync + 'static) {
+    let f = Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|t| {
+            let (f, url) = (f.clone(), s.url(""));
+            std::thread::spawn(move || f(t, &url))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
