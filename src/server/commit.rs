@@ -482,6 +482,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_refuses_at_once_and_answers_429() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A writer that never takes anything: the queue holds one request.
+        let (tx, _rx) = sync_channel(1);
+        let metrics = Arc::new(Metrics::default());
+        let writer = Writer {
+            tx,
+            metrics: metrics.clone(),
+        };
+        runtime.block_on(async {
+            let first = writer.clone();
+            let waiting = tokio::spawn(async move { first.submit(Work::Ops(Vec::new())).await });
+            tokio::task::yield_now().await;
+            let second = writer.submit(Work::Ops(Vec::new())).await;
+            assert_eq!(second.unwrap_err(), Refused::Full);
+            let res = super::super::reply::not_queued(Refused::Full);
+            assert_eq!(res.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(res.headers()["retry-after"], "1");
+            waiting.abort();
+        });
+        assert_eq!(metrics.overloaded.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.queue_depth.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn merged_ops_split_around_a_refused_request() {
         let dir = tempfile::tempdir().unwrap();
         let db = ProfileDb::open(dir.path()).unwrap();
