@@ -943,3 +943,62 @@ fn binary_serves_and_stops_on_sigterm() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key given"));
 }
+
+/// A client that sends its headers or body too slowly is cut off, so it cannot hold
+/// the server; with one connection allowed, the next client is served after it.
+#[test]
+fn slow_clients_are_cut_off() {
+    use std::io::Read as _;
+    let s = TestServer::with(Config {
+        keys: keys(),
+        max_connections: 1,
+        header_timeout: std::time::Duration::from_millis(300),
+        request_timeout: std::time::Duration::from_millis(600),
+        ..Config::default()
+    });
+    // Half the headers, then nothing: the connection is closed.
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Meanwhile the only connection slot is taken; this request waits for it.
+    let waiting = {
+        let url = s.url("/healthz");
+        std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
+    };
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(waiting.join().unwrap(), 200);
+    // A body that never arrives: 408 and nothing written.
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let auth = base64_basic(SITE, API_KEY);
+    slow.write_all(
+        format!(
+            "PUT /api/v1/customers/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(s.db.person(&Ident::id("slow")).unwrap().is_none());
+}
+
+fn base64_basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+}
