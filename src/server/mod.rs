@@ -421,11 +421,16 @@ fn router(state: AppState, config: &Config) -> Router {
         .merge(webhook)
         .merge(app_api)
         .merge(health);
-    // LEAD (merge): the People page (src/server/web/) joins here, e.g.
-    //     let all = all.merge(web::router(web::WebState { .. }));
-    // built from `state.db` and the App API key / `no_auth` of `state`.
+    let all: Router = all.with_state(state.clone());
+    // LEAD (merge): the People page (src/server/web/, a `Router<()>` serving `/`) joins
+    // here, before the fallback and the layers, so it gets the same limits, timeouts,
+    // decompression and metrics:
+    //     let all = all.merge(web::router(web::WebState {
+    //         db: Arc::new(state.db.clone()),
+    //         app_key: state.keys.app_key.clone(),
+    //         no_auth: state.no_auth,
+    //     }));
     all.fallback(reply::not_found)
-        .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(state, metrics::count))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
