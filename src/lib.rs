@@ -160,6 +160,10 @@ mod profile;
 pub mod query;
 mod relations;
 mod segments;
+/// `profiledb serve`: the HTTP edge server that Customer.io's SDKs write to, and the
+/// People page it serves (feature `server`).
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 #[cfg(any(feature = "__internal", feature = "cli"))]
 #[doc(hidden)]

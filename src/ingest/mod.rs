@@ -107,6 +107,7 @@
 
 mod json;
 mod pipelines;
+pub mod v1;
 mod v2;
 mod webhook;
 

@@ -210,6 +210,12 @@ pub fn demo(ctx: &Context, args: DemoArgs) -> CmdResult {
     ] {
         outln!("  {cmd}");
     }
+    #[cfg(feature = "server")]
+    {
+        outln!("Serve it (the People page, and the APIs Customer.io's SDKs write to):");
+        outln!("  {me} --db {shown} serve --no-auth");
+        outln!("  then open http://127.0.0.1:8080/");
+    }
     Ok(())
 }
 

@@ -21,6 +21,8 @@ mod context;
 mod demo;
 mod person;
 mod segment;
+#[cfg(feature = "server")]
+mod serve;
 mod transfer;
 
 use std::path::PathBuf;
@@ -151,6 +153,17 @@ enum Command {
     /// (default ./profiledb-data) for the other commands to read; an earlier demo's
     /// database there is replaced, and a directory holding anything else is refused.
     Demo(demo::DemoArgs),
+    /// Serve the database over HTTP at Customer.io's own API paths (Track v1/v2, Data
+    /// Pipelines, reporting webhooks, App API reads), so an unmodified SDK writes to it.
+    ///
+    /// Keys come from the flags or the environment (PROFILEDB_SITE_ID,
+    /// PROFILEDB_API_KEY, PROFILEDB_WRITE_KEY, PROFILEDB_APP_KEY,
+    /// PROFILEDB_WEBHOOK_KEY); with none it refuses to start unless given --no-auth,
+    /// which only binds a loopback address. Prints `listening on http://ADDR` on stderr
+    /// when ready; SIGTERM or ctrl-c drains, flushes and closes. Creates the database
+    /// if the directory is empty.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 fn run(ctx: &Context, command: Command) -> CmdResult {
@@ -169,6 +182,8 @@ fn run(ctx: &Context, command: Command) -> CmdResult {
         Command::Demo(a) => demo::demo(ctx, a),
         Command::Ingest(a) => transfer::ingest(ctx, a),
         Command::Export(a) => transfer::export(ctx, a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => serve::serve(ctx, a),
     }
 }
 
