@@ -87,6 +87,9 @@ pub mod store;
 pub mod synth;
 pub mod workspace;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 pub use activity::Track;
 pub use deliveries::{Metric, NewDelivery};
 pub use devices::{DeviceInput, PushResult};

@@ -1,0 +1,2 @@
+//! The HTTP side of profiledb (feature `server`): the People page in [`web`].
+pub mod web;
