@@ -109,12 +109,14 @@ pub(crate) async fn people(
             }
             Err(e) if e.input().is_some() => {
                 // The parser's position, to mark the spot in the box (filter JSON has none).
-                let position = (!condition.starts_with('{'))
-                    .then(|| crate::query::parse(condition).err().map(|p| p.position))
+                let at = (!condition.starts_with('{'))
+                    .then(|| crate::query::parse(condition).err())
                     .flatten();
                 let err = ConditionError {
                     message: e.to_string(),
-                    position,
+                    position: at.as_ref().map(|p| p.position),
+                    token: at
+                        .and_then(|p| p.found.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)),
                 };
                 Ok(html(
                     StatusCode::BAD_REQUEST,

@@ -149,6 +149,8 @@ pub(crate) struct ConditionError {
     pub(crate) message: String,
     /// The byte offset the parser stopped at, when it says.
     pub(crate) position: Option<usize>,
+    /// The token it found there, when it was one.
+    pub(crate) token: Option<String>,
 }
 
 /// The People list's query string.
@@ -208,7 +210,7 @@ pub(crate) fn people_page(
                 div.error #condition-error role="alert" {
                     p { strong { "The condition was refused: " } (e.message) }
                     @if let Some(pos) = e.position {
-                        @let (before, at, after) = split_at_byte(q.condition, pos);
+                        @let (before, at, after) = split_at_byte(q.condition, pos, e.token.as_deref());
                         pre.caret { (before) mark { @if at.is_empty() { " " } @else { (at) } } (after) }
                     }
                 }
@@ -256,14 +258,18 @@ pub(crate) fn people_page(
     layout(chrome, Section::People, "People", body)
 }
 
-/// `text` split around the character at byte `pos` (clamped to a character boundary).
-fn split_at_byte(text: &str, pos: usize) -> (&str, &str, &str) {
+/// `text` split around what is at byte `pos` (clamped to a character boundary): `token`
+/// when it is there, else one character.
+fn split_at_byte<'t>(text: &'t str, pos: usize, token: Option<&str>) -> (&'t str, &'t str, &'t str) {
     let mut start = pos.min(text.len());
     while !text.is_char_boundary(start) {
         start -= 1;
     }
     let rest = text.get(start..).unwrap_or("");
-    let len = rest.chars().next().map_or(0, char::len_utf8);
+    let len = match token {
+        Some(t) if !t.is_empty() && rest.starts_with(t) => t.len(),
+        _ => rest.chars().next().map_or(0, char::len_utf8),
+    };
     (
         text.get(..start).unwrap_or(""),
         rest.get(..len).unwrap_or(""),
