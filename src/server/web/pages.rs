@@ -219,8 +219,8 @@ fn parse_time(field: &str, text: &str) -> Result<Option<i64>, String> {
 
 fn activity_filter(q: &ActivityParams) -> Result<ActivityFilter, String> {
     let mut filter = ActivityFilter::new(ACTIVITY_PAGE + 1);
-    if !q.kind.is_empty() {
-        filter = filter.kind(q.kind.clone());
+    if !q.kind.trim().is_empty() {
+        filter = filter.kind(q.kind.trim());
     }
     if !q.name.trim().is_empty() {
         filter = filter.name(q.name.trim());
@@ -231,7 +231,7 @@ fn activity_filter(q: &ActivityParams) -> Result<ActivityFilter, String> {
         filter.before = Some(
             q.before
                 .parse::<ActivityCursor>()
-                .map_err(|e| format!("before: {e}"))?,
+                .map_err(|e| e.to_string())?,
         );
     }
     Ok(filter)

@@ -669,8 +669,8 @@ pub(crate) struct ActivityQuery {
     pub(crate) until: String,
 }
 
-/// The activity types the filter offers.
-const KINDS: [&str; 14] = [
+/// The activity types the filter suggests (any type can be typed, `opened_email`...).
+const KINDS: [&str; 17] = [
     "event",
     "page",
     "screen",
@@ -685,6 +685,9 @@ const KINDS: [&str; 14] = [
     "relationship_attribute_change",
     "anon_merge",
     "profile_merge",
+    "sent_email",
+    "delivered_email",
+    "opened_email",
 ];
 
 /// The Activity tab.
@@ -709,10 +712,8 @@ pub(crate) fn activity(
     let body = html! {
         form.filters method="get" action={ (base) "/activity" } {
             label { span { "Type" }
-                select name="type" {
-                    option value="" { "any" }
-                    @for k in KINDS { option value=(k) selected[q.kind == k] { (k) } }
-                }
+                input type="text" name="type" value=(q.kind) list="activity-types" placeholder="any";
+                datalist #activity-types { @for k in KINDS { option value=(k) {} } }
             }
             label { span { "Name" } input type="text" name="name" value=(q.name) placeholder="e.g. purchase"; }
             label { span { "From (UTC)" } input type="datetime-local" name="since" value=(q.since); }
