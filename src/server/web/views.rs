@@ -507,9 +507,9 @@ fn activity_detail(a: &Activity) -> Markup {
                     @let m = change.as_map();
                     li data-change=(attr) {
                         span.mono { (attr) } ": "
-                        span.old { (m.and_then(|m| m.get("old")).map(value_text).unwrap_or_else(|| "—".into())) }
+                        span.old { (change_side(m, "old")) }
                         " → "
-                        span.new { (m.and_then(|m| m.get("new")).map(value_text).unwrap_or_else(|| "—".into())) }
+                        span.new { (change_side(m, "new")) }
                     }
                 }
             }
@@ -519,6 +519,14 @@ fn activity_detail(a: &Activity) -> Markup {
                 pre.json { (serde_json::to_string_pretty(&a.data.to_json()).unwrap_or_default()) }
             }
         }
+    }
+}
+
+/// One side of an `{"old", "new"}` change: the value, or "—" for none (null).
+fn change_side(change: Option<&Map>, side: &str) -> String {
+    match change.and_then(|m| m.get(side)) {
+        None | Some(Value::Null) => "—".to_owned(),
+        Some(v) => value_text(v),
     }
 }
 
