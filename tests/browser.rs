@@ -259,11 +259,11 @@ fn the_people_page_in_chromium() {
             shots: screenshots_dir(),
             width: 1280,
         };
-        s.viewport(1280, 1000).await;
+        s.viewport(1280, 1400).await;
         walk(&mut s, &db).await;
         log_in(&mut s, &keyed).await;
         s.server = &server;
-        s.viewport(390, 844).await;
+        s.viewport(390, 1200).await;
         narrow(&s, &db).await;
         s.c.close().await.unwrap();
     });
@@ -497,7 +497,7 @@ async fn check_overview(s: &Session<'_>, db: &ProfileDb, who: &Ident) {
         assert_eq!(s.attrs(&css, "data-segment").await, ids, "{kind}");
     }
     let tokens: Vec<String> = profile.devices.iter().map(|d| d.token.clone()).collect();
-    assert_eq!(s.attrs("#devices tr[data-device]", "data-device").await, tokens);
+    assert_eq!(s.attrs("#devices li[data-device]", "data-device").await, tokens);
     let objects: Vec<String> = profile.relationships.iter().map(|r| r.object.to_string()).collect();
     assert_eq!(s.attrs("#relationships tr[data-object]", "data-object").await, objects);
     let rel = s.text("#relationships tr[data-object]").await;

@@ -236,7 +236,7 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
         assert!(body.contains(&format!("data-segment=\"{}\"", s.id)));
     }
     assert!(body.contains("data-device=\"apns-ann-iphone\""));
-    assert!(body.contains("<td class=\"app-version\">2.3.0</td>"));
+    assert!(body.contains("<span class=\"app-version\">2.3.0</span>"));
     assert!(body.contains("href=\"/objects/1/company-7\""));
     assert!(body.contains("<dt>role</dt><dd><span class=\"v\">admin</span></dd>"));
     assert!(body.contains("<dt>name</dt><dd><span class=\"v\">Company 7</span></dd>"));

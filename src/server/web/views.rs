@@ -360,54 +360,58 @@ pub(crate) fn overview(chrome: &Chrome<'_>, profile: &Profile, manual: &[Segment
     let (data_driven, manual_in): (Vec<&SegmentRef>, Vec<&SegmentRef>) =
         profile.segments.iter().partition(|s| s.kind != "manual");
     let body = html! {
-        div.grid {
-            section.card #subscription {
-                h2 { "Subscription" }
-                p #subscription-status { (if profile.subscription.unsubscribed { "Unsubscribed from all messages" } else { "Subscribed" }) }
-                @if profile.subscription.topics.is_empty() {
-                    p.muted { "No topics in this workspace." }
-                } @else {
-                    ul.topics {
-                        @for t in &profile.subscription.topics {
-                            li data-topic=(t.id) {
-                                span { (t.name) }
-                                span.badge.(if t.subscribed { "on" } else { "off" }) { (if t.subscribed { "in" } else { "out" }) }
+        div.columns {
+            div.col {
+                section.card #identifiers {
+                    h2 { "Identifiers and attributes" }
+                    (attr_table(p, OVERVIEW_ATTRIBUTES))
+                    @if p.attributes.len() > OVERVIEW_ATTRIBUTES {
+                        p { a href={ (base) "/attributes" } { "All " (p.attributes.len()) " attributes →" } }
+                    }
+                }
+                section.card #activity {
+                    h2 { "Recent activity" }
+                    (activity_list(&profile.activities))
+                    p { a href={ (base) "/activity" } { "All activity →" } }
+                }
+                section.card #deliveries {
+                    h2 { "Deliveries" }
+                    (delivery_table(&profile.deliveries))
+                }
+                section.card #relationships {
+                    h2 { "Relationships" }
+                    (relationship_table(&profile.relationships))
+                }
+            }
+            div.col {
+                section.card #subscription {
+                    h2 { "Subscription" }
+                    p #subscription-status { (if profile.subscription.unsubscribed { "Unsubscribed from all messages" } else { "Subscribed" }) }
+                    @if profile.subscription.topics.is_empty() {
+                        p.muted { "No topics in this workspace." }
+                    } @else {
+                        ul.topics {
+                            @for t in &profile.subscription.topics {
+                                li data-topic=(t.id) {
+                                    span { (t.name) }
+                                    span.badge.(if t.subscribed { "on" } else { "off" }) { (if t.subscribed { "in" } else { "out" }) }
+                                }
                             }
                         }
                     }
                 }
-            }
-            section.card.wide #identifiers {
-                h2 { "Identifiers and attributes" }
-                (attr_table(p, OVERVIEW_ATTRIBUTES))
-                @if p.attributes.len() > OVERVIEW_ATTRIBUTES {
-                    p { a href={ (base) "/attributes" } { "All " (p.attributes.len()) " attributes →" } }
+                section.card #segments {
+                    h2 { "Segments" }
+                    h3 { "Data-driven" }
+                    (segment_list(&data_driven, "data-driven"))
+                    h3 { "Manual" }
+                    (segment_list(&manual_in, "manual"))
                 }
-            }
-            section.card.wide #activity {
-                h2 { "Recent activity" }
-                (activity_list(&profile.activities))
-                p { a href={ (base) "/activity" } { "All activity →" } }
-            }
-            section.card.wide #deliveries {
-                h2 { "Deliveries" }
-                (delivery_table(&profile.deliveries))
-            }
-            section.card #segments {
-                h2 { "Segments" }
-                h3 { "Data-driven" }
-                (segment_list(&data_driven, "data-driven"))
-                h3 { "Manual" }
-                (segment_list(&manual_in, "manual"))
-            }
-            (manual_segments_form(chrome, p, &profile.segments, manual))
-            section.card #devices {
-                h2 { "Devices" }
-                (device_table(&profile.devices))
-            }
-            section.card.wide #relationships {
-                h2 { "Relationships" }
-                (relationship_table(&profile.relationships))
+                (manual_segments_form(chrome, p, &profile.segments, manual))
+                section.card #devices {
+                    h2 { "Devices" }
+                    (device_list(&profile.devices))
+                }
             }
         }
     };
@@ -572,6 +576,28 @@ fn delivery_table(list: &[Delivery]) -> Markup {
                                     }
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Overview's devices: the side column is too narrow for the Devices tab's table.
+fn device_list(list: &[Device]) -> Markup {
+    html! {
+        @if list.is_empty() {
+            p.empty { "No devices." }
+        } @else {
+            ul.devices {
+                @for d in list {
+                    li data-device=(d.token) {
+                        div.mono.token { (d.token) }
+                        div.muted {
+                            span.platform { (d.platform.as_str()) }
+                            @if let Some(v) = d.attributes.get("app_version") { " · app " span.app-version { (value_text(v)) } }
+                            " · last used " (when(d.last_used))
                         }
                     }
                 }
