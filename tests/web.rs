@@ -55,7 +55,11 @@ impl<'a> Visitor<'a> {
     fn keep(&mut self, response: reqwest::blocking::Response) -> Page {
         for c in response.headers().get_all(SET_COOKIE) {
             let pair = c.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookie = if pair.ends_with('=') { None } else { Some(pair) };
+            self.cookie = if pair.ends_with('=') {
+                None
+            } else {
+                Some(pair)
+            };
         }
         let status = response.status();
         let headers = response.headers().clone();
@@ -120,14 +124,23 @@ fn the_people_list_searches_filters_and_pages() {
 
     let page = v.get("/");
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("<strong>301</strong> people match"), "{}", page.body);
+    assert!(
+        page.body.contains("<strong>301</strong> people match"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("user-00000000"));
     assert!(page.body.contains("user0@example.com"));
-    assert!(page.body.contains("2026-01-01 00:00:00 UTC"), "created and updated times");
+    assert!(
+        page.body.contains("2026-01-01 00:00:00 UTC"),
+        "created and updated times"
+    );
 
     // Search by id prefix and by email prefix (any case).
     let page = v.get("/?search=user-0000012");
-    let expected = db.people_page(Some("user-0000012"), None, 50, None).unwrap();
+    let expected = db
+        .people_page(Some("user-0000012"), None, 50, None)
+        .unwrap();
     assert_eq!(expected.count, 10);
     assert!(page.body.contains("<strong>10</strong> people match"));
     for p in &expected.people {
@@ -142,16 +155,27 @@ fn the_people_list_searches_filters_and_pages() {
     let page = v.get(&format!("/?where={}", enc(cond)));
     assert_eq!(page.status, StatusCode::OK);
     let n = db.count(cond).unwrap();
-    assert!(page.body.contains(&format!("<strong>{n}</strong> people match")));
+    assert!(page
+        .body
+        .contains(&format!("<strong>{n}</strong> people match")));
 
     // An invalid one: refused inline with the position marked, the text kept in the box.
     let bad = r#"attr.plan = "pro" and and"#;
     let page = v.get(&format!("/?where={}", enc(bad)));
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("id=\"condition-error\""));
-    assert!(page.body.contains("`condition` does not parse: at byte 22"), "{}", page.body);
-    assert!(page.body.contains("and <mark>and</mark></pre>"), "the mark is on the token at byte 22");
-    assert!(page.body.contains("value=\"attr.plan = &quot;pro&quot; and and\""));
+    assert!(
+        page.body.contains("`condition` does not parse: at byte 22"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("and <mark>and</mark></pre>"),
+        "the mark is on the token at byte 22"
+    );
+    assert!(page
+        .body
+        .contains("value=\"attr.plan = &quot;pro&quot; and and\""));
     // An unknown segment is the library's refusal, without a position.
     let page = v.get(&format!("/?where={}", enc("segment:nosuch")));
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
@@ -164,8 +188,12 @@ fn the_people_list_searches_filters_and_pages() {
     assert!(page.body.contains(&format!("/?after={}", next.cio_id())));
     let page2 = v.get(&format!("/?after={}", next.cio_id()));
     let second = db.people_page(None, None, 50, Some(next)).unwrap();
-    assert!(page2.body.contains(&format!("data-cio=\"{}\"", second.people[0].cio_id)));
-    assert!(!page2.body.contains(&format!("data-cio=\"{}\"", first.people[0].cio_id)));
+    assert!(page2
+        .body
+        .contains(&format!("data-cio=\"{}\"", second.people[0].cio_id)));
+    assert!(!page2
+        .body
+        .contains(&format!("data-cio=\"{}\"", first.people[0].cio_id)));
     assert!(page2.body.contains("First page"));
     // Search and condition travel with the cursor.
     let page = v.get(&format!("/?search=user&where={}", enc("all")));
@@ -193,7 +221,9 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     ] {
         let page = v.get(&path);
         assert_eq!(page.status, StatusCode::OK, "{path}");
-        assert!(page.body.contains("<h1 id=\"person-name\">Ann.Lee@Example.com</h1>"));
+        assert!(page
+            .body
+            .contains("<h1 id=\"person-name\">Ann.Lee@Example.com</h1>"));
     }
 
     let page = v.get(&base);
@@ -202,14 +232,22 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     assert!(body.contains("id=\"subscription-status\">Subscribed<"));
     for t in &profile.subscription.topics {
         let state = if t.subscribed { "in" } else { "out" };
-        let li = format!("data-topic=\"{}\"><span>{}</span><span class=\"badge {}\">{state}</span>", t.id, t.name, if t.subscribed { "on" } else { "off" });
+        let li = format!(
+            "data-topic=\"{}\"><span>{}</span><span class=\"badge {}\">{state}</span>",
+            t.id,
+            t.name,
+            if t.subscribed { "on" } else { "off" }
+        );
         assert!(body.contains(&li), "topic {} {state}", t.id);
     }
     // Identifiers and attributes.
     assert!(body.contains("data-ident=\"cio_id\""));
     assert!(body.contains("<td class=\"value\">ann-lee</td>"));
     for (name, value) in &profile.person.attributes {
-        assert!(body.contains(&format!("data-attr=\"{name}\"")), "attribute {name}");
+        assert!(
+            body.contains(&format!("data-attr=\"{name}\"")),
+            "attribute {name}"
+        );
         let _ = value;
     }
     assert!(body.contains("<span class=\"v\">enterprise</span>"));
@@ -219,7 +257,9 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     let mut at = 0;
     for a in &profile.activities {
         let marker = format!("data-cursor=\"{}\"", a.cursor);
-        let found = body[at..].find(&marker).unwrap_or_else(|| panic!("{kinds:?}: {marker}"));
+        let found = body[at..]
+            .find(&marker)
+            .unwrap_or_else(|| panic!("{kinds:?}: {marker}"));
         at += found;
     }
     assert!(body.contains("<span class=\"old\">pro</span> → <span class=\"new\">enterprise</span>"));
@@ -245,7 +285,10 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     let page = v.get(&format!("{base}/attributes"));
     assert_eq!(page.status, StatusCode::OK);
     for (name, t) in &profile.person.timestamps {
-        assert!(page.body.contains(&format!("data-attr=\"{name}\"")), "{name} {t}");
+        assert!(
+            page.body.contains(&format!("data-attr=\"{name}\"")),
+            "{name} {t}"
+        );
     }
     let missing = db.missing_attributes(&ann).unwrap();
     assert!(missing.contains(&"country".to_owned()));
@@ -260,20 +303,31 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     let page = v.get(&format!("{base}/activity?type=event&name=purchase"));
     assert_eq!(page.body.matches("data-kind=\"event\"").count(), 3);
     assert_eq!(page.body.matches("data-cursor=").count(), 3);
-    assert!(page.body.contains("<summary>data</summary>"), "event data expandable");
+    assert!(
+        page.body.contains("<summary>data</summary>"),
+        "event data expandable"
+    );
     let since = T0 - 10 * 86_400;
-    let page = v.get(&format!("{base}/activity?type=event&name=purchase&since={since}"));
+    let page = v.get(&format!(
+        "{base}/activity?type=event&name=purchase&since={since}"
+    ));
     assert_eq!(page.body.matches("data-cursor=").count(), 2);
     let page = v.get(&format!(
         "{base}/activity?type=event&name=purchase&since=2025-12-20T00%3A00&until=2025-12-25T00%3A00"
     ));
-    assert_eq!(page.body.matches("data-cursor=").count(), 1, "the 9-days-ago purchase");
+    assert_eq!(
+        page.body.matches("data-cursor=").count(),
+        1,
+        "the 9-days-ago purchase"
+    );
     let page = v.get(&format!("{base}/activity?since=yesterday"));
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("since: `yesterday` is not a time"));
     let page = v.get(&format!("{base}/activity?before=12"));
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    assert!(page.body.contains("`cursor` is not a cursor this database returned"));
+    assert!(page
+        .body
+        .contains("`cursor` is not a cursor this database returned"));
 
     // Deliveries and Devices tabs.
     let page = v.get(&format!("{base}/deliveries"));
@@ -284,12 +338,22 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     assert!(page.body.contains("iPhone15,2"));
 
     // Unknown people: 404 on every tab, with the library's wording.
-    for tab in ["", "/attributes", "/activity", "/deliveries", "/devices", "/confirm/delete"] {
+    for tab in [
+        "",
+        "/attributes",
+        "/activity",
+        "/deliveries",
+        "/devices",
+        "/confirm/delete",
+    ] {
         let page = v.get(&format!("/people/nobody{tab}"));
         assert_eq!(page.status, StatusCode::NOT_FOUND, "{tab}");
         assert!(page.body.contains("No person has the id `nobody`."));
     }
-    assert_eq!(v.get(&format!("{base}/confirm/explode")).status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        v.get(&format!("{base}/confirm/explode")).status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(v.get("/no/such/page").status, StatusCode::NOT_FOUND);
 }
 
@@ -309,7 +373,9 @@ fn activity_pages_through_a_long_timeline() {
     for _ in 0..10 {
         let page = v.get(&path);
         seen += page.body.matches("data-cursor=").count();
-        let Some(at) = page.body.find("id=\"next-page\" href=\"") else { break };
+        let Some(at) = page.body.find("id=\"next-page\" href=\"") else {
+            break;
+        };
         let rest = &page.body[at + 21..];
         path = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
     }
@@ -333,14 +399,20 @@ fn segments_and_objects() {
     let biggest = db.segments().into_iter().max_by_key(|s| s.members).unwrap();
     assert!(biggest.members > 50, "a segment big enough to page");
     let page = v.get(&format!("/segments/{}", biggest.id));
-    assert!(page.body.contains(&format!("<strong id=\"segment-size\">{}</strong>", biggest.members)));
+    assert!(page.body.contains(&format!(
+        "<strong id=\"segment-size\">{}</strong>",
+        biggest.members
+    )));
     assert!(page.body.contains("id=\"segment-condition\""));
     assert_eq!(page.body.matches("data-cio=").count(), 50);
     let at = page.body.find("id=\"next-page\" href=\"").unwrap();
     let rest = &page.body[at + 21..];
     let next = rest[..rest.find('"').unwrap()].to_owned();
     let page = v.get(&next);
-    assert_eq!(page.body.matches("data-cio=").count() as u64, (biggest.members - 50).min(50));
+    assert_eq!(
+        page.body.matches("data-cio=").count() as u64,
+        (biggest.members - 50).min(50)
+    );
     let vip = db.segments().into_iter().find(|s| s.name == "VIP").unwrap();
     let page = v.get(&format!("/segments/{}", vip.id));
     assert!(page.body.contains("Manual segment"));
@@ -350,17 +422,29 @@ fn segments_and_objects() {
 
     let page = v.get("/objects/1/company-7");
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("<h1 id=\"object-name\">Companies company-7</h1>"));
+    assert!(page
+        .body
+        .contains("<h1 id=\"object-name\">Companies company-7</h1>"));
     assert!(page.body.contains("<span class=\"v\">Company 7</span>"));
     let related = db
         .object_people(&profiledb::ObjectRef::new(1, "company-7"))
         .unwrap();
-    assert!(page.body.contains(&format!("Related people ({})", related.len())));
+    assert!(page
+        .body
+        .contains(&format!("Related people ({})", related.len())));
     for (pid, _) in &related {
-        assert!(page.body.contains(&format!("href=\"/people/cio_{}\"", pid.cio_id())));
+        assert!(page
+            .body
+            .contains(&format!("href=\"/people/cio_{}\"", pid.cio_id())));
     }
-    assert!(page.body.contains("<dt>role</dt>"), "Ann's relationship attributes");
-    assert_eq!(v.get("/objects/1/nothing-here").status, StatusCode::NOT_FOUND);
+    assert!(
+        page.body.contains("<dt>role</dt>"),
+        "Ann's relationship attributes"
+    );
+    assert_eq!(
+        v.get("/objects/1/nothing-here").status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(v.get("/objects/x/company-7").status, StatusCode::NOT_FOUND);
 }
 
@@ -372,12 +456,21 @@ fn every_action_goes_through_the_library_and_shows_in_the_activity() {
     let ann = Ident::id(ANN);
     let base = ann_path(&db);
     v.get(&base);
-    assert!(v.cookie.is_some() && !v.csrf.is_empty(), "no-auth still gives a session for CSRF");
+    assert!(
+        v.cookie.is_some() && !v.csrf.is_empty(),
+        "no-auth still gives a session for CSRF"
+    );
 
     // Set an attribute (text, then JSON), then remove it.
-    let page = v.act(&format!("{base}/attributes/set"), &[("name", "favourite"), ("value", "tea"), ("as", "text")]);
+    let page = v.act(
+        &format!("{base}/attributes/set"),
+        &[("name", "favourite"), ("value", "tea"), ("as", "text")],
+    );
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert_eq!(page.location(), format!("{base}/attributes?done=attribute_set"));
+    assert_eq!(
+        page.location(),
+        format!("{base}/attributes?done=attribute_set")
+    );
     let person = db.person(&ann).unwrap().unwrap();
     assert_eq!(person.attributes["favourite"], "tea".into());
     let latest = &db.activities(&ann, &ActivityFilter::new(1)).unwrap()[0];
@@ -386,40 +479,77 @@ fn every_action_goes_through_the_library_and_shows_in_the_activity() {
     let page = v.get(&page.location());
     assert!(page.body.contains("The attribute was set."));
 
-    v.act(&format!("{base}/attributes/set"), &[("name", "lucky"), ("value", "[7, 13]"), ("as", "json")]);
+    v.act(
+        &format!("{base}/attributes/set"),
+        &[("name", "lucky"), ("value", "[7, 13]"), ("as", "json")],
+    );
     let person = db.person(&ann).unwrap().unwrap();
     assert_eq!(person.attributes["lucky"].to_string(), "[7,13]");
-    let page = v.act(&format!("{base}/attributes/set"), &[("name", "lucky"), ("value", "{nope"), ("as", "json")]);
+    let page = v.act(
+        &format!("{base}/attributes/set"),
+        &[("name", "lucky"), ("value", "{nope"), ("as", "json")],
+    );
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("value: is not valid JSON"));
     // A refusal from the library carries its text.
     let long = "x".repeat(200);
-    let page = v.act(&format!("{base}/attributes/set"), &[("name", &long), ("value", "1")]);
+    let page = v.act(
+        &format!("{base}/attributes/set"),
+        &[("name", &long), ("value", "1")],
+    );
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("150"), "{}", page.body);
 
-    let page = v.act(&format!("{base}/attributes/remove"), &[("name", "favourite")]);
+    let page = v.act(
+        &format!("{base}/attributes/remove"),
+        &[("name", "favourite")],
+    );
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert!(!db.person(&ann).unwrap().unwrap().attributes.contains_key("favourite"));
+    assert!(!db
+        .person(&ann)
+        .unwrap()
+        .unwrap()
+        .attributes
+        .contains_key("favourite"));
     let latest = &db.activities(&ann, &ActivityFilter::new(1)).unwrap()[0];
     assert_eq!(latest.kind, "attribute_change");
 
     // Manual segment membership.
     let vip = db.segments().into_iter().find(|s| s.name == "VIP").unwrap();
     let page = v.get(&base);
-    assert!(page.body.contains(&format!("<option value=\"{}\">VIP (#{})</option>", vip.id, vip.id)));
-    let page = v.act(&format!("{base}/segments/add"), &[("segment", &vip.id.to_string())]);
+    assert!(page.body.contains(&format!(
+        "<option value=\"{}\">VIP (#{})</option>",
+        vip.id, vip.id
+    )));
+    let page = v.act(
+        &format!("{base}/segments/add"),
+        &[("segment", &vip.id.to_string())],
+    );
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert!(db.person_segments(&ann).unwrap().iter().any(|s| s.id == vip.id));
+    assert!(db
+        .person_segments(&ann)
+        .unwrap()
+        .iter()
+        .any(|s| s.id == vip.id));
     let latest = &db.activities(&ann, &ActivityFilter::new(1)).unwrap()[0];
     assert_eq!(latest.kind, "segment_entered");
     let page = v.get(&page.location());
     assert!(page.body.contains("Added to the segment."));
     assert!(page.body.contains("title=\"Remove from VIP\""));
-    let page = v.act(&format!("{base}/segments/remove"), &[("segment", &vip.id.to_string())]);
+    let page = v.act(
+        &format!("{base}/segments/remove"),
+        &[("segment", &vip.id.to_string())],
+    );
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert!(!db.person_segments(&ann).unwrap().iter().any(|s| s.id == vip.id));
-    assert_eq!(db.activities(&ann, &ActivityFilter::new(1)).unwrap()[0].kind, "segment_exited");
+    assert!(!db
+        .person_segments(&ann)
+        .unwrap()
+        .iter()
+        .any(|s| s.id == vip.id));
+    assert_eq!(
+        db.activities(&ann, &ActivityFilter::new(1)).unwrap()[0].kind,
+        "segment_exited"
+    );
     // A data-driven segment refuses manual membership: the library's words.
     let page = v.act(&format!("{base}/segments/add"), &[("segment", "1")]);
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
@@ -438,12 +568,18 @@ fn every_action_goes_through_the_library_and_shows_in_the_activity() {
     assert_eq!(page.location(), "/?done=deleted");
     assert!(db.person(&victim).unwrap().is_none());
     assert_eq!(v.get(&vpath).status, StatusCode::NOT_FOUND);
-    assert!(v.get("/?done=deleted").body.contains("The person was deleted."));
+    assert!(v
+        .get("/?done=deleted")
+        .body
+        .contains("The person was deleted."));
 
     // Suppress: the person goes and their identifiers are blocked.
     let victim = Ident::id(profiledb::synth::person_id(4));
     let vpath = person_path(&db, &victim);
-    assert!(v.get(&format!("{vpath}/confirm/suppress")).body.contains("Suppress this person?"));
+    assert!(v
+        .get(&format!("{vpath}/confirm/suppress"))
+        .body
+        .contains("Suppress this person?"));
     let page = v.act(&format!("{vpath}/suppress"), &[("confirm", "yes")]);
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(db.person(&victim).unwrap().is_none());
@@ -506,12 +642,20 @@ fn csrf_cannot_make_a_browser_act() {
     assert!(page.body.contains("another site"));
     // No cookie at all (what SameSite=Strict leaves a cross-site request).
     let mut bare = Visitor::new(&server);
-    let page = bare.post_with(&format!("{base}/suppress"), &[("csrf", &token), ("confirm", "yes")], Some(&origin));
+    let page = bare.post_with(
+        &format!("{base}/suppress"),
+        &[("csrf", &token), ("confirm", "yes")],
+        Some(&origin),
+    );
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     // A forged session cookie fails its MAC.
     let mut forged = Visitor::new(&server);
     forged.cookie = Some(format!("pdb_session=00.{}.00", u64::MAX));
-    let page = forged.post_with(&format!("{base}/delete"), &[("csrf", "00"), ("confirm", "yes")], Some(&origin));
+    let page = forged.post_with(
+        &format!("{base}/delete"),
+        &[("csrf", "00"), ("confirm", "yes")],
+        Some(&origin),
+    );
     assert_eq!(page.status, StatusCode::FORBIDDEN);
 
     assert_eq!(unchanged(&db), before, "no attack changed anybody");
@@ -519,10 +663,22 @@ fn csrf_cannot_make_a_browser_act() {
     let cookie = victim.cookie.clone().unwrap();
     assert!(cookie.starts_with("pdb_session="));
     let page = victim.get("/");
-    assert!(page.headers.get(SET_COOKIE).is_none(), "a valid session is kept");
+    assert!(
+        page.headers.get(SET_COOKIE).is_none(),
+        "a valid session is kept"
+    );
     let fresh = Visitor::new(&server).get("/");
-    let set = fresh.headers.get(SET_COOKIE).unwrap().to_str().unwrap().to_owned();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let set = fresh
+        .headers
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
 }
 
 #[test]
@@ -536,7 +692,7 @@ fn xss_in_stored_values_is_shown_never_run() {
         format!("{base}/attributes"),
         format!("{base}/activity"),
         format!("{base}/deliveries"),
-        format!("/?search=ann"),
+        "/?search=ann".to_owned(),
         format!("/?where={}", enc(XSS_SCRIPT)),
         format!("/?search={}", enc(XSS_QUOTES)),
         format!("/people/{}", enc(XSS_SCRIPT)),
@@ -546,20 +702,41 @@ fn xss_in_stored_values_is_shown_never_run() {
         let body = &page.body;
         assert!(!body.contains("<script>alert"), "{path}: a raw script tag");
         assert!(!body.contains("<img src=x"), "{path}: a raw img tag");
-        assert!(!body.contains("\" onmouseover="), "{path}: an attribute broke out");
+        assert!(
+            !body.contains("\" onmouseover="),
+            "{path}: an attribute broke out"
+        );
         assert!(!body.contains("<b>Pro"), "{path}");
-        let csp = page.headers.get("content-security-policy").unwrap().to_str().unwrap();
+        let csp = page
+            .headers
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert!(csp.contains("script-src 'self'"), "{path}");
-        assert_eq!(body.matches("<script").count(), 1, "{path}: only the page's own script");
+        assert_eq!(
+            body.matches("<script").count(),
+            1,
+            "{path}: only the page's own script"
+        );
     }
     let page = v.get(&format!("{base}/attributes"));
-    assert!(page.body.contains("&lt;script&gt;alert('xss')&lt;/script&gt;"));
-    assert!(page.body.contains("&quot; onmouseover=&quot;alert(1)&quot; data-x='&amp;amp;'"));
+    assert!(page
+        .body
+        .contains("&lt;script&gt;alert('xss')&lt;/script&gt;"));
+    assert!(page
+        .body
+        .contains("&quot; onmouseover=&quot;alert(1)&quot; data-x='&amp;amp;'"));
     assert!(page.body.contains(UNICODE), "unicode shown as it is");
     let page = v.get(&format!("{base}/activity"));
-    assert!(page.body.contains("Event “&lt;img src=x onerror=alert(1)&gt;”"));
+    assert!(page
+        .body
+        .contains("Event “&lt;img src=x onerror=alert(1)&gt;”"));
     // Set through the page, shown escaped too.
-    v.act(&format!("{base}/attributes/set"), &[("name", "<i>n</i>"), ("value", "\"><svg onload=alert(1)>")]);
+    v.act(
+        &format!("{base}/attributes/set"),
+        &[("name", "<i>n</i>"), ("value", "\"><svg onload=alert(1)>")],
+    );
     let page = v.get(&format!("{base}/attributes"));
     assert!(page.body.contains("&lt;i&gt;n&lt;/i&gt;"));
     assert!(page.body.contains("&quot;&gt;&lt;svg onload=alert(1)&gt;"));
@@ -573,7 +750,14 @@ fn with_a_key_every_page_needs_the_key_or_a_session() {
     let base = ann_path(&db);
     let mut v = Visitor::new(&server);
 
-    for path in ["/", "/segments", "/segments/1", "/objects/1/company-7", &base, &format!("{base}/devices")] {
+    for path in [
+        "/",
+        "/segments",
+        "/segments/1",
+        "/objects/1/company-7",
+        &base,
+        &format!("{base}/devices"),
+    ] {
         let page = v.get(path);
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
         assert_eq!(page.location(), format!("/login?next={}", enc(path)));
@@ -591,25 +775,43 @@ fn with_a_key_every_page_needs_the_key_or_a_session() {
     let page = v.post_with("/login", &[("key", "guess"), ("next", "/segments")], None);
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(v.cookie.is_none());
-    let page = v.post_with("/login", &[("key", "s3cret-app-key"), ("next", "/segments")], None);
+    let page = v.post_with(
+        "/login",
+        &[("key", "s3cret-app-key"), ("next", "/segments")],
+        None,
+    );
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert_eq!(page.location(), "/segments");
     assert!(v.cookie.is_some());
     // Never redirected off the site.
     let mut other = Visitor::new(&server);
-    let page = other.post_with("/login", &[("key", "s3cret-app-key"), ("next", "//evil.example/")], None);
+    let page = other.post_with(
+        "/login",
+        &[("key", "s3cret-app-key"), ("next", "//evil.example/")],
+        None,
+    );
     assert_eq!(page.location(), "/");
 
     let page = v.get(&base);
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Log out"));
     // Acting needs the token as well as the session.
-    let page = v.post_with(&format!("{base}/attributes/set"), &[("name", "k"), ("value", "v")], None);
+    let page = v.post_with(
+        &format!("{base}/attributes/set"),
+        &[("name", "k"), ("value", "v")],
+        None,
+    );
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     assert_eq!(unchanged(&db), before);
-    let page = v.act(&format!("{base}/attributes/set"), &[("name", "k"), ("value", "v")]);
+    let page = v.act(
+        &format!("{base}/attributes/set"),
+        &[("name", "k"), ("value", "v")],
+    );
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert_eq!(db.person(&Ident::id(ANN)).unwrap().unwrap().attributes["k"], "v".into());
+    assert_eq!(
+        db.person(&Ident::id(ANN)).unwrap().unwrap().attributes["k"],
+        "v".into()
+    );
 
     // The key as a header opens pages and actions, no token needed.
     let mut api = Visitor::new(&server);
@@ -617,7 +819,12 @@ fn with_a_key_every_page_needs_the_key_or_a_session() {
     assert_eq!(api.get(&base).status, StatusCode::OK);
     let page = api.post_with(&format!("{base}/attributes/remove"), &[("name", "k")], None);
     assert_eq!(page.status, StatusCode::SEE_OTHER);
-    assert!(!db.person(&Ident::id(ANN)).unwrap().unwrap().attributes.contains_key("k"));
+    assert!(!db
+        .person(&Ident::id(ANN))
+        .unwrap()
+        .unwrap()
+        .attributes
+        .contains_key("k"));
     api.bearer = Some("wrong".into());
     assert_eq!(api.get(&base).status, StatusCode::SEE_OTHER);
 
@@ -628,6 +835,9 @@ fn with_a_key_every_page_needs_the_key_or_a_session() {
     assert_eq!(v.get("/").status, StatusCode::SEE_OTHER);
 
     // Static files open without a session (the login page needs its style).
-    assert_eq!(Visitor::new(&server).get("/static/app.css").status, StatusCode::OK);
+    assert_eq!(
+        Visitor::new(&server).get("/static/app.css").status,
+        StatusCode::OK
+    );
     let _ = Arc::strong_count(&db);
 }

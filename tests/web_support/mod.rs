@@ -8,8 +8,8 @@ use std::sync::Arc;
 use profiledb::server::web::{router, WebState};
 use profiledb::synth;
 use profiledb::{
-    Channel, DeviceInput, Durability, Ident, Identify, ManualClock, Metric, NewDelivery,
-    ObjectRef, Op, Platform, ProfileDb, Track, Value,
+    Channel, DeviceInput, Durability, Ident, Identify, ManualClock, Metric, NewDelivery, ObjectRef,
+    Op, Platform, ProfileDb, Track, Value,
 };
 
 /// The fixed "now" of the tests: 2026-01-01T00:00:00Z.

@@ -52,9 +52,8 @@ pub(crate) async fn set_attribute(
 ) -> Result<Response, PageError> {
     writer.check(&state, &form.csrf)?;
     let value = if form.as_ == "json" {
-        let json: serde_json::Value = serde_json::from_str(&form.value).map_err(|e| {
-            PageError::bad_request(format!("value: is not valid JSON ({e})"))
-        })?;
+        let json: serde_json::Value = serde_json::from_str(&form.value)
+            .map_err(|e| PageError::bad_request(format!("value: is not valid JSON ({e})")))?;
         Value::from_json(&json, "value").map_err(|e| PageError::bad_request(e.to_string()))?
     } else {
         Value::String(form.value)

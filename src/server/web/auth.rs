@@ -207,10 +207,7 @@ pub(crate) struct Reader {
 impl FromRequestParts<WebState> for Reader {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &WebState,
-    ) -> Result<Reader, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Reader, Response> {
         let a = access(parts);
         if !a.authenticated {
             let next = parts
@@ -241,10 +238,7 @@ pub(crate) struct Writer {
 impl FromRequestParts<WebState> for Writer {
     type Rejection = PageError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &WebState,
-    ) -> Result<Writer, PageError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &WebState) -> Result<Writer, PageError> {
         let a = access(parts);
         if !a.authenticated {
             return Err(PageError::new(

@@ -74,12 +74,18 @@ pub fn router(state: WebState) -> Router {
         .route("/people/{ident}/deliveries", get(pages::deliveries))
         .route("/people/{ident}/devices", get(pages::devices))
         .route("/people/{ident}/confirm/{action}", get(pages::confirm))
-        .route("/people/{ident}/attributes/set", post(actions::set_attribute))
+        .route(
+            "/people/{ident}/attributes/set",
+            post(actions::set_attribute),
+        )
         .route(
             "/people/{ident}/attributes/remove",
             post(actions::remove_attribute),
         )
-        .route("/people/{ident}/segments/add", post(actions::add_to_segment))
+        .route(
+            "/people/{ident}/segments/add",
+            post(actions::add_to_segment),
+        )
         .route(
             "/people/{ident}/segments/remove",
             post(actions::remove_from_segment),
@@ -139,11 +145,7 @@ impl From<Error> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let title = self
-            .status
-            .canonical_reason()
-            .unwrap_or("Error")
-            .to_owned();
+        let title = self.status.canonical_reason().unwrap_or("Error").to_owned();
         html(self.status, views::error_page(&title, &self.message))
     }
 }

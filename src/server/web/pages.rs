@@ -115,8 +115,12 @@ pub(crate) async fn people(
                 let err = ConditionError {
                     message: e.to_string(),
                     position: at.as_ref().map(|p| p.position),
-                    token: at
-                        .and_then(|p| p.found.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)),
+                    token: at.and_then(|p| {
+                        p.found
+                            .strip_prefix('"')?
+                            .strip_suffix('"')
+                            .map(str::to_owned)
+                    }),
                 };
                 Ok(html(
                     StatusCode::BAD_REQUEST,
@@ -298,7 +302,12 @@ pub(crate) async fn deliveries(
         let list = db.deliveries(&who, DELIVERIES)?;
         Ok(html(
             StatusCode::OK,
-            views::deliveries(&chrome(&reader, None), &person, person.unsubscribed(), &list),
+            views::deliveries(
+                &chrome(&reader, None),
+                &person,
+                person.unsubscribed(),
+                &list,
+            ),
         ))
     })
     .await
@@ -317,7 +326,12 @@ pub(crate) async fn devices(
         let list = db.devices(&who)?;
         Ok(html(
             StatusCode::OK,
-            views::devices(&chrome(&reader, None), &person, person.unsubscribed(), &list),
+            views::devices(
+                &chrome(&reader, None),
+                &person,
+                person.unsubscribed(),
+                &list,
+            ),
         ))
     })
     .await

@@ -8,8 +8,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::{
     Activity, Audience, Delivery, Device, Map, Object, ObjectRef, Person, PersonId, Profile,
-    Relationship,
-    SegmentInfo, SegmentRef, Value,
+    Relationship, SegmentInfo, SegmentRef, Value,
 };
 
 use super::auth::CSRF_FIELD;
@@ -96,10 +95,9 @@ pub(crate) fn when(t: i64) -> Markup {
 }
 
 /// `2026-01-01 00:00:00 UTC`, or the number when it is outside the calendar.
-pub fn time_text(t: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-    );
+pub(crate) fn time_text(t: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| d.format(FORMAT).ok())
@@ -107,7 +105,7 @@ pub fn time_text(t: i64) -> String {
 }
 
 /// A value as the page shows it: a string as itself, anything else as compact JSON.
-pub fn value_text(v: &Value) -> String {
+pub(crate) fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -192,7 +190,7 @@ pub(crate) fn people_page(
     let body = html! {
         h1 { "People" }
         form.filters method="get" action="/" {
-            label {
+            label.grow {
                 span { "Search id or email" }
                 input type="search" name="search" value=(q.search) placeholder="prefix, e.g. user-0001 or ann@" autocomplete="off";
             }
@@ -260,7 +258,11 @@ pub(crate) fn people_page(
 
 /// `text` split around what is at byte `pos` (clamped to a character boundary): `token`
 /// when it is there, else one character.
-fn split_at_byte<'t>(text: &'t str, pos: usize, token: Option<&str>) -> (&'t str, &'t str, &'t str) {
+fn split_at_byte<'t>(
+    text: &'t str,
+    pos: usize,
+    token: Option<&str>,
+) -> (&'t str, &'t str, &'t str) {
     let mut start = pos.min(text.len());
     while !text.is_char_boundary(start) {
         start -= 1;
@@ -297,7 +299,13 @@ impl Tab {
     ];
 }
 
-fn person_frame(chrome: &Chrome<'_>, p: &Person, tab: Tab, unsubscribed: bool, body: Markup) -> Markup {
+fn person_frame(
+    chrome: &Chrome<'_>,
+    p: &Person,
+    tab: Tab,
+    unsubscribed: bool,
+    body: Markup,
+) -> Markup {
     let base = person_url(p.pid);
     let name = display_name(p);
     let page = html! {
@@ -415,7 +423,13 @@ pub(crate) fn overview(chrome: &Chrome<'_>, profile: &Profile, manual: &[Segment
             }
         }
     };
-    person_frame(chrome, p, Tab::Overview, profile.subscription.unsubscribed, body)
+    person_frame(
+        chrome,
+        p,
+        Tab::Overview,
+        profile.subscription.unsubscribed,
+        body,
+    )
 }
 
 fn segment_list(segments: &[&SegmentRef], kind: &str) -> Markup {
@@ -467,7 +481,7 @@ fn relationship_table(rels: &[Relationship]) -> Markup {
 }
 
 /// A readable title for an activity entry.
-pub fn activity_title(a: &Activity) -> String {
+pub(crate) fn activity_title(a: &Activity) -> String {
     let name = a.name.as_deref().unwrap_or("");
     match a.kind.as_str() {
         "attribute_change" => "Attributes changed".to_owned(),
@@ -768,13 +782,24 @@ pub(crate) fn activity(
 }
 
 /// The Deliveries tab.
-pub(crate) fn deliveries(chrome: &Chrome<'_>, p: &Person, unsubscribed: bool, list: &[Delivery]) -> Markup {
-    let body = html! { section.card #all-deliveries { h2 { "Deliveries" } (delivery_table(list)) } };
+pub(crate) fn deliveries(
+    chrome: &Chrome<'_>,
+    p: &Person,
+    unsubscribed: bool,
+    list: &[Delivery],
+) -> Markup {
+    let body =
+        html! { section.card #all-deliveries { h2 { "Deliveries" } (delivery_table(list)) } };
     person_frame(chrome, p, Tab::Deliveries, unsubscribed, body)
 }
 
 /// The Devices tab.
-pub(crate) fn devices(chrome: &Chrome<'_>, p: &Person, unsubscribed: bool, list: &[Device]) -> Markup {
+pub(crate) fn devices(
+    chrome: &Chrome<'_>,
+    p: &Person,
+    unsubscribed: bool,
+    list: &[Device],
+) -> Markup {
     let body = html! { section.card #all-devices { h2 { "Devices" } (device_table(list)) } };
     person_frame(chrome, p, Tab::Devices, unsubscribed, body)
 }
