@@ -64,7 +64,8 @@ impl WebState {
     }
 }
 
-/// The People page's routes, for the server to merge into its router.
+/// The People page's routes, for the server to merge into its router. The state is
+/// applied and there is no fallback, so it merges into a router that has one.
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(pages::people))
@@ -99,7 +100,6 @@ pub fn router(state: WebState) -> Router {
         .route("/logout", post(auth::logout))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
-        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::session_layer,
@@ -166,10 +166,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
             format!("the request's work failed: {e}"),
         )
     })?
-}
-
-async fn not_found() -> PageError {
-    PageError::not_found("There is no page at this address.")
 }
 
 const CSS: &str = include_str!("static/app.css");
