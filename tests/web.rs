@@ -584,6 +584,22 @@ fn every_action_goes_through_the_library_and_shows_in_the_activity() {
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(db.person(&victim).unwrap().is_none());
     assert!(db.is_suppressed(&victim).unwrap());
+    // Actions that do not exist.
+    let ann_base = ann_path(&db);
+    assert_eq!(
+        v.act(&format!("{ann_base}/explode"), &[("confirm", "yes")])
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        v.act(&format!("{ann_base}/segments/explode"), &[("segment", "6")])
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        v.act(&format!("{ann_base}/attributes"), &[]).status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
     // Acting on somebody who is not there does nothing, and blocks nothing.
     let page = v.act("/people/never-was/suppress", &[("confirm", "yes")]);
     assert_eq!(page.status, StatusCode::NOT_FOUND);

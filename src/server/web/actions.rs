@@ -108,13 +108,22 @@ pub(crate) struct SegmentForm {
     segment: String,
 }
 
-async fn membership(
-    state: WebState,
-    ident: String,
+/// `POST /people/{ident}/segments/{add|remove}`: manual segment membership.
+pub(crate) async fn membership(
+    State(state): State<WebState>,
+    Path((ident, op)): Path<(String, String)>,
     writer: Writer,
-    form: SegmentForm,
-    add: bool,
+    Form(form): Form<SegmentForm>,
 ) -> Result<Response, PageError> {
+    let add = match op.as_str() {
+        "add" => true,
+        "remove" => false,
+        _ => {
+            return Err(PageError::not_found(format!(
+                "There is no segment action `{op}` (add or remove)."
+            )))
+        }
+    };
     writer.check(&state, &form.csrf)?;
     let id: u32 = form.segment.trim().parse().map_err(|_| {
         PageError::bad_request(format!(
@@ -129,39 +138,16 @@ async fn membership(
             return Err(PageError::not_found(format!("No person has the {who}.")));
         };
         let people = [who];
-        if add {
-            db.add_to_segment(id, &people)?;
-        } else {
-            db.remove_from_segment(id, &people)?;
-        }
         let done = if add {
+            db.add_to_segment(id, &people)?;
             "segment_added"
         } else {
+            db.remove_from_segment(id, &people)?;
             "segment_removed"
         };
         Ok(back(format!("{}?done={done}", person_url(person.pid))))
     })
     .await
-}
-
-/// Adds the person to a manual segment.
-pub(crate) async fn add_to_segment(
-    State(state): State<WebState>,
-    Path(ident): Path<String>,
-    writer: Writer,
-    Form(form): Form<SegmentForm>,
-) -> Result<Response, PageError> {
-    membership(state, ident, writer, form, true).await
-}
-
-/// Removes the person from a manual segment.
-pub(crate) async fn remove_from_segment(
-    State(state): State<WebState>,
-    Path(ident): Path<String>,
-    writer: Writer,
-    Form(form): Form<SegmentForm>,
-) -> Result<Response, PageError> {
-    membership(state, ident, writer, form, false).await
 }
 
 #[derive(Deserialize)]
@@ -172,13 +158,19 @@ pub(crate) struct ConfirmForm {
     confirm: String,
 }
 
-async fn destroy(
-    state: WebState,
-    ident: String,
+/// `POST /people/{ident}/{suppress|delete}`, from its confirmation page: suppress
+/// (delete and block the identifiers) or delete the person.
+pub(crate) async fn destroy(
+    State(state): State<WebState>,
+    Path((ident, action)): Path<(String, String)>,
     writer: Writer,
-    form: ConfirmForm,
-    suppress: bool,
+    Form(form): Form<ConfirmForm>,
 ) -> Result<Response, PageError> {
+    let suppress = match action.as_str() {
+        "suppress" => true,
+        "delete" => false,
+        _ => return Err(PageError::not_found("There is no page at this address.")),
+    };
     writer.check(&state, &form.csrf)?;
     if form.confirm != "yes" {
         return Err(PageError::bad_request(
@@ -206,24 +198,4 @@ async fn destroy(
         }
     })
     .await
-}
-
-/// Suppresses the person: deletes them and blocks their identifiers.
-pub(crate) async fn suppress(
-    State(state): State<WebState>,
-    Path(ident): Path<String>,
-    writer: Writer,
-    Form(form): Form<ConfirmForm>,
-) -> Result<Response, PageError> {
-    destroy(state, ident, writer, form, true).await
-}
-
-/// Deletes the person.
-pub(crate) async fn delete(
-    State(state): State<WebState>,
-    Path(ident): Path<String>,
-    writer: Writer,
-    Form(form): Form<ConfirmForm>,
-) -> Result<Response, PageError> {
-    destroy(state, ident, writer, form, false).await
 }

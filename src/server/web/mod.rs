@@ -83,16 +83,9 @@ pub fn router(state: WebState) -> Router {
             "/people/{ident}/attributes/remove",
             post(actions::remove_attribute),
         )
-        .route(
-            "/people/{ident}/segments/add",
-            post(actions::add_to_segment),
-        )
-        .route(
-            "/people/{ident}/segments/remove",
-            post(actions::remove_from_segment),
-        )
-        .route("/people/{ident}/suppress", post(actions::suppress))
-        .route("/people/{ident}/delete", post(actions::delete))
+        .route("/people/{ident}/segments/{op}", post(actions::membership))
+        // `suppress` or `delete`; the tabs' own paths (GET) are matched first.
+        .route("/people/{ident}/{action}", post(actions::destroy))
         .route("/segments", get(pages::segments))
         .route("/segments/{id}", get(pages::segment))
         .route("/objects/{type_id}/{object_id}", get(pages::object))

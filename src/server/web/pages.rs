@@ -133,6 +133,22 @@ pub(crate) async fn people(
     .await
 }
 
+/// A page about one existing person: reads them (404 if nobody), then `render`s with
+/// the database, the identifier and the person, off the async workers.
+async fn person_page(
+    state: &WebState,
+    ident: String,
+    render: impl FnOnce(&ProfileDb, &Ident, Person) -> Result<Response, PageError> + Send + 'static,
+) -> Result<Response, PageError> {
+    let db = state.db.clone();
+    blocking(move || {
+        let who = Ident::infer(&ident);
+        let person = person_of(&db, &who)?;
+        render(&db, &who, person)
+    })
+    .await
+}
+
 #[derive(Deserialize, Default)]
 pub(crate) struct Done {
     done: Option<String>,
@@ -169,11 +185,8 @@ pub(crate) async fn attributes(
     reader: Reader,
     Query(q): Query<Done>,
 ) -> Result<Response, PageError> {
-    let db = state.db.clone();
-    blocking(move || {
-        let who = Ident::infer(&ident);
-        let person = person_of(&db, &who)?;
-        let missing = db.missing_attributes(&who)?;
+    person_page(&state, ident, move |db, who, person| {
+        let missing = db.missing_attributes(who)?;
         Ok(html(
             StatusCode::OK,
             views::attributes(
@@ -248,10 +261,7 @@ pub(crate) async fn activity(
     reader: Reader,
     Query(q): Query<ActivityParams>,
 ) -> Result<Response, PageError> {
-    let db = state.db.clone();
-    blocking(move || {
-        let who = Ident::infer(&ident);
-        let person = person_of(&db, &who)?;
+    person_page(&state, ident, move |db, who, person| {
         let view = ActivityQuery {
             kind: q.kind.clone(),
             name: q.name.clone(),
@@ -265,7 +275,7 @@ pub(crate) async fn activity(
                 views::activity(&chrome, &person, person.unsubscribed(), &view, Err(message)),
             ),
             Ok(filter) => {
-                let mut list = db.activities(&who, &filter)?;
+                let mut list = db.activities(who, &filter)?;
                 let next = if list.len() > ACTIVITY_PAGE {
                     list.truncate(ACTIVITY_PAGE);
                     list.last().map(|a| a.cursor.to_string())
@@ -295,11 +305,8 @@ pub(crate) async fn deliveries(
     Path(ident): Path<String>,
     reader: Reader,
 ) -> Result<Response, PageError> {
-    let db = state.db.clone();
-    blocking(move || {
-        let who = Ident::infer(&ident);
-        let person = person_of(&db, &who)?;
-        let list = db.deliveries(&who, DELIVERIES)?;
+    person_page(&state, ident, move |db, who, person| {
+        let list = db.deliveries(who, DELIVERIES)?;
         Ok(html(
             StatusCode::OK,
             views::deliveries(
@@ -319,11 +326,8 @@ pub(crate) async fn devices(
     Path(ident): Path<String>,
     reader: Reader,
 ) -> Result<Response, PageError> {
-    let db = state.db.clone();
-    blocking(move || {
-        let who = Ident::infer(&ident);
-        let person = person_of(&db, &who)?;
-        let list = db.devices(&who)?;
+    person_page(&state, ident, move |db, who, person| {
+        let list = db.devices(who)?;
         Ok(html(
             StatusCode::OK,
             views::devices(
@@ -348,10 +352,7 @@ pub(crate) async fn confirm(
             "There is no action `{action}` to confirm (suppress or delete)."
         )));
     }
-    let db = state.db.clone();
-    blocking(move || {
-        let who = Ident::infer(&ident);
-        let person = person_of(&db, &who)?;
+    person_page(&state, ident, move |_, _, person| {
         Ok(html(
             StatusCode::OK,
             views::confirm(&chrome(&reader, None), &person, &action),
