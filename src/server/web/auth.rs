@@ -156,8 +156,10 @@ pub(crate) async fn session_layer(
     let mut set_cookie = None;
     if state.app_key.is_none() && nonce.is_none() {
         let (n, cookie) = session_cookie(&state);
-        nonce = Some(n);
-        set_cookie = Some(cookie);
+        if !n.is_empty() {
+            nonce = Some(n);
+            set_cookie = Some(cookie);
+        }
     }
     let authenticated = state.app_key.is_none() || via_header || nonce.is_some();
     request.extensions_mut().insert(Access {
@@ -348,7 +350,14 @@ pub(crate) async fn login(
             views::login_page(&next, Some("That is not this server's App API key.")),
         );
     }
-    let (_, cookie) = session_cookie(&state);
+    let (nonce, cookie) = session_cookie(&state);
+    if nonce.is_empty() {
+        return PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The system gave no random bytes for a session; try again.",
+        )
+        .into_response();
+    }
     let mut response = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);

@@ -38,7 +38,7 @@ pub(crate) struct Chrome<'a> {
 pub(crate) enum Section {
     People,
     Segments,
-    None,
+    Other,
 }
 
 fn layout(chrome: &Chrome<'_>, section: Section, title: &str, body: Markup) -> Markup {
@@ -1003,7 +1003,7 @@ pub(crate) fn object(
             }
         }
     };
-    layout(chrome, Section::None, &title, body)
+    layout(chrome, Section::Other, &title, body)
 }
 
 /// The login page.
@@ -1025,7 +1025,7 @@ pub(crate) fn login_page(next: &str, error: Option<&str>) -> Markup {
             }
         }
     };
-    layout(&chrome, Section::None, "Log in", body)
+    layout(&chrome, Section::Other, "Log in", body)
 }
 
 /// A page that could not be shown.
@@ -1040,5 +1040,5 @@ pub(crate) fn error_page(title: &str, message: &str) -> Markup {
         div.error role="alert" { p #error-message { (message) } }
         p { a href="/" { "Back to People" } }
     };
-    layout(&chrome, Section::None, title, body)
+    layout(&chrome, Section::Other, title, body)
 }
