@@ -334,7 +334,9 @@ fn a_profile_and_its_tabs_show_the_library_answer() {
     assert!(page.body.contains("data-delivery=\"dlv-ann-welcome\""));
     assert!(page.body.contains("Welcome to &lt;b&gt;Pro&lt;/b&gt;"));
     let page = v.get(&format!("{base}/devices"));
-    assert!(page.body.contains("<td class=\"platform\">ios</td>"));
+    assert!(page
+        .body
+        .contains("<td class=\"platform\" data-label=\"platform\">ios</td>"));
     assert!(page.body.contains("iPhone15,2"));
 
     // Unknown people: 404 on every tab, with the library's wording.
@@ -393,7 +395,10 @@ fn segments_and_objects() {
     for s in db.segments() {
         let row = format!("data-segment=\"{}\"", s.id);
         let at = page.body.find(&row).unwrap();
-        let size = format!("<td class=\"num size\">{}</td>", s.members);
+        let size = format!(
+            "<td class=\"num size\" data-label=\"size\">{}</td>",
+            s.members
+        );
         assert!(page.body[at..].contains(&size), "{}", s.name);
     }
     let biggest = db.segments().into_iter().max_by_key(|s| s.members).unwrap();

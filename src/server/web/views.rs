@@ -219,18 +219,18 @@ pub(crate) fn people_page(
                     p.empty { "Nobody matches." }
                 } @else {
                     div.table-wrap {
-                        table.people {
+                        table.people.stack {
                             thead { tr { th { "id" } th { "email" } th { "cio_id" } th { "created" } th { "last updated" } } }
                             tbody {
                                 @for (pid, person) in rows {
                                     tr data-cio=(pid.cio_id()) {
                                         @match person {
                                             Some(p) => {
-                                                td { a href=(person_url(*pid)) { (dash(p.id.as_deref())) } }
-                                                td { a href=(person_url(*pid)) { (dash(p.email.as_deref())) } }
-                                                td.mono { (p.cio_id) }
-                                                td { (when(p.created)) }
-                                                td { (when(p.updated)) }
+                                                td data-label="id" { a href=(person_url(*pid)) { (dash(p.id.as_deref())) } }
+                                                td data-label="email" { a href=(person_url(*pid)) { (dash(p.email.as_deref())) } }
+                                                td.mono data-label="cio_id" { (p.cio_id) }
+                                                td data-label="created" { (when(p.created)) }
+                                                td data-label="updated" { (when(p.updated)) }
                                             }
                                             None => {
                                                 td colspan="5" { span.muted { "cio_" (pid.cio_id()) " was just deleted" } }
@@ -463,14 +463,14 @@ fn relationship_table(rels: &[Relationship]) -> Markup {
             p.empty { "No relationships." }
         } @else {
             div.table-wrap {
-                table {
+                table.stack {
                     thead { tr { th { "object" } th { "object attributes" } th { "relationship attributes" } } }
                     tbody {
                         @for r in rels {
                             tr data-object=(r.object.to_string()) {
-                                td { a href=(object_url(r.object.type_id, &r.object.object_id)) { (r.object.to_string()) } }
-                                td { (map_inline(&r.object_attributes)) }
-                                td { (map_inline(&r.attributes)) }
+                                td data-label="object" { a href=(object_url(r.object.type_id, &r.object.object_id)) { (r.object.to_string()) } }
+                                td data-label="object attributes" { (map_inline(&r.object_attributes)) }
+                                td data-label="relationship attributes" { (map_inline(&r.attributes)) }
                             }
                         }
                     }
@@ -574,17 +574,17 @@ fn delivery_table(list: &[Delivery]) -> Markup {
             p.empty { "No deliveries." }
         } @else {
             div.table-wrap {
-                table {
+                table.stack {
                     thead { tr { th { "delivery" } th { "channel" } th { "status" } th { "subject" } th { "created" } th { "metrics" } } }
                     tbody {
                         @for d in list {
                             tr data-delivery=(d.id) {
-                                td.mono { (d.id) }
-                                td { (d.channel.as_str()) }
-                                td.status { span.badge { (d.status) } }
-                                td { (dash(d.subject.as_deref())) }
-                                td { (when(d.created)) }
-                                td {
+                                td.mono data-label="delivery" { (d.id) }
+                                td data-label="channel" { (d.channel.as_str()) }
+                                td.status data-label="status" { span.badge { (d.status) } }
+                                td data-label="subject" { (dash(d.subject.as_deref())) }
+                                td data-label="created" { (when(d.created)) }
+                                td data-label="metrics" {
                                     ul.metrics {
                                         @for (m, t) in &d.metrics { li data-metric=(m) { (m) " " (when(*t)) } }
                                     }
@@ -620,23 +620,30 @@ fn device_list(list: &[Device]) -> Markup {
     }
 }
 
+/// A device's attributes but `app_version`, which has its own column.
+fn other_device_attributes(d: &Device) -> Map {
+    let mut m = d.attributes.clone();
+    m.remove("app_version");
+    m
+}
+
 fn device_table(list: &[Device]) -> Markup {
     html! {
         @if list.is_empty() {
             p.empty { "No devices." }
         } @else {
             div.table-wrap {
-                table {
-                    thead { tr { th { "token" } th { "platform" } th { "last used" } th { "status" } th { "app version" } th { "attributes" } } }
+                table.stack {
+                    thead { tr { th { "token" } th { "platform" } th { "last used" } th { "status" } th { "app version" } th { "other attributes" } } }
                     tbody {
                         @for d in list {
                             tr data-device=(d.token) {
-                                td.mono.token { (d.token) }
-                                td.platform { (d.platform.as_str()) }
-                                td { (when(d.last_used)) }
-                                td { (if d.status.as_str().is_empty() { "unused" } else { d.status.as_str() }) }
-                                td.app-version { (dash(d.attributes.get("app_version").map(value_text).as_deref())) }
-                                td { (map_inline(&d.attributes)) }
+                                td.mono.token data-label="token" { (d.token) }
+                                td.platform data-label="platform" { (d.platform.as_str()) }
+                                td data-label="last used" { (when(d.last_used)) }
+                                td data-label="status" { (if d.status.as_str().is_empty() { "unused" } else { d.status.as_str() }) }
+                                td.app-version data-label="app version" { (dash(d.attributes.get("app_version").map(value_text).as_deref())) }
+                                td data-label="other attributes" { (map_inline(&other_device_attributes(d))) }
                             }
                         }
                     }
@@ -889,16 +896,16 @@ pub(crate) fn segments(chrome: &Chrome<'_>, list: &[SegmentInfo]) -> Markup {
             p.empty { "No segments yet." }
         } @else {
             div.table-wrap {
-                table #segments-table {
+                table.stack #segments-table {
                     thead { tr { th { "#" } th { "name" } th { "type" } th.num { "size" } th { "condition" } } }
                     tbody {
                         @for s in list {
                             tr data-segment=(s.id) {
-                                td { (s.id) }
-                                td { a href={ "/segments/" (s.id) } { (s.name) } }
-                                td { (if s.condition.is_some() { "Data-driven" } else { "Manual" }) }
-                                td.num.size { (s.members) }
-                                td { code { (s.condition.as_deref().unwrap_or("—")) } }
+                                td data-label="#" { (s.id) }
+                                td data-label="name" { a href={ "/segments/" (s.id) } { (s.name) } }
+                                td data-label="type" { (if s.condition.is_some() { "Data-driven" } else { "Manual" }) }
+                                td.num.size data-label="size" { (s.members) }
+                                td data-label="condition" { code { (s.condition.as_deref().unwrap_or("—")) } }
                             }
                         }
                     }
@@ -933,14 +940,14 @@ fn member_table(rows: &[(PersonId, Option<&str>, Option<&str>)]) -> Markup {
             p.empty { "Nobody." }
         } @else {
             div.table-wrap {
-                table.members {
+                table.members.stack {
                     thead { tr { th { "id" } th { "email" } th { "cio_id" } } }
                     tbody {
                         @for (pid, id, email) in rows {
                             tr data-cio=(pid.cio_id()) {
-                                td { a href=(person_url(*pid)) { (dash(*id)) } }
-                                td { (dash(*email)) }
-                                td.mono { (pid.cio_id()) }
+                                td data-label="id" { a href=(person_url(*pid)) { (dash(*id)) } }
+                                td data-label="email" { (dash(*email)) }
+                                td.mono data-label="cio_id" { (pid.cio_id()) }
                             }
                         }
                     }
@@ -987,13 +994,13 @@ pub(crate) fn object(
                 p.empty { "Nobody is related to this object." }
             } @else {
                 div.table-wrap {
-                    table {
+                    table.stack {
                         thead { tr { th { "person" } th { "relationship attributes" } } }
                         tbody {
                             @for (pid, person, attrs) in people {
                                 tr data-cio=(pid.cio_id()) {
-                                    td { a href=(person_url(*pid)) { (person.as_ref().map(display_name).unwrap_or_else(|| format!("cio_{}", pid.cio_id()))) } }
-                                    td { (map_inline(attrs)) }
+                                    td data-label="person" { a href=(person_url(*pid)) { (person.as_ref().map(display_name).unwrap_or_else(|| format!("cio_{}", pid.cio_id()))) } }
+                                    td data-label="relationship attributes" { (map_inline(attrs)) }
                                 }
                             }
                         }
