@@ -10,7 +10,8 @@
 //!   condition, and with an indexed attribute (the queries of `peer::AUDIENCES`);
 //! - `audience/segment_list`: one person's segments;
 //! - `refresh/hourly`: `refresh` of the clock-dependent segments, the clock one hour
-//!   later each iteration;
+//!   later each iteration; both engines take the same 11 steps (NOW + 1 h … NOW + 11 h,
+//!   the first a warm-up), one refresh per sample, and must agree on every step;
 //! - `open/open_and_count`: opening the closed database and answering the first
 //!   audience count (profiledb loads every bitmap while opening).
 //!
@@ -24,6 +25,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use peer::{Engine, Kind, AUDIENCES, NOW, SEGMENTS};
 use profiledb::synth;
+
+/// Samples of `refresh/hourly`, one refresh each (plus one warm-up refresh): both engines
+/// step through the same clocks, NOW + 1 h to NOW + (1 + this) h.
+const REFRESH_SAMPLES: usize = 10;
 
 fn build(kind: Kind, people: u64) -> (tempfile::TempDir, Box<dyn Engine>) {
     let dir = peer::tempdir();
@@ -82,19 +87,44 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
+    // `refresh` changes the state it runs on (the clock moves forward, people leave the
+    // windows), so both engines must take exactly the same steps: criterion would run the
+    // faster engine for more iterations and so to a later clock, where the windows have
+    // emptied. The group's times are the smallest criterion accepts, so it takes one
+    // warm-up iteration and then one iteration per sample, for either engine and whatever
+    // `--warm-up-time` / `--measurement-time` say (a group's settings win over them);
+    // the steps taken are checked to be the same below.
     let mut g = c.benchmark_group("refresh");
-    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.sample_size(REFRESH_SAMPLES)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_nanos(1))
+        .measurement_time(Duration::from_nanos(1));
+    let mut steps: Vec<Vec<(i64, (u64, u64))>> = Vec::new();
     for (kind, _, e) in engines.iter_mut() {
+        let mut taken = Vec::new();
         let mut now = NOW;
         g.bench_function(BenchmarkId::new("hourly", kind.name()), |b| {
             b.iter(|| {
                 now += 3600;
                 e.set_now(now);
-                e.refresh()
+                let changes = e.refresh();
+                taken.push((now, changes));
+                changes
             })
         });
+        if !taken.is_empty() {
+            steps.push(taken); // empty when a filter left this engine out
+        }
     }
     g.finish();
+    eprintln!(
+        "refresh/hourly steps (clock, (entered, exited)): {:?}",
+        steps.first()
+    );
+    assert!(
+        steps.iter().all(|s| Some(s) == steps.first()),
+        "the engines were refreshed at different clocks or disagree: {steps:?}"
+    );
 
     let mut g = c.benchmark_group("open");
     g.sample_size(10)

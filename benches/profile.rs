@@ -6,13 +6,18 @@
 //! - `profile/overview`: `ProfileDb::profile` (all seven parts, 20 most recent activities
 //!   and deliveries) for a person with 200 events, 20 deliveries, 3 devices and 5
 //!   relationships, in a database of 100,000 people (set `PROFILEDB_BENCH_PEOPLE` to
-//!   change the size);
+//!   change the size), read again and again (warm);
 //! - `profile/person`: `ProfileDb::person` for the same person, for scale.
 //!
 //! - `profile_peer/*`: profiledb against the SQLite peer (`benches/peer/`) on the synth
 //!   workload (`PROFILEDB_BENCH_PEOPLE` people, default 20 000, plus one person with 200
-//!   events, 20 deliveries, 3 devices, 5 relationships): the overview of that person and
-//!   of a typical one, and a timeline page of 50.
+//!   events, 20 deliveries, 3 devices, 5 relationships):
+//!   - `overview_heavy`: the overview of that person, read again and again (warm);
+//!   - `overview_typical_warm`: the overview of one typical person, read again and again;
+//!   - `timeline_page_50`: a timeline page of 50 of the heavy person (warm);
+//!   - `overview_typical_cold`: the overview of a different random typical person every
+//!     iteration, the engine reopened (its page cache empty) every 64 reads; the
+//!     operating system's page cache is not dropped.
 //!
 //! Inputs are deterministic (counters, fixed values). The database lives in a fresh
 //! temporary directory.
@@ -20,13 +25,23 @@
 
 mod peer;
 
-use std::time::Duration;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use profiledb::{
     Channel, DeviceInput, Durability, Ident, Identify, Metric, NewDelivery, ObjectRef, Op,
     Platform, ProfileDb, Track,
 };
+
+/// Page cache of each engine in `profile_peer`.
+const CACHE: u64 = 64 << 20;
+
+/// Cold overview reads between two reopens of the engine in
+/// `profile_peer/overview_typical_cold`: few enough that the pages they share stay rare.
+const COLD_READS_PER_OPEN: u64 = 64;
 
 fn open(dir: &std::path::Path) -> ProfileDb {
     ProfileDb::builder()
@@ -163,27 +178,67 @@ fn bench_profile(c: &mut Criterion) {
 fn bench_profile_peer(c: &mut Criterion) {
     let people = peer::people_from_env(20_000);
     let typical = profiledb::synth::person_id(people / 3);
-    let mut g = c.benchmark_group("profile_peer");
-    g.sample_size(50);
-    g.throughput(Throughput::Elements(1));
     for kind in [peer::Kind::Profiledb, peer::Kind::Sqlite] {
         let dir = peer::tempdir();
-        let mut e = peer::open(kind, dir.path(), 64 << 20);
+        let mut e = peer::open(kind, dir.path(), CACHE);
         peer::populate(&mut *e, people, profiledb::synth::SEED);
         peer::define_segments(&mut *e, peer::SEGMENTS);
         e.ingest_batch(&peer::Batch::of(peer::heavy_person(peer::NOW)));
         e.flush();
+
+        let mut g = c.benchmark_group("profile_peer");
+        g.sample_size(50);
+        g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("overview_heavy", kind.name()), |b| {
             b.iter(|| e.profile_overview(peer::HEAVY, 20))
         });
-        g.bench_function(BenchmarkId::new("overview_typical", kind.name()), |b| {
-            b.iter(|| e.profile_overview(&typical, 20))
-        });
+        g.bench_function(
+            BenchmarkId::new("overview_typical_warm", kind.name()),
+            |b| b.iter(|| e.profile_overview(&typical, 20)),
+        );
         g.bench_function(BenchmarkId::new("timeline_page_50", kind.name()), |b| {
             b.iter(|| e.timeline_page(peer::HEAVY, 50))
         });
+        g.finish();
+
+        // Cold: a different random person every iteration, on an engine reopened every
+        // COLD_READS_PER_OPEN reads, so its page cache holds almost none of the pages read
+        // (the operating system's page cache stays warm; a process-wide cold read would
+        // need root to drop it). Each open is followed by one untimed read of the heavy
+        // person, as a running application has its statements prepared and the upper
+        // levels of its trees cached.
+        let mut g = c.benchmark_group("profile_peer");
+        g.sample_size(20)
+            .sampling_mode(SamplingMode::Flat)
+            .measurement_time(Duration::from_secs(5));
+        g.throughput(Throughput::Elements(1));
+        let mut open = Some(e);
+        let mut n = 0u64;
+        g.bench_function(
+            BenchmarkId::new("overview_typical_cold", kind.name()),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for i in 0..iters {
+                        if i % COLD_READS_PER_OPEN == 0 {
+                            open = None; // closed before it is opened again, untimed
+                            let mut e = peer::open(kind, dir.path(), CACHE);
+                            e.profile_overview(peer::HEAVY, 20);
+                            open = Some(e);
+                        }
+                        let e = open.as_mut().expect("opened above");
+                        n += 1;
+                        let who = profiledb::synth::person_id(profiledb::synth::mix(n) % people);
+                        let start = Instant::now();
+                        black_box(e.profile_overview(&who, 20));
+                        spent += start.elapsed();
+                    }
+                    spent
+                })
+            },
+        );
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, bench_track, bench_profile, bench_profile_peer);

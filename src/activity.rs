@@ -1,24 +1,13 @@
-//! Events, page and screen views, anonymous activity, and timeline reads.
-//!
-//! - A tracked event lands in the person's timeline (`activity`), in the per-event-name
-//!   index (`events_by_name`, which counts "did X between t1 and t2" by a key-only range
-//!   scan), and, when it has an id, in `event_ids`: the same id twice for the same owner is
-//!   stored once.
-//! - Tracking for an `id`/`email` nobody has creates that person (as Customer.io does).
-//! - Events with only an `anonymous_id` that no person has are kept apart (`anonymous`):
-//!   they are not a person and are not listed. When a person gets that `anonymous_id`,
-//!   the events move into their timeline with an `anon_merge` activity, and relationships
-//!   to objects made for the anonymous id move with them (model doc 1.3). While a person
-//!   has the anonymous id, events tracked by it go straight to the person.
-//! - Timestamps default to now; backfilled (past) timestamps are placed in time order.
-//! - Nothing expires unless asked: [`ProfileDb::expire`](crate::ProfileDb::expire)
-//!   removes activity older than a time.
+//! The `track` operation (and its kin); the rules are documented on
+//! [`ProfileDb::track`](crate::ProfileDb::track), where users read them.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::hour_of;
 use crate::limits::Limits;
+use crate::model::Outcome;
 use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::ActivityRecord;
 use crate::store::{
     ActivityF, AnonRelationshipsF, AnonymousF, EventIdsF, EventOwner, EventsByNameF, Family,
@@ -137,8 +126,8 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
     let (name, data) = check_event(cx.limits, t)?;
     let timestamp = t.timestamp.unwrap_or(cx.now);
     let pid = if t.who.kind == IdentKind::AnonymousId {
-        let norm = people::normalize(cx.limits, &t.who)?;
-        match people::lookup(cx.txn, IdentKind::AnonymousId, &norm)? {
+        let norm = cx.normalize(&t.who)?;
+        match cx.lookup(IdentKind::AnonymousId, &norm)? {
             Some(pid) => pid,
             None => return track_anonymous(cx, &norm, t.kind, name, data, timestamp, t),
         }

@@ -126,16 +126,26 @@ impl CommitFile {
     /// # Errors
     /// The I/O error; the caller must then treat the on-disk state as unknown.
     pub fn record(&mut self, seq: u64) -> std::io::Result<()> {
+        let slot = self.next_slot;
+        let file = self.file()?;
+        file.write_all_at(&slot_bytes(seq), slot * SLOT as u64)?;
+        file.sync_data()?;
+        self.next_slot = 1 - slot;
+        Ok(())
+    }
+
+    /// The open file; the first time on a fresh (or recreated) handle, creates it with
+    /// both slots zero and fsyncs it and the directory.
+    fn file(&mut self) -> std::io::Result<&File> {
         let file = match self.file.take() {
             Some(f) => f,
             None => {
-                let path = self.dir.join(NAME);
                 let mut f = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(path)?;
+                    .open(self.dir.join(NAME))?;
                 let zero = slot_bytes(0);
                 f.write_all(&zero)?;
                 f.write_all(&zero)?;
@@ -144,13 +154,7 @@ impl CommitFile {
                 f
             }
         };
-        let written = file
-            .write_all_at(&slot_bytes(seq), self.next_slot * SLOT as u64)
-            .and_then(|()| file.sync_data());
-        self.file = Some(file);
-        written?;
-        self.next_slot = 1 - self.next_slot;
-        Ok(())
+        Ok(self.file.insert(file))
     }
 }
 
@@ -174,9 +178,7 @@ impl CommitFile {
     pub fn reset(&mut self, seq: u64) -> std::io::Result<()> {
         self.record(seq)?;
         let other = self.next_slot;
-        let file = self.file.as_ref().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "COMMIT is not open")
-        })?;
+        let file = self.file()?;
         file.write_all_at(&slot_bytes(seq), other * SLOT as u64)?;
         file.sync_data()
     }

@@ -1,19 +1,11 @@
-//! Deliveries: one message sent to one person, and the metrics reported against it.
-//!
-//! - A delivery is recorded once under its id; recording the same id again is refused.
-//! - A metric must belong to the delivery's channel (model doc 4: an SMS is never
-//!   `opened`, a webhook never `delivered`); anything else is refused naming the metric
-//!   and the channel's vocabulary.
-//! - Each metric keeps the time it was first reported. The status is the metric reported
-//!   with the latest time (on a tie, the later report), `created` before any.
-//! - Each metric also lands in the person's timeline as `<metric>_<channel>` (SMS is
-//!   `twilio` there, as in Customer.io's activity types), at the metric's time.
-//! - Recent deliveries read newest first (by created time); lookup by id reads
-//!   `delivery_ids` then the record.
+//! The `add_delivery` operation (and its kin); the rules are documented on
+//! [`ProfileDb::add_delivery`](crate::ProfileDb::add_delivery), where users read them.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
+use crate::model::Outcome;
 use crate::model::{Channel, Ident, Map, PersonId, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::DeliveryRecord;
 use crate::store::{DeliveriesF, DeliveryIdsF};
 
@@ -273,19 +265,36 @@ pub(crate) fn report_metric(cx: &mut Ctx<'_, '_>, m: &Metric) -> Result<Outcome>
     Ok(Outcome::Recorded(Some(PersonId(pid))))
 }
 
-/// The public view of a stored delivery.
-pub(crate) fn to_delivery(id: String, created: i64, rec: DeliveryRecord) -> crate::model::Delivery {
-    crate::model::Delivery {
-        id,
-        channel: Channel::parse(&rec.channel).unwrap_or(Channel::Email),
-        message_id: rec.message_id,
-        campaign_id: rec.campaign_id,
-        broadcast_id: rec.broadcast_id,
-        newsletter_id: rec.newsletter_id,
-        recipient: rec.recipient,
-        subject: rec.subject,
-        created,
-        metrics: rec.metrics,
-        status: rec.status,
+/// One delivery event ([`Op::DeliveryEvent`](crate::Op::DeliveryEvent)): records `d`
+/// for `person` unless its id is recorded already, then reports `m`. Deciding inside the
+/// write is what keeps a concurrent write from coming between the check and the act.
+pub(crate) fn delivery_event(
+    cx: &mut Ctx<'_, '_>,
+    person: Option<&Ident>,
+    d: &NewDelivery,
+    m: &Metric,
+) -> Result<Outcome> {
+    if m.delivery_id != d.id {
+        return Err(InputError::invalid(
+            "metric.delivery_id",
+            format!("must be the delivery's id `{}`", d.id),
+        )
+        .into());
     }
+    check_id(&d.id)?;
+    if cx.txn.get::<DeliveryIdsF>(d.id.as_bytes())?.is_none() {
+        let Some(person) = person else {
+            return Err(InputError::invalid(
+                "person",
+                format!(
+                    "must name the person (id, email or cio_id): delivery `{}` is not \
+                     recorded yet, and recording it needs whose it is",
+                    d.id
+                ),
+            )
+            .into());
+        };
+        add_delivery(cx, person, d)?;
+    }
+    report_metric(cx, m)
 }

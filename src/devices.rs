@@ -1,19 +1,11 @@
-//! Push devices: upsert by token, delete, status transitions, token ownership.
-//!
-//! - Adding a device is an upsert keyed by token: the same token again updates platform,
-//!   `last_used` (default: now) and attributes (patched; `null`/`""` removes one), and
-//!   resets a `bounced` or `suppressed` status to unused (model doc 5).
-//! - A token belongs to one person: adding it to another moves it, and the first person
-//!   loses it (both get a `device_change` activity).
-//! - Status: unused → `sent` when a push is accepted; `bounced` after one failed push;
-//!   `suppressed` after two bounces in a row; a later accepted push is `sent` again.
-//! - A person holds at most [`Limits::max_devices`](crate::Limits::max_devices) devices
-//!   (default 25); adding one more is refused. Merging people may exceed it: merges never
-//!   drop a device.
+//! The `add_device` operation (and its kin); the rules are documented on
+//! [`ProfileDb::add_device`](crate::ProfileDb::add_device), where users read them.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
+use crate::model::Outcome;
 use crate::model::{kinds, Ident, Map, Platform, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::DeviceRecord;
 use crate::store::{pid_key, DeviceTokensF, DevicesF, Family};
 
@@ -226,8 +218,8 @@ pub(crate) fn add_device(cx: &mut Ctx<'_, '_>, ident: &Ident, d: &DeviceInput) -
 /// Delete the device `token` of the person `ident` names.
 pub(crate) fn delete_device(cx: &mut Ctx<'_, '_>, ident: &Ident, token: &str) -> Result<Outcome> {
     check_token(token)?;
-    let norm = people::normalize(cx.limits, ident)?;
-    let Some(pid) = people::lookup(cx.txn, ident.kind, &norm)? else {
+    let norm = cx.normalize(ident)?;
+    let Some(pid) = cx.lookup(ident.kind, &norm)? else {
         return Ok(Outcome::NotFound);
     };
     let key = DevicesF::key(pid, token);

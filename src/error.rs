@@ -226,11 +226,15 @@ impl std::error::Error for OpenError {
 pub enum StorageError {
     /// An operating-system I/O error.
     Io(std::io::Error),
-    /// sled reported an error.
-    Sled(String),
+    /// sled reported an error (other than I/O); the error is the [`source`](std::error::Error::source).
+    Sled(sled::Error),
+    /// The store was closed because reopening it at a checkpoint failed; every call
+    /// fails until the database is opened again. The call that met the failure got
+    /// the reopen's own error; this carries its text.
+    Closed(String),
     /// sled panicked; the panic was contained.
     Panicked(String),
-    /// A fault injected by [`Faults`](crate::Faults).
+    /// A fault injected by the test-only fault injection.
     Injected(String),
 }
 
@@ -239,6 +243,10 @@ impl fmt::Display for StorageError {
         match self {
             StorageError::Io(e) => write!(f, "I/O error: {e}"),
             StorageError::Sled(e) => write!(f, "sled error: {e}"),
+            StorageError::Closed(e) => write!(
+                f,
+                "the store is closed: reopening it at a checkpoint failed ({e})"
+            ),
             StorageError::Panicked(e) => write!(f, "sled panicked: {e}"),
             StorageError::Injected(e) => write!(f, "injected fault: {e}"),
         }
@@ -249,6 +257,7 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StorageError::Io(e) => Some(e),
+            StorageError::Sled(e) => Some(e),
             _ => None,
         }
     }
@@ -264,7 +273,7 @@ impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
         match e {
             sled::Error::Io(io) => StorageError::Io(io),
-            other => StorageError::Sled(other.to_string()),
+            other => StorageError::Sled(other),
         }
     }
 }

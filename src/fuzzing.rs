@@ -23,8 +23,8 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::index::{decode_chunk, encode_chunk, BitmapKey};
 use crate::model::{Channel, Ident, ObjectRef, Platform, TrackKind, Value};
+use crate::store::bitmaps::{decode_chunk, encode_chunk, BitmapKey};
 use crate::store::codec::{self, RECORD_VERSION};
 use crate::store::records::{
     ActivityRecord, AttributesRecord, DeliveryRecord, DeviceRecord, MetaValue, ObjectRecord,

@@ -1,11 +1,14 @@
 //! # profiledb
 //!
 //! An embedded, on-disk database of people profiles, modelled on the People model of
-//! Customer.io: identifiers, attributes and activity, kept in column families on
-//! [sled](https://docs.rs/sled/0.34.7), keyed by a dense internal person id.
+//! Customer.io: identifiers, attributes, activity, deliveries, devices, subscription
+//! topics, segments and relationships to objects, kept on
+//! [sled](https://docs.rs/sled/0.34.7) and keyed by a dense internal person id, with
+//! audience membership in roaring bitmaps.
 //!
-//! It is a library first: a mobile or edge backend links it as its storage layer. It is
-//! not a server and not a hosted product.
+//! It is a library first: a mobile or edge backend links it as its storage layer
+//! (`default-features = false` gives the storage library alone; the default features add
+//! the `profiledb` command-line tool and its allocator). It is not a hosted product.
 //!
 //! ```
 //! # fn main() -> Result<(), profiledb::Error> {
@@ -23,10 +26,9 @@
 //! )?;
 //! assert!(matches!(created, Outcome::Created(_)));
 //!
-//! // A new id with an existing email updates that person, who gets the new id... only
-//! // if they have none; here they do, so the change is refused and recorded.
+//! // Found by email in any case; the email is stored as given.
 //! let ann = db.person(&Ident::email("ann@example.com"))?.unwrap();
-//! assert_eq!(ann.email.as_deref(), Some("Ann@Example.com")); // stored as given
+//! assert_eq!(ann.email.as_deref(), Some("Ann@Example.com"));
 //! assert_eq!(ann.attributes["plan"], "pro".into());
 //!
 //! // Every change is in the timeline, newest first.
@@ -35,77 +37,171 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## Wire formats in, export out
-//! [`ProfileDb::ingest`] reads the JSON real clients send: Track API v2 entities and
-//! batches, Data Pipelines (Segment-spec) calls and batches, and reporting-webhook
-//! delivery events ([`ingest`] lists every shape). [`ProfileDb::export`] writes the whole
-//! database as JSON lines that `ingest` restores into an equal database ([`dump`]).
+//! # The public API
+//! Everything a user needs is re-exported here; the modules behind it are private.
+//! - The handle: [`ProfileDb`] (open, write, read; cheap to clone, `Send + Sync`), its
+//!   [`Builder`], [`Durability`], [`Clock`] ([`SystemClock`], [`ManualClock`]),
+//!   [`Limits`], [`Stats`], [`VerifyReport`], [`FORMAT_VERSION`].
+//! - Writes: [`Op`] for [`ProfileDb::write_batch`], and the inputs [`Identify`]
+//!   ([`RelationshipChange`]), [`Track`], [`DeviceInput`], [`PushResult`],
+//!   [`NewDelivery`], [`Metric`]; what a write did: [`Outcome`], [`IgnoreReason`].
+//! - The model: [`Person`], [`PersonId`], [`Ident`], [`IdentKind`], [`Value`], [`Map`],
+//!   [`Profile`], [`Activity`], [`ActivityFilter`], [`ActivityCursor`], [`TrackKind`],
+//!   [`kinds`], [`Delivery`], [`Channel`], [`Device`], [`DeviceStatus`], [`Platform`],
+//!   [`Object`], [`ObjectRef`], [`Relationship`], [`SegmentRef`], [`Subscription`],
+//!   [`TopicState`], [`Counts`].
+//! - Audiences: the condition language in [`query`] ([`Expr`], [`parse_condition`]),
+//!   [`Audience`], [`PersonSummary`], [`SegmentInfo`], [`RefreshReport`], [`Explain`],
+//!   and [`RoaringBitmap`] (the crate `roaring`'s) for raw audiences.
+//! - Wire formats in ([`ProfileDb::ingest`], [`ingest`] lists every shape): [`Report`],
+//!   [`Rejection`]; export out: [`ProfileDb::export`], and back into an empty database:
+//!   [`ProfileDb::restore`] ([`RestoreReport`], [`LineRejection`]) or [`Restore`] line
+//!   by line ([`LineOutcome`], [`Refusal`]), failing with [`RestoreError`] ([`Broken`]);
+//!   the format is in [`export`].
+//! - Errors: [`Error`], [`Result`], [`OpenError`], [`StorageError`], [`InputError`],
+//!   [`InputReason`].
+//! - Limits of single inputs: [`MAX_DELIVERY_ID_BYTES`], [`MAX_EVENT_ID_BYTES`],
+//!   [`MAX_TOKEN_BYTES`], [`RESERVED_DEVICE_ATTRIBUTES`], [`MAX_SEGMENT_CHANGE`],
+//!   [`MAX_DEPTH`].
 //!
-//! ## Limits
+//! The methods of [`ProfileDb`] are implemented beside what they serve: `db/` (open,
+//! the write path, [`Op`] and the single-operation writes, person reads, verify),
+//! `profile.rs` (the profile and its parts: activity, deliveries, devices,
+//! relationships, objects; expiry), `workspace.rs` (topics, segments, queries, the
+//! people list, the attribute catalogue, indexes, refresh), `counts.rs`, `ingest/` and
+//! `export/` (export and restore).
+//!
+//! # Limits
 //! Inputs are checked against [`Limits`] (Customer.io's published limits by default:
 //! identifiers and attribute names 150 bytes, attribute values 1000 bytes, 300 attributes
 //! per person) before anything is written; a refusal is an [`Error::Input`] naming the
 //! field and the reason.
 //!
-//! ## Durability and atomicity
+//! # Durability and atomicity
 //! Every write is atomic across every family it touches, and a batch
-//! ([`ProfileDb::write_batch`]) is one atomic unit. With [`Durability::Flush`] (the
-//! default) a write is fsynced before it returns; with [`Durability::Buffered`] it is
-//! durable after [`ProfileDb::flush`]. The details are in [`db`].
+//! ([`ProfileDb::write_batch`]) is one atomic unit: one writer at a time, any number of
+//! readers; every write is staged in memory, checked whole, and committed as one sled
+//! batch, so after a crash all of it is there or none of it.
+//! - [`Durability::Flush`] (the default): when a write returns `Ok`, it is on disk:
+//!   sled has flushed its log, its data file is `fdatasync`ed (and every file and
+//!   directory under `sled/` when sled has added or removed one; sled 0.34's own flush
+//!   only issues `sync_file_range`), and the `COMMIT` file beside the data records the
+//!   commit's sequence number (format in `src/store/FORMAT.md`).
+//! - [`Durability::Buffered`]: a write returning `Ok` is in sled's log buffers and is
+//!   written out by sled's background flush (every 500 ms) but not fsynced; a crash of
+//!   the process usually keeps it, a power loss may not. [`ProfileDb::flush`] makes every
+//!   write so far durable as above. Dropping the handle (or [`ProfileDb::close`])
+//!   flushes.
 //!
-//! ## Errors and damage
+//! On open, the sequence number sled recovered is compared with the one in `COMMIT`. If
+//! sled came back with less than was durable (sled cuts its log at the first damaged
+//! entry without an error), open fails with [`Error::DataLoss`] instead of serving a
+//! quietly smaller database; [`Builder::salvage`] opens it anyway.
+//!
+//! # Checkpoints
+//! sled 0.34.7 writes the snapshot of its page table only while opening, and an open
+//! replays every log segment written since the last snapshot (about a second per
+//! gigabyte). So once a handle has committed [`Builder::checkpoint_bytes`] of records
+//! since sled last opened, the next commit makes everything durable (as
+//! [`ProfileDb::flush`]) and then closes and reopens sled, which writes a fresh
+//! snapshot. Readers never see a difference in the data, but a call arriving while it
+//! runs waits for it, about as long as an open (0.1 s at 100,000 people, about 1 s at a
+//! million). It never waits for a read in progress (a thread holding a scan may be the
+//! one writing): it is skipped and tried at the next commit, and once twice overdue each
+//! commit tries for up to 100 ms. Reads that never pause defer it. Closing (or dropping
+//! the last handle) checkpoints when an eighth of the interval or more was committed
+//! since the last one, as SQLite checkpoints its WAL when the last connection closes;
+//! so the next open replays almost nothing, and after a crash at most one interval.
+//! [`ProfileDb::checkpoint`] runs one on demand.
+//!
+//! # Files
+//! A database is a directory holding `PROFILEDB` (the marker: format version), `COMMIT`
+//! (the last durable commit's sequence number, in two alternately written slots) and
+//! `sled/`.
+//!
+//! # Errors and damage
 //! No panic escapes the public API. A damaged record is [`Error::Corrupted`] naming the
-//! family and key; sled recovering less than was durable is [`Error::DataLoss`].
+//! family and key; sled recovering less than was durable is [`Error::DataLoss`]; a
+//! failure of the storage below is [`Error::Storage`] with its cause as the
+//! [`source`](std::error::Error::source).
 //!
-//! ## On-disk format
+//! # On-disk format
 //! Format version [`FORMAT_VERSION`]; byte-exact in `src/store/FORMAT.md`. A database of
 //! another version is refused at open, unmodified.
+//!
+//! # Cargo features
+//! - `cli` (default): the `profiledb` binary's argument parsing and progress bars.
+//! - `mimalloc` (default): mimalloc as the binary's and the benches' allocator; a
+//!   program linking the library chooses its own (the README says how).
+//! - `server` (default): the HTTP side ([`server`]): the People page.
+//! - `__internal` (hidden, not public API): what the tests, benches and fuzz targets
+//!   need from the inside.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-pub mod activity;
-pub mod audience;
-pub mod clock;
+mod activity;
+mod clock;
 mod commit_file;
-pub mod counts;
-pub mod db;
-pub mod deliveries;
-pub mod devices;
-pub mod dump;
-pub mod error;
+mod counts;
+mod db;
+mod deliveries;
+mod devices;
+mod error;
+pub mod export;
+#[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod index;
+mod index;
 pub mod ingest;
-pub mod limits;
-pub mod merge;
-pub mod model;
-pub mod people;
-pub mod profile;
+mod limits;
+mod merge;
+mod model;
+mod people;
+mod profile;
 pub mod query;
-pub mod relations;
-pub mod segments;
-pub mod store;
+mod relations;
+mod segments;
+mod store;
+#[cfg(any(feature = "__internal", feature = "cli"))]
+#[doc(hidden)]
 pub mod synth;
-pub mod workspace;
+mod workspace;
 
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use activity::Track;
-pub use deliveries::{Metric, NewDelivery};
-pub use devices::{DeviceInput, PushResult};
-pub use ingest::{Rejection, Report};
-
+pub use activity::{Track, MAX_EVENT_ID_BYTES};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counts::Counts;
 pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};
+pub use deliveries::{Metric, NewDelivery, MAX_DELIVERY_ID_BYTES};
+pub use devices::{DeviceInput, PushResult, MAX_TOKEN_BYTES, RESERVED_DEVICE_ATTRIBUTES};
 pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError};
+pub use export::{
+    Broken, LineOutcome, LineRejection, Refusal, Restore, RestoreError, RestoreReport,
+};
+pub use ingest::{Rejection, Report};
 pub use limits::Limits;
 pub use model::{
     kinds, Activity, ActivityCursor, ActivityFilter, Channel, Delivery, Device, DeviceStatus,
-    Ident, IdentKind, Map, Object, ObjectRef, Person, PersonId, Platform, Profile, Relationship,
-    SegmentRef, Subscription, TopicState, TrackKind, Value,
+    Ident, IdentKind, IgnoreReason, Map, Object, ObjectRef, Outcome, Person, PersonId, Platform,
+    Profile, Relationship, SegmentRef, Subscription, TopicState, TrackKind, Value, MAX_DEPTH,
 };
-pub use people::{Identify, IgnoreReason, Outcome};
-pub use store::kv::Faults;
-pub use store::Family;
-pub use workspace::{Audience, PersonSummary, RefreshReport, SegmentInfo};
+pub use people::{Identify, RelationshipChange};
+pub use query::eval::Explain;
+pub use query::Expr;
+pub use roaring::RoaringBitmap;
+pub use segments::MAX_SEGMENT_CHANGE;
+pub use workspace::{parse_condition, Audience, PersonSummary, RefreshReport, SegmentInfo};
+
+#[cfg(feature = "__internal")]
+#[doc(hidden)]
+pub use store::{kv::Faults, Family};
+
+/// Not public API: what the tests, benches and fuzz targets reach inside for.
+#[cfg(feature = "__internal")]
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::relations::parse_type_id;
+    pub use crate::store::codec;
+}

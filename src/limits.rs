@@ -2,7 +2,7 @@
 //! before anything is written.
 
 use crate::error::{InputError, InputReason};
-use crate::model::IdentKind;
+use crate::model::{Ident, IdentKind};
 
 /// Size and count limits on input. Defaults follow Customer.io's published limits.
 ///
@@ -49,6 +49,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks `ident` (naming its kind as the field); returns the normalized form used
+    /// for lookup.
+    ///
+    /// # Errors
+    /// As [`identifier`](Limits::identifier).
+    pub(crate) fn ident(&self, ident: &Ident) -> Result<String, InputError> {
+        self.identifier(ident.kind, &ident.value, ident.kind.as_str())
+    }
+
     /// Checks an identifier value of `kind`; `field` names it in the error. Returns the
     /// normalized form used for lookup (emails lowercased).
     ///

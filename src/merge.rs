@@ -1,26 +1,11 @@
-//! Merging people: the secondary into the primary (model doc 1.5).
-//!
-//! - The primary must exist; otherwise nothing happens ([`IgnoreReason::NoMatch`]), as
-//!   Customer.io silently drops the request. An unknown secondary is
-//!   [`Outcome::NotFound`]. Merging a person into themselves is refused.
-//! - Attributes: the primary keeps every attribute it has; it inherits those it lacks (or
-//!   has empty: `""`, `[]`, `{}`) from the secondary, with their set-times.
-//! - Identifiers are not inherited: the secondary's `id`, `email`, `phone` and
-//!   `anonymous_id` are freed with it.
-//! - Events, page and screen views and delivery-metric activity move to the primary's
-//!   timeline (an event id the primary already has is dropped); the secondary's other
-//!   activity (its attribute changes, creation) is deleted with it.
-//! - Deliveries and devices move to the primary (devices even past the per-person cap:
-//!   a merge never drops a device). Relationships the primary lacks move; for an object
-//!   both are related to, the primary keeps its own relationship attributes.
-//! - Manual segment memberships the primary lacks are inherited; data-driven ones follow
-//!   from the primary's new data.
-//! - The secondary and every key of it are then deleted, and the primary gets a
-//!   `profile_merge` activity naming the secondary.
+//! The `merge` operation (and its kin); the rules are documented on
+//! [`ProfileDb::merge`](crate::ProfileDb::merge), where users read them.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, Result};
 use crate::model::{kinds, Ident, Map, PersonId, Value};
-use crate::people::{self, Ctx, IgnoreReason, Outcome};
+use crate::model::{IgnoreReason, Outcome};
+use crate::people;
 use crate::store::{
     pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF, DeviceTokensF, DevicesF, EventIdsF,
     EventOwner, EventsByNameF, Family, MembersF, PeopleF, RelationshipsF,
@@ -46,12 +31,12 @@ fn moves(kind: &str) -> bool {
 
 /// Merge `secondary` into `primary`.
 pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) -> Result<Outcome> {
-    let pnorm = people::normalize(cx.limits, primary)?;
-    let snorm = people::normalize(cx.limits, secondary)?;
-    let Some(p) = people::lookup(cx.txn, primary.kind, &pnorm)? else {
+    let pnorm = cx.normalize(primary)?;
+    let snorm = cx.normalize(secondary)?;
+    let Some(p) = cx.lookup(primary.kind, &pnorm)? else {
         return Ok(Outcome::Ignored(IgnoreReason::NoMatch));
     };
-    let Some(s) = people::lookup(cx.txn, secondary.kind, &snorm)? else {
+    let Some(s) = cx.lookup(secondary.kind, &snorm)? else {
         return Ok(Outcome::NotFound);
     };
     if p == s {

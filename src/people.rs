@@ -1,28 +1,13 @@
-//! Identity resolution and the people operations: identify (add-or-update), delete,
-//! suppress, unsuppress. Each runs against a [`Txn`], so a batch of them is one atomic
-//! commit; none writes anything until every check has passed.
-//!
-//! The identify rules follow Customer.io's Track API (model doc 1.2 and 1.4):
-//! - The person addressed exists: update them. A body identifier owned by somebody else
-//!   is a conflict: nothing changes, and the addressed person gets a
-//!   `failed_attribute_change` activity.
-//! - The person addressed does not exist but a body identifier (say `email`) belongs to
-//!   somebody: update that person and give them the addressed identifier (a new `id` with
-//!   an existing email updates the existing person). If that person already has a
-//!   different identifier of the addressed kind, that is a conflict as above.
-//! - Nobody matches: create a person, unless `_update: true` ([`Identify::update_only`]).
-//! - Addressed by an unknown `cio_id`: nothing happens.
-//! - `id`, `email` and `phone` can be *added* to a person who lacks them, but *changed*
-//!   or removed only when the person is addressed by `cio_id` (or, for email addressed by
-//!   id, with [`Builder::allow_email_update_by_id`](crate::Builder::allow_email_update_by_id)).
-//!   `anonymous_id` is an ordinary settable attribute.
+//! The `identify` operation (and its kin); the rules are documented on
+//! [`ProfileDb::identify`](crate::ProfileDb::identify), where users read them.
 
-use std::collections::BTreeMap;
-
+use crate::db::write::Ctx;
 use crate::error::{Error, InputError, InputReason, Result};
 use crate::limits::Limits;
-use crate::model::{kinds, Ident, IdentKind, Map, PersonId, Value};
-use crate::store::records::{ActivityRecord, AttributesRecord, PersonRecord, SuppressedRecord};
+use crate::model::{
+    get_path, kinds, Ident, IdentKind, IgnoreReason, Map, Outcome, PersonId, Value,
+};
+use crate::store::records::{AttributesRecord, PersonRecord, SuppressedRecord};
 use crate::store::{
     ident_code, ident_key, ident_kind, pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF,
     DeviceTokensF, DevicesF, EventIdsF, EventOwner, EventsByNameF, Family, IdentifiersF, MembersF,
@@ -124,278 +109,6 @@ impl Identify {
         self.timestamp = Some(unix_seconds);
         self
     }
-
-    /// Builds an identify from a JSON attributes object as Track API v1 takes it:
-    /// every key is an attribute, except `_update` and `_timestamp`, which become
-    /// [`update_only`](Identify::update_only) and [`timestamp`](Identify::timestamp), and
-    /// `cio_relationships`, which becomes [`relate`](Identify::relate) /
-    /// [`unrelate`](Identify::unrelate) calls. `cio_relationships` may be Track v1's
-    /// `{"action": "add_relationships"|"delete_relationships", "relationships": [...]}`
-    /// or Track v2's plain array; each entry is `{"identifiers": {"object_type_id",
-    /// "object_id"}, "relationship_attributes": {...}}`.
-    ///
-    /// # Errors
-    /// [`InputError`] when `body` is not an object or a value cannot be stored.
-    pub fn from_json(ident: Ident, body: &serde_json::Value) -> Result<Identify, InputError> {
-        let obj = body
-            .as_object()
-            .ok_or_else(|| InputError::invalid("attributes", "must be a JSON object"))?;
-        let mut op = Identify::new(ident);
-        for (k, v) in obj {
-            match k.as_str() {
-                "_update" => {
-                    op.update_only = v
-                        .as_bool()
-                        .ok_or_else(|| InputError::invalid("_update", "must be true or false"))?
-                }
-                "_timestamp" => {
-                    op.timestamp = Some(v.as_i64().ok_or_else(|| {
-                        InputError::invalid("_timestamp", "must be a unix timestamp in seconds")
-                    })?)
-                }
-                "cio_relationships" => op.relationships = parse_relationships(v)?,
-                _ => op.attributes.push((k.clone(), Value::from_json(v, k)?)),
-            }
-        }
-        Ok(op)
-    }
-}
-
-/// Parses `cio_relationships` (Track v1 object form or v2 array form).
-///
-/// # Errors
-/// [`InputError`] naming the entry and field that is malformed.
-pub fn parse_relationships(v: &serde_json::Value) -> Result<Vec<RelationshipChange>, InputError> {
-    let field = "cio_relationships";
-    let (list, remove) = match v {
-        serde_json::Value::Array(items) => (items, false),
-        serde_json::Value::Object(obj) => {
-            let remove = match obj.get("action").and_then(|a| a.as_str()) {
-                Some("add_relationships") | None => false,
-                Some("delete_relationships") => true,
-                Some(other) => {
-                    return Err(InputError::invalid(
-                        "cio_relationships.action",
-                        format!("`{other}` is not add_relationships or delete_relationships"),
-                    ))
-                }
-            };
-            match obj.get("relationships") {
-                Some(serde_json::Value::Array(items)) => (items, remove),
-                _ => {
-                    return Err(InputError::invalid(
-                        "cio_relationships.relationships",
-                        "must be an array",
-                    ))
-                }
-            }
-        }
-        _ => return Err(InputError::invalid(field, "must be an array or an object")),
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for (i, entry) in list.iter().enumerate() {
-        let at = format!("{field}[{i}]");
-        let ids = entry
-            .get("identifiers")
-            .and_then(|x| x.as_object())
-            .ok_or_else(|| InputError::invalid(format!("{at}.identifiers"), "must be an object"))?;
-        let type_id = match ids.get("object_type_id") {
-            Some(serde_json::Value::String(s)) => crate::relations::parse_type_id(s),
-            Some(serde_json::Value::Number(n)) => n
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    InputError::invalid("object_type_id", "must be a whole number from 1")
-                }),
-            _ => Err(InputError::invalid("object_type_id", "is required")),
-        }
-        .map_err(|e| InputError::new(format!("{at}.identifiers.object_type_id"), e.reason))?;
-        let object_id = match ids.get("object_id") {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => {
-                return Err(InputError::invalid(
-                    format!("{at}.identifiers.object_id"),
-                    "is required",
-                ))
-            }
-        };
-        let mut attributes = Vec::new();
-        match entry.get("relationship_attributes") {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::Object(attrs)) => {
-                for (k, v) in attrs {
-                    let f = format!("{at}.relationship_attributes.{k}");
-                    attributes.push((k.clone(), Value::from_json(v, &f)?));
-                }
-            }
-            Some(_) => {
-                return Err(InputError::invalid(
-                    format!("{at}.relationship_attributes"),
-                    "must be an object",
-                ))
-            }
-        }
-        out.push(RelationshipChange {
-            object: crate::model::ObjectRef::new(type_id, object_id),
-            attributes,
-            remove,
-        });
-    }
-    Ok(out)
-}
-
-/// What a write did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// A person was created.
-    Created(PersonId),
-    /// The person was updated.
-    Updated(PersonId),
-    /// The person exists and no value changed (with [`Identify::timestamp`], the
-    /// ordering time may still have been recorded).
-    Unchanged(PersonId),
-    /// The update was refused by the identity rules and recorded as a
-    /// `failed_attribute_change` activity on `person`; nothing else changed.
-    Refused {
-        /// Who the activity was recorded on.
-        person: PersonId,
-        /// Why.
-        reason: String,
-    },
-    /// Nothing happened, for the reason given.
-    Ignored(IgnoreReason),
-    /// The person and all their data were deleted.
-    Deleted(PersonId),
-    /// Nobody has that identifier (or it was not suppressed); nothing happened.
-    NotFound,
-    /// Identifiers were suppressed (and the person, if any, deleted).
-    Suppressed {
-        /// The person deleted, if the identifier named one.
-        person: Option<PersonId>,
-        /// How many identifiers this call blocked (some may have been blocked already).
-        identifiers: usize,
-    },
-    /// Identifiers were freed.
-    Unsuppressed {
-        /// How many.
-        identifiers: usize,
-    },
-    /// An event (or other record) was stored: for a person, or (`None`) kept for an
-    /// anonymous id.
-    Recorded(Option<PersonId>),
-    /// The event's id was seen before for this person; nothing was stored.
-    Duplicate,
-    /// The write would change nothing (an object or type as it already is); nothing was
-    /// written.
-    NoChange,
-    /// A manual segment's membership changed for `changed` people; `unknown` of the
-    /// identifiers named nobody (they are ignored, as the Track API does).
-    Members {
-        /// People who joined or left.
-        changed: usize,
-        /// Identifiers that named nobody.
-        unknown: usize,
-    },
-    /// A merge moved the secondary into `primary`, and deleted the secondary.
-    Merged {
-        /// Who remains.
-        primary: PersonId,
-        /// Who was merged in and deleted.
-        secondary: PersonId,
-    },
-}
-
-impl Outcome {
-    /// The person the write concerned, if any.
-    pub fn person(&self) -> Option<PersonId> {
-        match self {
-            Outcome::Created(p)
-            | Outcome::Updated(p)
-            | Outcome::Unchanged(p)
-            | Outcome::Deleted(p)
-            | Outcome::Refused { person: p, .. }
-            | Outcome::Merged { primary: p, .. } => Some(*p),
-            Outcome::Suppressed { person, .. } | Outcome::Recorded(person) => *person,
-            _ => None,
-        }
-    }
-}
-
-/// Why a write did nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IgnoreReason {
-    /// The call addressed a `cio_id` that names nobody (Customer.io drops these).
-    UnknownCioId,
-    /// `_update: true` and nobody matched.
-    NoMatch,
-}
-
-/// Settings of the identity rules.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct IdentityOptions {
-    pub allow_email_update_by_id: bool,
-}
-
-/// Counters allocated inside a commit; written back to `meta` with it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Counters {
-    pub next_pid: u64,
-    pub next_seq: u64,
-}
-
-/// Everything an operation needs while it runs.
-pub(crate) struct Ctx<'t, 'a> {
-    pub txn: &'t mut Txn<'a>,
-    pub touches: &'t mut crate::index::Touches,
-    /// The committed bitmaps (the batch's own changes are in `touches`).
-    pub bitmaps: &'t crate::index::Bitmaps,
-    /// Topics and segments.
-    pub catalog: &'t crate::segments::Catalog,
-    pub now: i64,
-    pub limits: &'t Limits,
-    pub options: &'t IdentityOptions,
-    pub counters: &'t mut Counters,
-}
-
-impl Ctx<'_, '_> {
-    /// Appends an activity entry to `pid`'s timeline.
-    pub fn record(&mut self, pid: u32, kind: &str, name: Option<String>, data: Value) {
-        let now = self.now;
-        self.record_at(pid, now, kind, name, data);
-    }
-
-    /// Appends an activity entry at time `timestamp`; returns its sequence number.
-    pub fn record_at(
-        &mut self,
-        pid: u32,
-        timestamp: i64,
-        kind: &str,
-        name: Option<String>,
-        data: Value,
-    ) -> u64 {
-        let seq = self.next_seq();
-        self.txn.put::<ActivityF>(
-            ActivityF::key(pid, timestamp, seq),
-            ActivityRecord {
-                kind: kind.to_owned(),
-                name,
-                data,
-                event_id: None,
-            },
-        );
-        seq
-    }
-
-    /// Allocates an activity sequence number.
-    pub fn next_seq(&mut self) -> u64 {
-        let seq = self.counters.next_seq;
-        self.counters.next_seq += 1;
-        seq
-    }
 }
 
 /// The person `ident` names, created (as by an identify with no attributes) if nobody
@@ -406,33 +119,17 @@ pub(crate) fn resolve_or_create(
     cx: &mut Ctx<'_, '_>,
     ident: &Ident,
 ) -> Result<std::result::Result<u32, Outcome>> {
-    let norm = normalize(cx.limits, ident)?;
-    if let Some(pid) = lookup(cx.txn, ident.kind, &norm)? {
+    if let Some(pid) = cx.find(ident)? {
         return Ok(Ok(pid));
     }
     if ident.kind == IdentKind::AnonymousId {
         return Ok(Err(Outcome::NotFound));
     }
-    match identify(cx, &Identify::new(ident.clone()))? {
+    // An identify with no attributes sets no anonymous_id and relates nobody.
+    match identify_person(cx, &Identify::new(ident.clone()), &mut None)? {
         Outcome::Created(p) | Outcome::Updated(p) | Outcome::Unchanged(p) => Ok(Ok(p.0)),
         other => Ok(Err(other)),
     }
-}
-
-/// Normalizes `ident` for lookup, checking it against the limits.
-pub(crate) fn normalize(limits: &Limits, ident: &Ident) -> Result<String, InputError> {
-    limits.identifier(ident.kind, &ident.value, ident.kind.as_str())
-}
-
-/// Who has identifier `kind` = `norm` (normalized), as staged in `txn`.
-pub(crate) fn lookup(txn: &mut Txn<'_>, kind: IdentKind, norm: &str) -> Result<Option<u32>> {
-    if kind == IdentKind::CioId {
-        let Some(pid) = PersonId::from_cio_id(norm) else {
-            return Ok(None);
-        };
-        return Ok(txn.get::<PeopleF>(&pid_key(pid.0))?.map(|_| pid.0));
-    }
-    txn.get::<IdentifiersF>(&ident_key(kind, norm))
 }
 
 fn field_of(rec: &mut PersonRecord, kind: IdentKind) -> Option<&mut Option<String>> {
@@ -613,33 +310,20 @@ fn refuse(cx: &mut Ctx<'_, '_>, pid: u32, kind: IdentKind, value: &str, reason: 
     }
 }
 
-/// Identify: add or update a person (see the module docs for the rules).
-pub(crate) fn identify(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
-    let outcome = identify_person(cx, op)?;
-    if op.relationships.is_empty() {
-        return Ok(outcome);
-    }
-    let pid = match &outcome {
-        Outcome::Created(p) | Outcome::Updated(p) | Outcome::Unchanged(p) => *p,
-        _ => return Ok(outcome),
-    };
-    let who = Ident::cio_id(pid.cio_id());
-    let mut changed = false;
-    for r in &op.relationships {
-        let o = if r.remove {
-            crate::relations::delete_relationship(cx, &who, &r.object)?
-        } else {
-            crate::relations::add_relationship(cx, &who, &r.object, &r.attributes)?
-        };
-        changed |= matches!(o, Outcome::Updated(_));
-    }
-    Ok(match outcome {
-        Outcome::Unchanged(p) if changed => Outcome::Updated(p),
-        other => other,
-    })
+/// Identify: add or update a person (see the module docs for the rules). Also returns
+/// the `anonymous_id` this call newly gave the person, whose anonymous activity the
+/// caller moves to them; `cio_relationships` are the caller's too.
+pub(crate) fn identify(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<(Outcome, Option<String>)> {
+    let mut new_anon = None;
+    let outcome = identify_person(cx, op, &mut new_anon)?;
+    Ok((outcome, new_anon))
 }
 
-fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
+fn identify_person(
+    cx: &mut Ctx<'_, '_>,
+    op: &Identify,
+    anon_out: &mut Option<String>,
+) -> Result<Outcome> {
     let addr = &op.ident;
     if addr.kind == IdentKind::AnonymousId {
         return Err(InputError::invalid(
@@ -649,7 +333,7 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
         )
         .into());
     }
-    let addr_norm = normalize(cx.limits, addr)?;
+    let addr_norm = cx.normalize(addr)?;
     let (mut idents, attrs) = validate(cx.limits, op)?;
     let by_cio = addr.kind == IdentKind::CioId;
 
@@ -670,14 +354,14 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
         }
     }
 
-    let addr_pid = lookup(cx.txn, addr.kind, &addr_norm)?;
+    let addr_pid = cx.lookup(addr.kind, &addr_norm)?;
     if by_cio && addr_pid.is_none() {
         return Ok(Outcome::Ignored(IgnoreReason::UnknownCioId));
     }
     let mut owners: Vec<(IdentKind, String, u32)> = Vec::new();
     for (kind, change) in &idents {
         if let Some((given, norm)) = change {
-            if let Some(q) = lookup(cx.txn, *kind, norm)? {
+            if let Some(q) = cx.lookup(*kind, norm)? {
                 owners.push((*kind, given.clone(), q));
             }
         }
@@ -938,24 +622,12 @@ fn identify_person(cx: &mut Ctx<'_, '_>, op: &Identify) -> Result<Outcome> {
         }
         cx.record(pid, kinds::ATTRIBUTE_CHANGE, None, Value::Map(changes));
     }
-    if let Some(anon) = new_anon {
-        crate::activity::merge_anonymous(cx, pid, &anon)?;
-    }
+    *anon_out = new_anon;
     Ok(if created {
         Outcome::Created(PersonId(pid))
     } else {
         Outcome::Updated(PersonId(pid))
     })
-}
-
-fn get_path<'v>(map: &'v Map, path: &[String]) -> Option<&'v Value> {
-    let (first, rest) = path.split_first()?;
-    let v = map.get(first)?;
-    if rest.is_empty() {
-        Some(v)
-    } else {
-        get_path(v.as_map()?, rest)
-    }
 }
 
 /// Sets (or with `None` removes) the value at `path`, creating maps on the way. A
@@ -1036,8 +708,8 @@ pub(crate) fn delete_person(cx: &mut Ctx<'_, '_>, pid: u32) -> Result<Option<Per
 
 /// Delete: removes the person and all their data. They can be created again later.
 pub(crate) fn delete(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
-    let norm = normalize(cx.limits, ident)?;
-    match lookup(cx.txn, ident.kind, &norm)? {
+    let norm = cx.normalize(ident)?;
+    match cx.lookup(ident.kind, &norm)? {
         Some(pid) => {
             delete_person(cx, pid)?;
             Ok(Outcome::Deleted(PersonId(pid)))
@@ -1049,8 +721,8 @@ pub(crate) fn delete(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
 /// Suppress: deletes the person and blocks their `id`, `email` and `phone` (or, when
 /// nobody has the identifier, blocks just that identifier).
 pub(crate) fn suppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
-    let norm = normalize(cx.limits, ident)?;
-    let pid = lookup(cx.txn, ident.kind, &norm)?;
+    let norm = cx.normalize(ident)?;
+    let pid = cx.lookup(ident.kind, &norm)?;
     let mut group: Vec<(u8, String)> = Vec::new();
     match pid {
         Some(pid) => {
@@ -1109,7 +781,7 @@ pub(crate) fn suppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
 /// Unsuppress: frees the identifier and every identifier suppressed with it. The old
 /// profile is not restored.
 pub(crate) fn unsuppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome> {
-    let norm = normalize(cx.limits, ident)?;
+    let norm = cx.normalize(ident)?;
     if ident.kind == IdentKind::CioId {
         return Ok(Outcome::NotFound);
     }
@@ -1128,27 +800,6 @@ pub(crate) fn unsuppress(cx: &mut Ctx<'_, '_>, ident: &Ident) -> Result<Outcome>
     Ok(Outcome::Unsuppressed {
         identifiers: freed.max(1),
     })
-}
-
-/// Builds the public view of a person from its records.
-pub(crate) fn to_person(
-    pid: u32,
-    rec: PersonRecord,
-    attrs: Option<AttributesRecord>,
-) -> crate::model::Person {
-    let attrs = attrs.unwrap_or_default();
-    crate::model::Person {
-        pid: PersonId(pid),
-        cio_id: PersonId(pid).cio_id(),
-        id: rec.id,
-        email: rec.email,
-        phone: rec.phone,
-        anonymous_id: rec.anonymous_id,
-        created: rec.created,
-        updated: rec.updated,
-        attributes: attrs.values,
-        timestamps: attrs.timestamps.into_iter().collect::<BTreeMap<_, _>>(),
-    }
 }
 
 #[cfg(test)]

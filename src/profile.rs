@@ -9,14 +9,12 @@
 use std::ops::Bound;
 
 use crate::db::ProfileDb;
-use crate::deliveries::to_delivery;
 use crate::error::Result;
 use crate::index::hour_of;
 use crate::model::{
     Activity, ActivityCursor, ActivityFilter, Delivery, Device, DeviceStatus, Ident, Map, Object,
     ObjectRef, PersonId, Platform, Profile, Relationship, Subscription, TrackKind,
 };
-use crate::people;
 use crate::store::codec::time_bytes;
 use crate::store::{
     corrupted, pid_key, track_kind_name, ActivityF, AnonymousF, AttributesF, DeliveriesF,
@@ -81,7 +79,7 @@ fn deliveries_of(store: &Store, pid: u32, limit: usize) -> Result<Vec<Delivery>>
     {
         let (key, rec) = item?;
         let (_, created, id) = DeliveriesF::decode_key(&key)?;
-        out.push(to_delivery(id, created, rec));
+        out.push(rec.into_delivery(id, created));
     }
     Ok(out)
 }
@@ -132,6 +130,20 @@ impl ProfileDb {
     /// the `recent` newest deliveries, segments, devices, relationships. `None` for an
     /// unknown person.
     ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Identify, ProfileDb};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// db.identify(Identify::new(Ident::id("u-1")).set("plan", "pro"))?;
+    /// let profile = db.profile(&Ident::id("u-1"), 20)?.expect("u-1 exists");
+    /// assert_eq!(profile.person.attributes["plan"], "pro".into());
+    /// assert_eq!(profile.activities[0].kind, "attribute_change");
+    /// assert!(db.profile(&Ident::id("nobody"), 20)?.is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Input`](crate::Error::Input) for a malformed identifier;
     /// [`Error::Corrupted`](crate::Error::Corrupted) when a record is damaged.
@@ -145,7 +157,7 @@ impl ProfileDb {
             return Ok(None);
         };
         let attrs = store.get::<AttributesF>(&pid_key(pid))?;
-        let person = people::to_person(pid, rec, attrs);
+        let person = rec.into_person(pid, attrs);
         Ok(Some(Profile {
             subscription: Subscription {
                 unsubscribed: person.unsubscribed(),
@@ -281,7 +293,7 @@ impl ProfileDb {
         let key = DeliveriesF::key(pid, created, id);
         Ok(store
             .get::<DeliveriesF>(&key)?
-            .map(|rec| (PersonId(pid), to_delivery(id.to_owned(), created, rec))))
+            .map(|rec| (PersonId(pid), rec.into_delivery(id.to_owned(), created))))
     }
 
     /// The person's devices, by token.

@@ -1,21 +1,11 @@
-//! Objects (companies, accounts...) and relationships between people and objects.
-//!
-//! - Object types are numbered from 1 (Customer.io's string-formatted integers); an
-//!   object is (type id, object id). Identifying an object creates or patches it
-//!   (`null`/`""` removes an attribute); its type is created on first use.
-//! - A relationship links one person to one object and has its own attributes. It is
-//!   readable from both sides: `relationships` is keyed by person, `members` by object.
-//!   Relating to an object that does not exist yet creates it, empty.
-//! - Deleting an object removes every relationship to it (each person gets a
-//!   `delete_relationship` activity), including those kept for anonymous ids (found by a
-//!   scan of `anon_relationships`, which holds only relationships of people not yet
-//!   identified).
-//! - Relationships can be made for an `anonymous_id` that no person has yet; they move
-//!   to the person who is identified with it.
+//! The `identify_object` operation (and its kin); the rules are documented on
+//! [`ProfileDb::identify_object`](crate::ProfileDb::identify_object), where users read them.
 
+use crate::db::write::Ctx;
 use crate::error::{InputError, InputReason, Result};
+use crate::model::Outcome;
 use crate::model::{kinds, Ident, IdentKind, Map, ObjectRef, PersonId, Value};
-use crate::people::{self, Ctx, Outcome};
+use crate::people;
 use crate::store::records::{ObjectRecord, ObjectTypeRecord, RelationshipRecord};
 use crate::store::{
     AnonRelationshipsF, Family, KeyBuf, MembersF, ObjectTypesF, ObjectsF, RelationshipsF,
@@ -264,8 +254,8 @@ pub(crate) fn add_relationship(
 ) -> Result<Outcome> {
     check_object(cx, object)?;
     let anon = if who.kind == IdentKind::AnonymousId {
-        let norm = people::normalize(cx.limits, who)?;
-        match people::lookup(cx.txn, IdentKind::AnonymousId, &norm)? {
+        let norm = cx.normalize(who)?;
+        match cx.lookup(IdentKind::AnonymousId, &norm)? {
             Some(_) => None,
             None => Some(norm),
         }
@@ -361,8 +351,8 @@ pub(crate) fn delete_relationship(
     object: &ObjectRef,
 ) -> Result<Outcome> {
     check_object(cx, object)?;
-    let norm = people::normalize(cx.limits, who)?;
-    let Some(pid) = people::lookup(cx.txn, who.kind, &norm)? else {
+    let norm = cx.normalize(who)?;
+    let Some(pid) = cx.lookup(who.kind, &norm)? else {
         if who.kind == IdentKind::AnonymousId {
             let key = AnonRelationshipsF::key(&norm, object.type_id, &object.object_id);
             if cx.txn.get::<AnonRelationshipsF>(&key)?.is_some() {

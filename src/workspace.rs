@@ -5,17 +5,18 @@
 //! only for conditions no bitmap answers, and only on the candidates the bitmaps leave.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use roaring::RoaringBitmap;
 
-use crate::audience::{eval, Cond, Explain, StoreSource, Trend};
 use crate::db::ProfileDb;
 use crate::error::{InputError, InputReason, Result};
-use crate::index::{attribute_keys, chunk_of, encode_chunk, BitmapKey, Bitmaps, Delta};
-use crate::model::{Ident, IdentKind, PersonId, SegmentRef, TopicState};
+use crate::index::{attribute_keys, chunk_of, BitmapKey, Bitmaps, Delta};
+use crate::model::{Ident, IdentKind, PersonId, SegmentRef, TopicState, Value};
+use crate::query::eval::{eval, Cond, Explain, Trend};
+use crate::query::source::Reader;
 use crate::query::{parse, parse_filter_json, Expr};
 use crate::segments::{canonical, check_name, id_key, record_of, Catalog, Reads, SegmentDef};
+use crate::store::bitmaps::encode_chunk;
 use crate::store::records::{MetaValue, TopicRecord};
 use crate::store::{
     ident_key, meta_keys, AttributesF, BitmapsF, Family, MetaF, PeopleF, SegmentsF, TopicsF,
@@ -138,10 +139,7 @@ impl ProfileDb {
         let bitmaps = self.read_gate();
         let empty = RoaringBitmap::new();
         let all = bitmaps.get(&BitmapKey::All).unwrap_or(&empty);
-        let mut src = StoreSource {
-            store: &self.inner.store,
-            bitmaps: &bitmaps,
-        };
+        let mut src = Reader::committed(&self.inner.store, &bitmaps);
         let mut explain = Explain::default();
         let set = eval(
             &cond,
@@ -225,28 +223,18 @@ impl ProfileDb {
         };
         if let Some(prefix) = search.filter(|p| !p.is_empty()) {
             let mut found = RoaringBitmap::new();
-            let kv = self.inner.store.kv();
             for (kind, p) in [
                 (IdentKind::Id, prefix.to_owned()),
                 (IdentKind::Email, prefix.to_lowercase()),
             ] {
                 let start = ident_key(kind, &p);
-                let mut end = start.clone();
-                end.push(0xFF);
-                for item in kv.range(
-                    Family::Identifiers,
-                    (Bound::Included(start.clone()), Bound::Unbounded),
-                    false,
-                ) {
-                    let (k, v) = item?;
-                    if !k.starts_with(&start) {
-                        break;
-                    }
-                    found.insert(crate::store::decode_value::<crate::store::IdentifiersF>(
-                        &k, &v,
-                    )?);
+                for item in self
+                    .inner
+                    .store
+                    .scan::<crate::store::IdentifiersF>(&start, false, None)
+                {
+                    found.insert(item?.1);
                 }
-                let _ = end;
             }
             set &= found;
         }
@@ -379,9 +367,8 @@ impl ProfileDb {
         rebuilt: Vec<(BitmapKey, RoaringBitmap)>,
         stage: impl FnOnce(&mut crate::store::Txn<'_>),
     ) -> Result<()> {
-        let (old_chunks, new_chunks) = {
+        let new_chunks = {
             let bitmaps = self.read_gate();
-            let mut olds = Vec::new();
             let mut news = Vec::new();
             for (key, new) in &rebuilt {
                 let empty = RoaringBitmap::new();
@@ -401,11 +388,9 @@ impl ProfileDb {
                         ));
                     }
                 }
-                olds.push(key.clone());
             }
-            (olds, news)
+            news
         };
-        let _ = old_chunks;
         self.commit_with(
             |txn| {
                 stage(txn);
@@ -476,10 +461,7 @@ impl ProfileDb {
         let all = bitmaps.get(&BitmapKey::All).cloned().unwrap_or_default();
         let total = all.len();
         progress(0, total);
-        let mut src = StoreSource {
-            store: &self.inner.store,
-            bitmaps,
-        };
+        let mut src = Reader::committed(&self.inner.store, bitmaps);
         let mut explain = Explain::default();
         let set = eval(
             cond,
@@ -496,6 +478,19 @@ impl ProfileDb {
 
     /// Creates a segment: manual when `condition` is `None`, otherwise data-driven with
     /// its membership computed now. Returns its id.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, Identify, ProfileDb};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// db.identify(Identify::new(Ident::id("u-1")).set("plan", "pro"))?;
+    /// db.create_segment("Pro", Some(r#"attr.plan = "pro""#))?;
+    /// db.identify(Identify::new(Ident::id("u-2")).set("plan", "pro"))?; // joins as written
+    /// assert_eq!(db.count(r#"segment:"Pro""#)?, 2);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Input`](crate::Error::Input) for a duplicate or bad name, a condition that
@@ -689,10 +684,7 @@ impl ProfileDb {
                 Trend::Growing => &all - &old,
                 Trend::Static | Trend::Mixed => all,
             };
-            let mut src = StoreSource {
-                store: &self.inner.store,
-                bitmaps: &working,
-            };
+            let mut src = Reader::committed(&self.inner.store, &working);
             let part = eval(
                 cond,
                 &within,
@@ -737,7 +729,9 @@ impl ProfileDb {
                 }
                 for ((pid, entered), mut ids) in changes {
                     ids.sort_unstable();
-                    crate::segments::record(txn, counters, pid, now, &catalog, &ids, entered);
+                    crate::segments::maintain::record(
+                        txn, counters, pid, now, &catalog, &ids, entered,
+                    );
                 }
             })?;
         }
@@ -804,11 +798,7 @@ impl ProfileDb {
         for item in self.inner.store.scan::<AttributesF>(&[], false, None) {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::Attributes, &key)?;
-            if let Some(x) = rec
-                .values
-                .get(attribute)
-                .and_then(crate::audience::as_number)
-            {
+            if let Some(x) = rec.values.get(attribute).and_then(Value::as_number) {
                 entries.push(crate::store::RangesF::key(attribute, x, pid));
             }
         }

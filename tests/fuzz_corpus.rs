@@ -62,7 +62,7 @@ fn record_decode_corpus_replays() {
         .find(|(n, _)| n == "value_map")
         .map(|(_, b)| b.clone())
         .unwrap();
-    let v: profiledb::Value = profiledb::store::codec::decode(4, b"", &valid).unwrap();
+    let v: profiledb::Value = profiledb::internal::codec::decode(4, b"", &valid).unwrap();
     assert_eq!(v.to_json(), serde_json::json!({"plan": "pro"}));
 }
 
@@ -188,7 +188,8 @@ fn regenerate_seed_corpora() {
         c.extend_from_slice(&value[5..]);
         seed("record_decode", &format!("{name}_check"), &c);
         if family == Family::Bitmaps {
-            let bytes: Vec<u8> = profiledb::store::codec::decode(family.tag(), key, value).unwrap();
+            let bytes: Vec<u8> =
+                profiledb::internal::codec::decode(family.tag(), key, value).unwrap();
             let mut c = vec![19];
             c.extend_from_slice(&key[key.len() - 2..]);
             c.extend_from_slice(&bytes);
@@ -204,7 +205,7 @@ fn regenerate_seed_corpora() {
         "v",
     )
     .unwrap();
-    p.extend_from_slice(&profiledb::store::codec::encode(4, b"", &v).unwrap()[5..]);
+    p.extend_from_slice(&profiledb::internal::codec::encode(4, b"", &v).unwrap()[5..]);
     seed("record_decode", "value_payload", &p);
     assert!(!attrs.is_empty());
     drop(db);

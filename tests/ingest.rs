@@ -595,6 +595,66 @@ fn webhook_events_create_the_delivery_then_add_metrics() {
     );
 }
 
+#[test]
+fn a_batch_of_webhook_events_for_one_new_delivery_lands_in_one_commit() {
+    let (_d, db, _c) = open();
+    let before = db.stats().unwrap().commit_seq;
+    // The first event records the delivery; the later ones find it inside the same write
+    // (the opened event names nobody, so it needs the delivery to be recorded by then).
+    let r = ingest(
+        &db,
+        json!({"batch": [
+            {"metric": "sent", "object_type": "email", "timestamp": 100,
+             "data": {"delivery_id": "dl-new", "identifiers": {"id": "7"}, "campaign_id": 3, "subject": "Hi"}},
+            {"metric": "opened", "object_type": "email", "timestamp": 200, "data": {"delivery_id": "dl-new"}},
+            {"metric": "clicked", "object_type": "email", "timestamp": 300,
+             "data": {"delivery_id": "dl-new", "customer_id": "7", "href": "https://example.com"}},
+        ]}),
+    );
+    assert!(r.rejected.is_empty(), "{}", r.rejected[0]);
+    assert_eq!(r.applied, 3);
+    assert_eq!(
+        db.stats().unwrap().commit_seq,
+        before + 1,
+        "the batch is one commit: nothing was committed early to plan the webhooks"
+    );
+    let (pid, d) = db.delivery("dl-new").unwrap().unwrap();
+    assert_eq!(db.person(&Ident::id("7")).unwrap().unwrap().pid, pid);
+    assert_eq!(d.created, 100);
+    assert_eq!(d.campaign_id.as_deref(), Some("3"));
+    assert_eq!(d.subject.as_deref(), Some("Hi"));
+    assert_eq!(
+        d.metrics.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("clicked".to_owned(), 300),
+            ("opened".to_owned(), 200),
+            ("sent".to_owned(), 100)
+        ]
+    );
+    assert_eq!(d.status, "clicked");
+    let who = Ident::id("7");
+    for kind in ["sent_email", "opened_email", "clicked_email"] {
+        assert!(kinds(&db, &who).iter().any(|(k, _)| k == kind), "{kind}");
+    }
+
+    // An event that names nobody, before any event records its delivery: refused, the
+    // rest of the batch still applies.
+    let r = ingest(
+        &db,
+        json!({"batch": [
+            {"metric": "opened", "object_type": "email", "timestamp": 400, "data": {"delivery_id": "dl-2"}},
+            {"metric": "sent", "object_type": "email", "timestamp": 500,
+             "data": {"delivery_id": "dl-2", "identifiers": {"id": "7"}}},
+        ]}),
+    );
+    assert_eq!(r.applied, 1);
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].item, Some(0));
+    assert_eq!(r.rejected[0].field(), Some("batch[0].data.identifiers"));
+    let (_, d) = db.delivery("dl-2").unwrap().unwrap();
+    assert_eq!(d.metrics.keys().collect::<Vec<_>>(), vec!["sent"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Refusals.
 

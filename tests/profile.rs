@@ -560,11 +560,11 @@ fn object_input_is_checked() {
         .unwrap_err();
     assert_eq!(err.input().unwrap().reason, InputReason::Reserved);
     assert_eq!(
-        profiledb::relations::parse_type_id("2").unwrap(),
+        profiledb::internal::parse_type_id("2").unwrap(),
         2,
         "string-formatted type ids"
     );
-    assert!(profiledb::relations::parse_type_id("zero").is_err());
+    assert!(profiledb::internal::parse_type_id("zero").is_err());
 }
 
 // ---------------------------------------------------------------- merge

@@ -4,6 +4,7 @@ use serde_json::{Map as JsonMap, Value as Json};
 
 use crate::error::{InputError, InputReason};
 use crate::model::{Ident, IdentKind, Map, ObjectRef, Value};
+use crate::people::{Identify, RelationshipChange};
 
 /// `base.key`, or `key` when `base` is empty.
 pub(crate) fn join(base: &str, key: &str) -> String {
@@ -233,4 +234,129 @@ pub(crate) fn object_ref(v: &Json, field: &str) -> Result<ObjectRef, InputError>
         some => type_id(some, &join(field, "object_type_id"))?,
     };
     Ok(ObjectRef::new(type_id, object_id))
+}
+
+// The Track API v1 identify body, which Track v2 and Pipelines identifies share.
+impl Identify {
+    /// Builds an identify from a JSON attributes object as Track API v1 takes it:
+    /// every key is an attribute, except `_update` and `_timestamp`, which become
+    /// [`update_only`](Identify::update_only) and [`timestamp`](Identify::timestamp), and
+    /// `cio_relationships`, which becomes [`relate`](Identify::relate) /
+    /// [`unrelate`](Identify::unrelate) calls. `cio_relationships` may be Track v1's
+    /// `{"action": "add_relationships"|"delete_relationships", "relationships": [...]}`
+    /// or Track v2's plain array; each entry is `{"identifiers": {"object_type_id",
+    /// "object_id"}, "relationship_attributes": {...}}`.
+    ///
+    /// # Errors
+    /// [`InputError`] when `body` is not an object or a value cannot be stored.
+    pub fn from_json(ident: Ident, body: &serde_json::Value) -> Result<Identify, InputError> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| InputError::invalid("attributes", "must be a JSON object"))?;
+        let mut op = Identify::new(ident);
+        for (k, v) in obj {
+            match k.as_str() {
+                "_update" => {
+                    op.update_only = v
+                        .as_bool()
+                        .ok_or_else(|| InputError::invalid("_update", "must be true or false"))?
+                }
+                "_timestamp" => {
+                    op.timestamp = Some(v.as_i64().ok_or_else(|| {
+                        InputError::invalid("_timestamp", "must be a unix timestamp in seconds")
+                    })?)
+                }
+                "cio_relationships" => op.relationships = parse_relationships(v)?,
+                _ => op.attributes.push((k.clone(), Value::from_json(v, k)?)),
+            }
+        }
+        Ok(op)
+    }
+}
+
+/// Parses `cio_relationships` (Track v1 object form or v2 array form).
+///
+/// # Errors
+/// [`InputError`] naming the entry and field that is malformed.
+pub(crate) fn parse_relationships(
+    v: &serde_json::Value,
+) -> Result<Vec<RelationshipChange>, InputError> {
+    let field = "cio_relationships";
+    let (list, remove) = match v {
+        serde_json::Value::Array(items) => (items, false),
+        serde_json::Value::Object(obj) => {
+            let remove = match obj.get("action").and_then(|a| a.as_str()) {
+                Some("add_relationships") | None => false,
+                Some("delete_relationships") => true,
+                Some(other) => {
+                    return Err(InputError::invalid(
+                        "cio_relationships.action",
+                        format!("`{other}` is not add_relationships or delete_relationships"),
+                    ))
+                }
+            };
+            match obj.get("relationships") {
+                Some(serde_json::Value::Array(items)) => (items, remove),
+                _ => {
+                    return Err(InputError::invalid(
+                        "cio_relationships.relationships",
+                        "must be an array",
+                    ))
+                }
+            }
+        }
+        _ => return Err(InputError::invalid(field, "must be an array or an object")),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let ids = entry
+            .get("identifiers")
+            .and_then(|x| x.as_object())
+            .ok_or_else(|| InputError::invalid(format!("{at}.identifiers"), "must be an object"))?;
+        let type_id = match ids.get("object_type_id") {
+            Some(serde_json::Value::String(s)) => crate::relations::parse_type_id(s),
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    InputError::invalid("object_type_id", "must be a whole number from 1")
+                }),
+            _ => Err(InputError::invalid("object_type_id", "is required")),
+        }
+        .map_err(|e| InputError::new(format!("{at}.identifiers.object_type_id"), e.reason))?;
+        let object_id = match ids.get("object_id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(InputError::invalid(
+                    format!("{at}.identifiers.object_id"),
+                    "is required",
+                ))
+            }
+        };
+        let mut attributes = Vec::new();
+        match entry.get("relationship_attributes") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(attrs)) => {
+                for (k, v) in attrs {
+                    let f = format!("{at}.relationship_attributes.{k}");
+                    attributes.push((k.clone(), Value::from_json(v, &f)?));
+                }
+            }
+            Some(_) => {
+                return Err(InputError::invalid(
+                    format!("{at}.relationship_attributes"),
+                    "must be an object",
+                ))
+            }
+        }
+        out.push(RelationshipChange {
+            object: crate::model::ObjectRef::new(type_id, object_id),
+            attributes,
+            remove,
+        });
+    }
+    Ok(out)
 }

@@ -21,7 +21,7 @@
 //! 3. `type` is `identify`, `track`, `page`, `screen`, `group` or `alias`: a Data
 //!    Pipelines (Segment-spec) call.
 //! 4. `type` is `profiledb`: an extension message of the export format (see
-//!    [`crate::dump`]). Not allowed inside a batch.
+//!    [`crate::export`]). Not allowed inside a batch.
 //! 5. `object_type` and `metric` present (and no `type`): a reporting-webhook event.
 //!
 //! Anything else is refused naming `type`.
@@ -76,13 +76,16 @@
 //! # Reporting webhooks (`object_type` + `metric`)
 //! `object_type` is a channel (`email`, `push`, `sms`/`twilio`, `whatsapp`, `in_app`,
 //! `slack`, `webhook`) or `customer`.
-//! - Channel events: `data.delivery_id` names the delivery. If it is not recorded yet, the
-//!   event creates it ([`Op::AddDelivery`]) for the person named by `data.identifiers`
-//!   (`id`, else `email`, else `cio_id`) or `data.customer_id` (as an `id`), with
-//!   `campaign_id`, `broadcast_id`, `newsletter_id`, `action_id` (as the message id),
-//!   `recipient`, `subject` and `timestamp` as its creation time; then the metric is
-//!   reported ([`Op::Metric`] at `timestamp`, with `href` and `failure_message` as the
-//!   reason). Repeated webhook deliveries of one event keep the metric's first time.
+//! - Channel events ([`Op::DeliveryEvent`]): `data.delivery_id` names the delivery. If it
+//!   is not recorded yet when the event is written, the event creates it for the person
+//!   named by `data.identifiers` (`id`, else `email`, else `cio_id`) or
+//!   `data.customer_id` (as an `id`), with `campaign_id`, `broadcast_id`,
+//!   `newsletter_id`, `action_id` (as the message id), `recipient`, `subject` and
+//!   `timestamp` as its creation time (an event naming nobody is then refused, naming
+//!   `data.identifiers`); then the metric is reported (at `timestamp`, with `href` and
+//!   `failure_message` as the reason). So a batch holding a new delivery's `sent`,
+//!   `opened` and `clicked` records it once and all three metrics. Repeated webhook
+//!   deliveries of one event keep the metric's first time.
 //! - `customer` events: `subscribed` / `unsubscribed` set the person's `unsubscribed`
 //!   attribute (only for a person who exists); `cio_subscription_preferences_changed`
 //!   sets `cio_subscription_preferences` from `data.content` (a JSON object or its text).
@@ -284,6 +287,22 @@ enum Attempt {
     Unattributed(InputError),
 }
 
+/// The operations one recognised message becomes. Pure: planning reads nothing, so a
+/// batch's items are planned before any of them is written, and every decision that
+/// depends on what is stored is made inside the write.
+fn plan(kind: Kind<'_>, m: &JsonMap<String, Json>) -> std::result::Result<Plan, InputError> {
+    match kind {
+        Kind::V2(t) => v2::plan(m, t),
+        Kind::Pipelines(t) => pipelines::plan(m, t),
+        Kind::Webhook => webhook::plan(m),
+        Kind::Batch => Err(InputError::invalid("batch", "a batch cannot hold a batch")),
+        Kind::Extension => Err(InputError::invalid(
+            "type",
+            "profiledb extension messages cannot be inside a batch",
+        )),
+    }
+}
+
 impl ProfileDb {
     /// Applies one JSON message: a Track API v2 entity, a Data Pipelines call, a
     /// reporting-webhook event, a batch of the first two, or a profiledb extension
@@ -304,11 +323,11 @@ impl ProfileDb {
         match recognise(m) {
             Err(e) => report.reject(None, e),
             Ok(Kind::Batch) => self.ingest_batch(m, &mut report)?,
-            Ok(Kind::Extension) => match crate::dump::restore(self, m)? {
+            Ok(Kind::Extension) => match crate::export::dump::apply(self, m)? {
                 Ok(()) => report.applied += 1,
                 Err(e) => report.reject(None, e),
             },
-            Ok(kind) => match self.plan(kind, m)? {
+            Ok(kind) => match plan(kind, m) {
                 Ok(plan) => self.apply_items(&[(None, plan)], &mut report)?,
                 Err(e) => report.reject(None, e),
             },
@@ -318,6 +337,23 @@ impl ProfileDb {
 
     /// Parses `line` as JSON and [`ingest`](ProfileDb::ingest)s it; text that is not
     /// JSON is a rejection naming `message`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), profiledb::Error> {
+    /// use profiledb::{Ident, ProfileDb};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let db = ProfileDb::open(dir.path())?;
+    /// let report = db.ingest_str(
+    ///     r#"{"type": "identify", "userId": "p-1", "traits": {"email": "p@example.com"}}"#,
+    /// )?;
+    /// assert_eq!(report.applied, 1);
+    /// assert!(db.person(&Ident::email("p@example.com"))?.is_some());
+    /// // Refused input changes nothing and names the field.
+    /// let report = db.ingest_str(r#"{"type": "person", "action": "identify"}"#)?;
+    /// assert_eq!(report.rejected.len(), 1);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`ingest`](ProfileDb::ingest).
@@ -368,23 +404,6 @@ impl ProfileDb {
         }
     }
 
-    fn plan(
-        &self,
-        kind: Kind<'_>,
-        m: &JsonMap<String, Json>,
-    ) -> Result<std::result::Result<Plan, InputError>> {
-        Ok(match kind {
-            Kind::V2(t) => v2::plan(m, t),
-            Kind::Pipelines(t) => pipelines::plan(m, t),
-            Kind::Webhook => return webhook::plan(self, m),
-            Kind::Batch => Err(InputError::invalid("batch", "a batch cannot hold a batch")),
-            Kind::Extension => Err(InputError::invalid(
-                "type",
-                "profiledb extension messages cannot be inside a batch",
-            )),
-        })
-    }
-
     fn ingest_batch(&self, m: &JsonMap<String, Json>, report: &mut Report) -> Result<()> {
         let Some(Json::Array(items)) = m.get("batch") else {
             report.reject(None, InputError::invalid("batch", "must be an array"));
@@ -403,12 +422,7 @@ impl ProfileDb {
                     continue;
                 }
             };
-            if matches!(kind, Kind::Webhook) {
-                // A webhook's plan reads the database: commit what comes before it first.
-                self.apply_items(&pending, report)?;
-                pending.clear();
-            }
-            match self.plan(kind, im)? {
+            match plan(kind, im) {
                 Ok(plan) => pending.push((Some(i), plan)),
                 Err(e) => report.reject(Some(i), e),
             }

@@ -2,6 +2,7 @@
 
 use serde_json::{Map as JsonMap, Value as Json};
 
+use super::json::parse_relationships;
 use super::json::{self, get, join, opt_str, opt_unix, req_str, under};
 use super::{Names, Plan};
 use crate::activity::Track;
@@ -10,7 +11,7 @@ use crate::deliveries::Metric;
 use crate::devices::DeviceInput;
 use crate::error::{InputError, InputReason};
 use crate::model::{Ident, IdentKind, Platform, TrackKind};
-use crate::people::{parse_relationships, Identify};
+use crate::people::Identify;
 
 const PERSON: &[IdentKind] = &[
     IdentKind::Id,

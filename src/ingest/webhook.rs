@@ -5,47 +5,45 @@ use serde_json::{Map as JsonMap, Value as Json};
 
 use super::json::{self, get, nonempty_str, opt_str, opt_unix, req_str};
 use super::{Names, Plan};
-use crate::db::{Op, ProfileDb};
+use crate::db::Op;
 use crate::deliveries::{Metric, NewDelivery};
-use crate::error::{InputError, Result};
+use crate::error::InputError;
 use crate::model::{Channel, Ident, Value};
 use crate::people::Identify;
 
-/// The person `data.identifiers` (or `data.customer_id`) names, with the field.
-fn person(data: &JsonMap<String, Json>) -> std::result::Result<(Ident, String), InputError> {
+/// The person `data.identifiers` (or `data.customer_id`) names, with the field; `None`
+/// when the event names nobody.
+fn named(data: &JsonMap<String, Json>) -> std::result::Result<Option<(Ident, String)>, InputError> {
     if let Some(ids) = get(data, "identifiers") {
         let ids = json::object(ids, "data.identifiers")?;
         for key in ["id", "email", "cio_id"] {
             if let Some(v) = nonempty_str(ids, key, "data.identifiers")? {
                 let kind =
                     crate::model::IdentKind::from_name(key).unwrap_or(crate::model::IdentKind::Id);
-                return Ok((Ident::new(kind, v), format!("data.identifiers.{key}")));
+                return Ok(Some((
+                    Ident::new(kind, v),
+                    format!("data.identifiers.{key}"),
+                )));
             }
         }
     }
-    match nonempty_str(data, "customer_id", "data")? {
-        Some(id) => Ok((Ident::id(id), "data.customer_id".to_owned())),
-        None => Err(InputError::invalid(
+    Ok(nonempty_str(data, "customer_id", "data")?
+        .map(|id| (Ident::id(id), "data.customer_id".to_owned())))
+}
+
+/// The person a customer event names, with the field.
+fn person(data: &JsonMap<String, Json>) -> std::result::Result<(Ident, String), InputError> {
+    named(data)?.ok_or_else(|| {
+        InputError::invalid(
             "data.identifiers",
             "must name the person (id, email or cio_id), or data.customer_id must",
-        )),
-    }
+        )
+    })
 }
 
-/// A webhook event, read; a delivery event still needs to know whether its delivery
-/// is recorded.
-enum Parsed<'a> {
-    Customer(Plan),
-    Delivery {
-        data: &'a JsonMap<String, Json>,
-        channel: Channel,
-        metric: String,
-        delivery_id: String,
-        timestamp: Option<i64>,
-    },
-}
-
-fn parse(m: &JsonMap<String, Json>) -> std::result::Result<Parsed<'_>, InputError> {
+/// Plans a webhook event. Pure: whether a delivery event's delivery is recorded yet is
+/// decided inside the write ([`Op::DeliveryEvent`]), so no other write can come between.
+pub(crate) fn plan(m: &JsonMap<String, Json>) -> std::result::Result<Plan, InputError> {
     let object_type = req_str(m, "object_type", "")?;
     let metric = req_str(m, "metric", "")?;
     let data = match get(m, "data") {
@@ -54,7 +52,7 @@ fn parse(m: &JsonMap<String, Json>) -> std::result::Result<Parsed<'_>, InputErro
     };
     let timestamp = opt_unix(m, "timestamp", "")?;
     if object_type == "customer" {
-        return customer(&metric, data, timestamp).map(Parsed::Customer);
+        return customer(&metric, data, timestamp);
     }
     let channel = Channel::parse(&object_type).ok_or_else(|| {
         InputError::invalid(
@@ -66,90 +64,38 @@ fn parse(m: &JsonMap<String, Json>) -> std::result::Result<Parsed<'_>, InputErro
         )
     })?;
     let delivery_id = req_str(data, "delivery_id", "data")?;
-    Ok(Parsed::Delivery {
-        data,
-        channel,
-        metric,
-        delivery_id,
-        timestamp,
-    })
+    delivery(data, channel, metric, delivery_id, timestamp)
 }
 
-/// Plans a webhook event; reads whether its delivery is already recorded.
-pub(crate) fn plan(
-    db: &ProfileDb,
-    m: &JsonMap<String, Json>,
-) -> Result<std::result::Result<Plan, InputError>> {
-    match parse(m) {
-        Err(e) => Ok(Err(e)),
-        Ok(Parsed::Customer(plan)) => Ok(Ok(plan)),
-        Ok(Parsed::Delivery {
-            data,
-            channel,
-            metric,
-            delivery_id,
-            timestamp,
-        }) => {
-            let known = db.delivery(&delivery_id)?.is_some();
-            Ok(delivery_plan(
-                data,
-                channel,
-                metric,
-                delivery_id,
-                timestamp,
-                known,
-            ))
-        }
-    }
-}
-
-fn delivery_plan(
+fn delivery(
     data: &JsonMap<String, Json>,
     channel: Channel,
     metric: String,
     delivery_id: String,
     timestamp: Option<i64>,
-    known: bool,
 ) -> std::result::Result<Plan, InputError> {
-    let mut steps = Vec::new();
-    let names = Names::new("data.delivery_id")
-        .base("data")
-        .rename("metric", "metric")
-        .rename("href", "data.href")
-        .rename("reason", "data.failure_message");
-    if !known {
-        let (who, field) = person(data)?;
-        let mut d = NewDelivery::new(delivery_id.clone(), channel);
-        if let Some(v) = opt_str(data, "campaign_id", "data")? {
-            d = d.campaign_id(v);
-        }
-        if let Some(v) = opt_str(data, "broadcast_id", "data")? {
-            d = d.broadcast_id(v);
-        }
-        if let Some(v) = opt_str(data, "newsletter_id", "data")? {
-            d = d.newsletter_id(v);
-        }
-        if let Some(v) = opt_str(data, "action_id", "data")? {
-            d = d.message_id(v);
-        }
-        if let Some(v) = nonempty_str(data, "recipient", "data")? {
-            d = d.recipient(v);
-        }
-        if let Some(v) = nonempty_str(data, "subject", "data")? {
-            d = d.subject(v);
-        }
-        if let Some(t) = timestamp {
-            d = d.created(t);
-        }
-        steps.push((
-            Op::AddDelivery {
-                person: who,
-                delivery: d,
-            },
-            Names::new(field)
-                .base("data")
-                .rename("message_id", "data.action_id"),
-        ));
+    let person = named(data)?;
+    let mut d = NewDelivery::new(delivery_id.clone(), channel);
+    if let Some(v) = opt_str(data, "campaign_id", "data")? {
+        d = d.campaign_id(v);
+    }
+    if let Some(v) = opt_str(data, "broadcast_id", "data")? {
+        d = d.broadcast_id(v);
+    }
+    if let Some(v) = opt_str(data, "newsletter_id", "data")? {
+        d = d.newsletter_id(v);
+    }
+    if let Some(v) = opt_str(data, "action_id", "data")? {
+        d = d.message_id(v);
+    }
+    if let Some(v) = nonempty_str(data, "recipient", "data")? {
+        d = d.recipient(v);
+    }
+    if let Some(v) = nonempty_str(data, "subject", "data")? {
+        d = d.subject(v);
+    }
+    if let Some(t) = timestamp {
+        d = d.created(t);
     }
     let mut mt = Metric::new(delivery_id, metric);
     if let Some(t) = timestamp {
@@ -161,8 +107,25 @@ fn delivery_plan(
     if let Some(r) = nonempty_str(data, "failure_message", "data")? {
         mt = mt.reason(r);
     }
-    steps.push((Op::Metric(mt), names));
-    Ok(Plan { steps })
+    let (person, who) = match person {
+        Some((ident, field)) => (Some(ident), field),
+        None => (None, "data.identifiers".to_owned()),
+    };
+    let names = Names::new(who)
+        .base("data")
+        .rename("person", "data.identifiers")
+        .rename("message_id", "data.action_id")
+        .rename("metric", "metric")
+        .rename("href", "data.href")
+        .rename("reason", "data.failure_message");
+    Ok(Plan::one(
+        Op::DeliveryEvent {
+            person,
+            delivery: d,
+            metric: mt,
+        },
+        names,
+    ))
 }
 
 fn customer(

@@ -44,6 +44,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value as a number, as conditions compare it: integers and floats, and a
+    /// string holding a finite number (Customer.io hands attribute values around as
+    /// strings); anything else is `None`.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(x) => Some(*x),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+            _ => None,
+        }
+    }
+
     /// Converts JSON into a `Value`, refusing numbers outside `i64`/`f64` and nesting
     /// deeper than [`MAX_DEPTH`]. `field` names the input in the error.
     ///
@@ -362,6 +374,17 @@ fn decode_value<D: Decoder>(d: &mut D, depth: usize) -> Result<Value, DecodeErro
             })
         }
     })
+}
+
+/// The value at a dotted path (`["address", "city"]`) inside `map`.
+pub(crate) fn get_path<'v>(map: &'v Map, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    let v = map.get(first)?;
+    if rest.is_empty() {
+        Some(v)
+    } else {
+        get_path(v.as_map()?, rest)
+    }
 }
 
 #[cfg(test)]

@@ -31,22 +31,12 @@ pub struct WriteSet {
 }
 
 impl WriteSet {
-    /// How many key writes the set holds.
-    pub fn len(&self) -> usize {
-        self.families.iter().map(|(_, w)| w.len()).sum()
-    }
-
     /// Bytes of keys and values the set writes.
     pub fn bytes(&self) -> u64 {
         let pairs = self.families.iter().flat_map(|(_, w)| w);
         pairs
             .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
             .sum()
-    }
-
-    /// True when the set writes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.families.iter().all(|(_, w)| w.is_empty())
     }
 }
 
@@ -154,19 +144,11 @@ fn upper(family: Family, b: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
 }
 
 impl SledKv {
-    /// Opens (or creates) the sled database in `dir`.
-    ///
-    /// # Errors
-    /// sled's error, or a contained panic, as a [`StorageError`].
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledKv, StorageError> {
-        Self::open_waiting(dir, cache_bytes, 1)
-    }
-
-    /// [`open`](SledKv::open), waiting (up to `attempts` tries, 20 ms apart) while
+    /// Opens (or creates) the sled database in `dir`, waiting (up to `attempts` tries, 20 ms apart) while
     /// another handle's lock on the directory lingers.
     ///
     /// # Errors
-    /// As [`open`](SledKv::open); see [`is_lock_error`].
+    /// sled's error, or a contained panic, as a [`StorageError`]; see [`is_lock_error`].
     pub fn open_waiting(
         dir: &Path,
         cache_bytes: u64,
@@ -443,9 +425,7 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StorageError> {
 
 /// The error of every call after a checkpoint failed to reopen sled.
 fn closed(why: &str) -> StorageError {
-    StorageError::Sled(format!(
-        "the store is closed: reopening it at a checkpoint failed ({why})"
-    ))
+    StorageError::Closed(why.to_owned())
 }
 
 /// True when `e` says another handle holds sled's lock on the directory.
@@ -519,6 +499,7 @@ struct FaultState {
     corrupt: Mutex<Vec<(Family, Vec<u8>)>>,
 }
 
+#[cfg(feature = "__internal")]
 impl Faults {
     /// A handle that injects nothing until told to.
     pub fn new() -> Faults {
@@ -576,7 +557,9 @@ impl Faults {
             c.clear();
         }
     }
+}
 
+impl Faults {
     fn check_read(&self) -> Result<(), StorageError> {
         if self.0.fail_reads.load(Ordering::SeqCst) {
             return Err(StorageError::Injected("read failed".to_owned()));
@@ -712,13 +695,13 @@ mod tests {
     fn storage_bug_03_an_unfinished_snapshot_does_not_fail_the_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+            let kv = SledKv::open_waiting(dir.path(), 1 << 20, 1).unwrap();
             put(&kv, b"a", b"1");
             kv.flush().unwrap();
         }
         let junk = dir.path().join("snap.7FFFFFFFFFFFFFFF.generating");
         std::fs::write(&junk, b"half a snapshot").unwrap();
-        let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+        let kv = SledKv::open_waiting(dir.path(), 1 << 20, 1).unwrap();
         assert!(!junk.exists());
         assert_eq!(kv.get(Family::People, b"a").unwrap(), Some(b"1".to_vec()));
     }
@@ -726,7 +709,7 @@ mod tests {
     #[test]
     fn a_checkpoint_waits_for_no_scan_and_keeps_every_pair() {
         let dir = tempfile::tempdir().unwrap();
-        let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+        let kv = SledKv::open_waiting(dir.path(), 1 << 20, 1).unwrap();
         put(&kv, b"a", b"1");
         put(&kv, b"b", b"2");
         assert_eq!(kv.since_checkpoint(), 4);

@@ -3,6 +3,7 @@
 //! commit. No code outside this module touches raw bytes. The byte-exact format is in
 //! `src/store/FORMAT.md`.
 
+pub mod bitmaps;
 pub mod codec;
 pub mod kv;
 pub mod records;
@@ -175,9 +176,9 @@ impl Family {
                 None
             }
             Family::Bitmaps => {
-                let (_, chunk) = crate::index::BitmapKey::decode_chunk_key(key)?;
+                let (_, chunk) = bitmaps::BitmapKey::decode_chunk_key(key)?;
                 let bytes = decode_value::<BitmapsF>(key, value)?;
-                crate::index::decode_chunk(key, chunk, &bytes)?;
+                bitmaps::decode_chunk(key, chunk, &bytes)?;
                 None
             }
             Family::Topics => {
@@ -202,6 +203,7 @@ impl Family {
 /// Runs `bytes` through every decoder this module has: the envelope and payload of each
 /// family's values, and each key codec. For fuzzing and corpus replay: whatever the
 /// bytes, this returns (every result is an `Ok` or a typed error) and never panics.
+#[cfg(feature = "__internal")]
 pub fn decode_everything(bytes: &[u8]) {
     for family in Family::ALL {
         let _ = family.check_record(bytes, bytes);
@@ -222,8 +224,8 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = codec::decode_payload::<(u32, i64)>(bytes);
     let _ = codec::decode_payload::<TopicRecord>(bytes);
     let _ = codec::decode_payload::<SegmentRecord>(bytes);
-    let _ = crate::index::BitmapKey::decode_chunk_key(bytes);
-    let _ = crate::index::decode_chunk(bytes, 0, bytes);
+    let _ = bitmaps::BitmapKey::decode_chunk_key(bytes);
+    let _ = bitmaps::decode_chunk(bytes, 0, bytes);
     let _ = codec::decode_payload::<crate::model::Value>(bytes);
     let _ = pid_from_key(Family::People, bytes);
     let _ = ident_from_key(Family::Identifiers, bytes);
@@ -595,6 +597,7 @@ impl ObjectsF {
         KeyBuf::new().u32(type_id).tail(object_id).done()
     }
     /// (type id, object id) of a key.
+    #[cfg(feature = "__internal")]
     pub fn decode_key(key: &[u8]) -> Result<(u32, String)> {
         let (t, r) = KeyReader::new(Family::Objects, key).u32()?;
         Ok((t, r.tail_str()?))
@@ -651,6 +654,25 @@ impl AnonRelationshipsF {
         let (a, r) = KeyReader::new(Family::AnonRelationships, key).str16()?;
         let (t, r) = r.u32()?;
         Ok((a, t, r.tail_str()?))
+    }
+}
+
+/// The database-wide counters allocated inside a commit and written back to `meta`
+/// with it (`MetaValue::Counters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// The next person id.
+    pub next_pid: u64,
+    /// The next activity sequence number.
+    pub next_seq: u64,
+}
+
+impl Counters {
+    /// Allocates an activity sequence number.
+    pub(crate) fn alloc_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 }
 
@@ -802,19 +824,31 @@ impl Store {
 
     /// Keys starting with `prefix`, without decoding values.
     pub fn keys(&self, family: Family, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.keys_between(family, prefix_bounds(prefix), None)
+    }
+
+    /// Keys within `bounds`, ascending, at most `limit` of them, without decoding values.
+    pub fn keys_between(
+        &self,
+        family: Family,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>> {
         self.kv
-            .range(
-                family,
-                (Bound::Included(prefix.to_vec()), prefix_end(prefix)),
-                false,
-            )
+            .range(family, bounds, false)
+            .take(limit.unwrap_or(usize::MAX))
             .map(|r| r.map(|(k, _)| k).map_err(Error::from))
             .collect()
     }
 }
 
+/// The bounds of the keys starting with `prefix`.
+fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (Bound::Included(prefix.to_vec()), prefix_end(prefix))
+}
+
 /// The exclusive upper bound of keys starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xFF {
@@ -949,12 +983,23 @@ impl<'a> Txn<'a> {
 
     /// Keys starting with `prefix` as they would be after this commit.
     pub fn keys(&mut self, family: Family, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let mut keys: std::collections::BTreeSet<Vec<u8>> =
-            self.store.keys(family, prefix)?.into_iter().collect();
-        for (k, slot) in self.slots(family).range(prefix.to_vec()..) {
-            if !k.starts_with(prefix) {
-                break;
-            }
+        self.keys_between(family, prefix_bounds(prefix), None)
+    }
+
+    /// Keys within `bounds` as they would be after this commit, ascending, at most
+    /// `limit` of them.
+    pub fn keys_between(
+        &mut self,
+        family: Family,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = self
+            .store
+            .keys_between(family, bounds.clone(), None)?
+            .into_iter()
+            .collect();
+        for (k, slot) in self.slots(family).range(bounds) {
             if slot.dirty {
                 if slot.value.is_some() {
                     keys.insert(k.clone());
@@ -963,7 +1008,7 @@ impl<'a> Txn<'a> {
                 }
             }
         }
-        Ok(keys.into_iter().collect())
+        Ok(keys.into_iter().take(limit.unwrap_or(usize::MAX)).collect())
     }
 
     /// True when nothing has been staged for writing.

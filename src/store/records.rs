@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 
-use crate::model::{Map, Value};
+use crate::model::{Channel, Delivery, Map, Person, PersonId, Value};
 
 /// `people` family: one person's identifiers and times.
 #[derive(Debug, Clone, PartialEq, Encode, Decode, Default)]
@@ -171,6 +171,47 @@ pub enum MetaValue {
     },
     /// Key `indexed`: the attributes with equality bitmaps.
     Indexed(Vec<String>),
+}
+
+// The model types a caller sees are built from these records here, in one place, so a
+// field added to a record meets its conversion.
+
+impl PersonRecord {
+    /// The person `pid` with attributes `attrs` as the model shows them.
+    pub(crate) fn into_person(self, pid: u32, attrs: Option<AttributesRecord>) -> Person {
+        let attrs = attrs.unwrap_or_default();
+        Person {
+            pid: PersonId(pid),
+            cio_id: PersonId(pid).cio_id(),
+            id: self.id,
+            email: self.email,
+            phone: self.phone,
+            anonymous_id: self.anonymous_id,
+            created: self.created,
+            updated: self.updated,
+            attributes: attrs.values,
+            timestamps: attrs.timestamps.into_iter().collect(),
+        }
+    }
+}
+
+impl DeliveryRecord {
+    /// Delivery `id`, created at `created` (both from its key), as the model shows it.
+    pub(crate) fn into_delivery(self, id: String, created: i64) -> Delivery {
+        Delivery {
+            id,
+            channel: Channel::parse(&self.channel).unwrap_or(Channel::Email),
+            message_id: self.message_id,
+            campaign_id: self.campaign_id,
+            broadcast_id: self.broadcast_id,
+            newsletter_id: self.newsletter_id,
+            recipient: self.recipient,
+            subject: self.subject,
+            created,
+            metrics: self.metrics,
+            status: self.status,
+        }
+    }
 }
 
 #[cfg(test)]

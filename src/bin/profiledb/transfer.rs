@@ -6,12 +6,11 @@
 //! [`Durability::Buffered`] and flushes at the end, and before reporting a fatal error,
 //! so everything it acknowledged is durable when it exits.
 //!
-//! A restore dump (`profiledb export`) must arrive whole and alone: its `restore_begin`
-//! line, its `restore` lines, its `restore_end` line, with nothing else in between (the
-//! database is not consistent until `restore_end`). `ingest` enforces that within one
-//! input: another message inside a dump is refused (and writes nothing); a restore line
-//! outside one is refused; a dump that cannot be applied, or that the input ends inside,
-//! is a fatal error that says the database holds a partial restore.
+//! A restore dump (`profiledb export`) must arrive whole and alone; the library's
+//! [`Restore`] holds each input to that (see `profiledb::export`), and this file only
+//! reads, shows progress and words the outcome: a dump that cannot be applied, or that
+//! the input ends inside, is a fatal error that says the database at `--db` holds a
+//! partial restore.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -20,8 +19,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::ProgressBar;
-use profiledb::{Durability, ProfileDb, Report};
-use serde_json::Value as Json;
+use profiledb::{Durability, LineOutcome, ProfileDb, Restore, RestoreError};
 
 use crate::context::{self, Context};
 use crate::output::{progress_bar, progress_spinner, CmdResult, Failure};
@@ -103,155 +101,44 @@ fn note(bar: &ProgressBar, text: &str) {
     });
 }
 
-/// Where an input is within a restore dump.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Restore {
-    /// Not inside a dump.
-    Outside,
-    /// Inside the dump whose `restore_begin` was this line.
-    Inside(u64),
-}
-
-/// The progress of one `ingest`.
-struct Ingest<'a> {
-    db: &'a ProfileDb,
-    dir: &'a Path,
-    bar: ProgressBar,
-    applied: u64,
-    rejected: u64,
-    restore: Restore,
-}
-
-/// The action of a profiledb extension message (`"type": "profiledb"`), if `msg` is one.
-fn extension_action(msg: &Json) -> Option<&str> {
-    if msg.get("type").and_then(Json::as_str) != Some("profiledb") {
-        return None;
-    }
-    Some(msg.get("action").and_then(Json::as_str).unwrap_or(""))
-}
-
-impl Ingest<'_> {
-    fn refuse(&mut self, line: u64, why: &str) {
-        self.rejected += 1;
-        note(&self.bar, &format!("line {line}: {why}"));
-    }
-
-    /// Counts and prints what the library did with line `line`.
-    fn record(&mut self, line: u64, report: &Report) {
-        self.applied += report.applied;
-        for r in &report.rejected {
-            self.rejected += 1;
-            let text = match r.item {
-                Some(i) => format!("line {line} item {i}: {}", r.error),
-                None => format!("line {line}: {}", r.error),
-            };
-            note(&self.bar, &text);
+/// Prints what the library did with line `line`.
+fn report_line(bar: &ProgressBar, line: u64, outcome: &LineOutcome) {
+    match outcome {
+        LineOutcome::Ingested(report) => {
+            for r in &report.rejected {
+                let text = match r.item {
+                    Some(i) => format!("line {line} item {i}: {}", r.error),
+                    None => format!("line {line}: {}", r.error),
+                };
+                note(bar, &text);
+            }
         }
+        LineOutcome::Refused(why) => note(bar, &format!("line {line}: {why}")),
+        _ => {}
     }
+}
 
-    /// The fatal error for a restore dump that cannot go on.
-    fn broken_restore(&self, begin: u64, what: &str) -> Failure {
-        Failure::new(format!(
-            "the restore dump that began at line {begin} {what}; the database at {} now \
+/// The fatal error for an input that cannot go on. A broken dump names the directory
+/// holding the partial restore.
+fn fatal(dir: &Path, e: &RestoreError) -> Failure {
+    match e {
+        RestoreError::Broken { begin, cause } => Failure::new(format!(
+            "the restore dump that began at line {begin} {cause}; the database at {} now \
              holds a partial restore: remove it and ingest the whole export into an empty \
              directory",
-            self.dir.display()
-        ))
+            dir.display()
+        )),
+        e => Failure::new(e.to_string()),
     }
-
-    /// Ingests one line's text. `Err` is fatal: the input stops there.
-    fn line(&mut self, line: u64, text: &str) -> Result<(), LineError> {
-        let msg = match serde_json::from_str::<Json>(text) {
-            Ok(msg) => msg,
-            Err(_) => {
-                // The library words the refusal of text that is not JSON.
-                let report = self.db.ingest_str(text).map_err(LineError::Db)?;
-                self.record(line, &report);
-                return Ok(());
-            }
-        };
-        let action = extension_action(&msg).map(str::to_owned);
-        match (self.restore, action.as_deref()) {
-            (Restore::Outside, None) => {
-                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
-                self.record(line, &report);
-            }
-            (Restore::Outside, Some("restore_begin")) => {
-                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
-                if let Some(r) = report.rejected.first() {
-                    return Err(LineError::Fatal(Failure::new(format!(
-                        "line {line}: cannot start the restore dump there: {}; nothing of \
-                         the dump was written",
-                        r.error
-                    ))));
-                }
-                self.record(line, &report);
-                self.restore = Restore::Inside(line);
-            }
-            (Restore::Outside, Some("restore" | "restore_end")) => self.refuse(
-                line,
-                "is a line of a restore dump, but no restore_begin line came before it in \
-                 this input (a dump is ingested whole, from its first line); nothing written",
-            ),
-            (Restore::Outside, Some(_)) => {
-                // An unknown action: the library names it.
-                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
-                self.record(line, &report);
-            }
-            (Restore::Inside(begin), Some(action @ ("restore" | "restore_end"))) => {
-                let report = self.db.ingest(&msg).map_err(LineError::Db)?;
-                if let Some(r) = report.rejected.first() {
-                    return Err(LineError::Fatal(self.broken_restore(
-                        begin,
-                        &format!("failed at line {line}: {}", r.error),
-                    )));
-                }
-                self.record(line, &report);
-                if action == "restore_end" {
-                    self.restore = Restore::Outside;
-                }
-            }
-            (Restore::Inside(begin), Some("restore_begin")) => {
-                return Err(LineError::Fatal(self.broken_restore(
-                    begin,
-                    &format!("has no restore_end line before line {line} begins another"),
-                )));
-            }
-            (Restore::Inside(begin), _) => self.refuse(
-                line,
-                &format!(
-                    "comes inside the restore dump that began at line {begin}, before its \
-                     restore_end line; nothing else may be written during a restore, so it \
-                     was not (ingest it after the dump)"
-                ),
-            ),
-        }
-        Ok(())
-    }
-}
-
-/// Why a line stopped the ingest.
-enum LineError {
-    /// A storage failure (or a damaged database).
-    Db(profiledb::Error),
-    /// Any other fatal error, worded already.
-    Fatal(Failure),
 }
 
 /// Runs `ingest`.
 pub fn ingest(ctx: &Context, args: IngestArgs) -> CmdResult {
     let mut input = Input::open(&args.input)?;
     let db = ctx.open(Durability::Buffered)?;
-    let mut run = Ingest {
-        db: &db,
-        dir: &ctx.dir,
-        bar: input.bar.clone(),
-        applied: 0,
-        rejected: 0,
-        restore: Restore::Outside,
-    };
+    let bar = input.bar.clone();
+    let mut restore = Restore::new(&db);
     let mut buf = Vec::new();
-    let mut line = 0u64;
     let mut bytes = 0u64;
     // The fatal error, and the line the input stopped at (`None`: it ended).
     let stopped: Option<(Failure, Option<u64>)> = loop {
@@ -260,56 +147,27 @@ pub fn ingest(ctx: &Context, args: IngestArgs) -> CmdResult {
             Ok(0) => break None,
             Ok(n) => n,
             Err(e) => {
-                let at = line + 1;
+                let at = restore.line() + 1;
                 let why = format!("cannot read {} at line {at}: {e}", input.name);
                 break Some((Failure::new(why), Some(at)));
             }
         };
-        line += 1;
         bytes += n as u64;
-        run.bar
-            .set_position(if input.counts_bytes { bytes } else { line });
-        let mut raw = buf.as_slice();
-        if line == 1 {
-            raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
-        }
-        let raw = raw.trim_ascii();
-        if raw.is_empty() {
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(raw) else {
-            run.refuse(line, "is not valid UTF-8");
-            continue;
-        };
-        match run.line(line, text) {
-            Ok(()) => {}
-            Err(LineError::Db(e)) => {
-                let failure = match run.restore {
-                    Restore::Inside(begin) => {
-                        run.broken_restore(begin, &format!("failed at line {line}: {e}"))
-                    }
-                    Restore::Outside => Failure::new(format!("line {line}: {e}")),
-                };
-                break Some((failure, Some(line)));
-            }
-            Err(LineError::Fatal(f)) => break Some((f, Some(line))),
+        let line = restore.line() + 1;
+        bar.set_position(if input.counts_bytes { bytes } else { line });
+        match restore.feed(&buf) {
+            Ok(outcome) => report_line(&bar, line, &outcome),
+            Err(e) => break Some((fatal(&ctx.dir, &e), e.line())),
         }
     };
-    run.bar.finish_and_clear();
-    let stopped = stopped.or_else(|| match run.restore {
-        Restore::Inside(begin) => Some((
-            run.broken_restore(
-                begin,
-                &format!(
-                    "has no restore_end line: the input ended at line {line} inside it (a \
-                     truncated export?)"
-                ),
-            ),
-            None,
-        )),
-        Restore::Outside => None,
+    bar.finish_and_clear();
+    let (applied, rejected) = (restore.applied(), restore.rejected());
+    let stopped = stopped.or_else(|| {
+        restore
+            .finish()
+            .err()
+            .map(|e| (fatal(&ctx.dir, &e), e.line()))
     });
-    let (applied, rejected) = (run.applied, run.rejected);
     // Everything acknowledged becomes durable before anything is reported.
     let flushed = db.flush();
     outln!("{{\"applied\": {applied}, \"rejected\": {rejected}}}");

@@ -25,14 +25,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::audience::{holds, Cond, Source, TxnSource, Workspace};
+pub(crate) mod maintain;
+pub(crate) mod members;
+
 use crate::error::{InputError, InputReason, Result};
-use crate::index::{BitmapKey, Bitmaps, Delta, Touch, Touches};
-use crate::model::{Map, Value};
-use crate::people::Counters;
+use crate::index::Touch;
+use crate::query::eval::{Cond, Workspace};
 use crate::query::{Atom, Expr, SegmentName};
-use crate::store::records::{ActivityRecord, SegmentRecord, TopicRecord};
-use crate::store::{ActivityF, Family, KeyBuf, SegmentsF, Store, TopicsF, Txn};
+use crate::store::records::{SegmentRecord, TopicRecord};
+use crate::store::{Family, KeyBuf, SegmentsF, Store, TopicsF};
 
 /// Most people one manual-segment add or remove may name.
 pub const MAX_SEGMENT_CHANGE: usize = 1000;
@@ -328,176 +329,6 @@ pub fn id_key(id: u32) -> Vec<u8> {
     KeyBuf::new().u32(id).done()
 }
 
-/// Re-evaluates the data-driven segments for every person the batch touched, adds the
-/// membership changes to `delta`, and records entered/exited activity for every segment
-/// membership change (manual ones too).
-pub(crate) fn maintain(
-    txn: &mut Txn<'_>,
-    touches: &Touches,
-    bitmaps: &Bitmaps,
-    delta: &mut Delta,
-    catalog: &Catalog,
-    now: i64,
-    counters: &mut Counters,
-) -> Result<()> {
-    for (pid, t) in touches.iter() {
-        if t.deleted {
-            continue;
-        }
-        let mut changed: BTreeSet<u32> = t.segments.keys().copied().collect();
-        let local = {
-            let mut src = TxnSource {
-                txn,
-                bitmaps,
-                delta,
-            };
-            let mut cached = crate::audience::Cached::new(&mut src, pid);
-            let mut view = Overlay {
-                inner: &mut cached,
-                local: BTreeMap::new(),
-            };
-            for id in &catalog.order {
-                let Some(def) = catalog.segments.get(id) else {
-                    continue;
-                };
-                let Some(cond) = &def.cond else {
-                    continue;
-                };
-                if !def.reads.affected_by(t, &changed) {
-                    continue;
-                }
-                let key = BitmapKey::Segment(*id);
-                let want = holds(cond, pid, &mut view, now)?;
-                if view.member(&key, pid) != want {
-                    view.local.insert(*id, want);
-                    changed.insert(*id);
-                }
-            }
-            view.local
-        };
-        for (id, want) in local {
-            delta.set(BitmapKey::Segment(id), pid, want);
-        }
-    }
-    // Entered / exited activity for every segment membership that changes: per person,
-    // one entry for the segments entered and one for those exited.
-    let mut changes: BTreeMap<(u32, bool), Vec<u32>> = BTreeMap::new();
-    for (k, pid, add) in delta.iter() {
-        if let BitmapKey::Segment(id) = k {
-            if bitmaps.contains(k, pid) != add && !touches.is_deleted(pid) {
-                changes.entry((pid, add)).or_default().push(*id);
-            }
-        }
-    }
-    for ((pid, entered), mut ids) in changes {
-        ids.sort_unstable();
-        record(txn, counters, pid, now, catalog, &ids, entered);
-    }
-    Ok(())
-}
-
-/// A source whose segment memberships reflect changes decided earlier in the same
-/// maintenance pass (dependents see what their dependencies just became).
-struct Overlay<'s> {
-    inner: &'s mut dyn crate::audience::Source,
-    local: BTreeMap<u32, bool>,
-}
-
-impl crate::audience::Source for Overlay<'_> {
-    fn person(
-        &mut self,
-        pid: u32,
-    ) -> Result<Option<std::rc::Rc<crate::store::records::PersonRecord>>> {
-        self.inner.person(pid)
-    }
-    fn attributes(
-        &mut self,
-        pid: u32,
-    ) -> Result<Option<std::rc::Rc<crate::store::records::AttributesRecord>>> {
-        self.inner.attributes(pid)
-    }
-    fn devices(&mut self, pid: u32) -> Result<Vec<crate::store::records::DeviceRecord>> {
-        self.inner.devices(pid)
-    }
-    fn deliveries(&mut self, pid: u32) -> Result<Vec<crate::store::records::DeliveryRecord>> {
-        self.inner.deliveries(pid)
-    }
-    fn occurrences(
-        &mut self,
-        pid: u32,
-        kind: &str,
-        name: &str,
-        since: Option<i64>,
-        limit: Option<usize>,
-    ) -> Result<Vec<(i64, u64)>> {
-        self.inner.occurrences(pid, kind, name, since, limit)
-    }
-    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
-        self.inner.event_data(pid, time, seq)
-    }
-    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
-        match key {
-            BitmapKey::Segment(id) => match self.local.get(id) {
-                Some(m) => *m,
-                None => self.inner.member(key, pid),
-            },
-            _ => self.inner.member(key, pid),
-        }
-    }
-}
-
-/// Appends a segment entered (or exited) entry to `pid`'s timeline naming the segments:
-/// `data` is `{"segment_ids": [...], "segments": [names]}`; `name` is the segment's name
-/// when there is one.
-pub(crate) fn record(
-    txn: &mut Txn<'_>,
-    counters: &mut Counters,
-    pid: u32,
-    now: i64,
-    catalog: &Catalog,
-    ids: &[u32],
-    entered: bool,
-) {
-    let seq = counters.next_seq;
-    counters.next_seq += 1;
-    let names: Vec<String> = ids
-        .iter()
-        .map(|id| {
-            catalog
-                .segments
-                .get(id)
-                .map(|s| s.name.clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut data = Map::new();
-    data.insert(
-        "segment_ids".into(),
-        Value::Array(ids.iter().map(|i| Value::Int(i64::from(*i))).collect()),
-    );
-    data.insert(
-        "segments".into(),
-        Value::Array(names.iter().map(|n| Value::from(n.as_str())).collect()),
-    );
-    txn.put::<ActivityF>(
-        ActivityF::key(pid, now, seq),
-        ActivityRecord {
-            kind: if entered {
-                SEGMENT_ENTERED
-            } else {
-                SEGMENT_EXITED
-            }
-            .to_owned(),
-            name: match names.as_slice() {
-                [one] => Some(one.clone()),
-                _ => None,
-            },
-            data: Value::Map(data),
-            event_id: None,
-        },
-    );
-}
-
 /// Checks a segment name.
 pub fn check_name(name: &str) -> Result<(), InputError> {
     if name.trim().is_empty() {
@@ -522,62 +353,6 @@ pub fn record_of(def: &SegmentDef) -> SegmentRecord {
         condition: def.expr.as_ref().map(|e| e.to_string()),
         created: def.created,
     }
-}
-
-/// Adds people to (or with `remove`, removes them from) a manual segment.
-pub(crate) fn change_members(
-    cx: &mut crate::people::Ctx<'_, '_>,
-    segment: u32,
-    people: &[crate::model::Ident],
-    remove: bool,
-) -> Result<crate::people::Outcome> {
-    let Some(def) = cx.catalog.segments.get(&segment) else {
-        return Err(InputError::invalid("segment", format!("#{segment} does not exist")).into());
-    };
-    if def.data_driven() {
-        return Err(InputError::invalid(
-            "segment",
-            format!(
-                "\"{}\" is data-driven: its members follow its condition and cannot be added or removed",
-                def.name
-            ),
-        )
-        .into());
-    }
-    if people.is_empty() {
-        return Err(InputError::new("ids", InputReason::Empty).into());
-    }
-    if people.len() > MAX_SEGMENT_CHANGE {
-        return Err(InputError::new(
-            "ids",
-            InputReason::TooMany {
-                count: people.len(),
-                max: MAX_SEGMENT_CHANGE,
-            },
-        )
-        .into());
-    }
-    let key = BitmapKey::Segment(segment);
-    let mut changed = 0;
-    let mut unknown = 0;
-    for ident in people {
-        let norm = crate::people::normalize(cx.limits, ident)?;
-        let Some(pid) = crate::people::lookup(cx.txn, ident.kind, &norm)? else {
-            unknown += 1;
-            continue;
-        };
-        let touch = cx.touches.of(pid);
-        let now_in = touch
-            .segments
-            .get(&segment)
-            .copied()
-            .unwrap_or_else(|| cx.bitmaps.contains(&key, pid));
-        if now_in == remove {
-            touch.segments.insert(segment, !remove);
-            changed += 1;
-        }
-    }
-    Ok(crate::people::Outcome::Members { changed, unknown })
 }
 
 /// Rewrites segment references by name into references by id, so renames never break

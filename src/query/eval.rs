@@ -15,19 +15,16 @@
 //! comparison with an attribute that is absent is false, except `!=`, which is true.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, InputError, Result};
-use crate::index::{eq_text, BitmapKey, Bitmaps, Delta};
+use crate::index::{eq_text, BitmapKey, Bitmaps};
 use crate::model::Value;
 use crate::query::{Atom, CmpOp, Expr, Filter, Literal, Occurrence, SegmentName};
-use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
-use crate::store::{
-    pid_key, ActivityF, AttributesF, DeliveriesF, DevicesF, EventsByNameF, Family, PeopleF, Store,
-    Txn,
-};
+use crate::store::records::DeliveryRecord;
+
+use super::source::Source;
 
 /// A condition resolved against the workspace.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,18 +194,6 @@ impl Cond {
             _ => false,
         }
     }
-
-    /// The segments the condition reads.
-    pub fn segments(&self, out: &mut BTreeSet<u32>) {
-        match self {
-            Cond::And(xs) | Cond::Or(xs) => xs.iter().for_each(|x| x.segments(out)),
-            Cond::Not(x) => x.segments(out),
-            Cond::Key(BitmapKey::Segment(id)) => {
-                out.insert(*id);
-            }
-            _ => {}
-        }
-    }
 }
 
 /// How a condition's result can change as the clock advances while the data stays.
@@ -323,16 +308,6 @@ fn literal_value(l: &Literal, now: i64) -> Value {
     }
 }
 
-/// A value as a number, as comparisons read it: integers, floats, numeric strings.
-pub fn as_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::Float(x) => Some(*x),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
-        _ => None,
-    }
-}
-
 /// Compares a stored value (`None`: absent) with a literal.
 pub fn compare(v: Option<&Value>, op: CmpOp, lit: &Literal, now: i64) -> bool {
     let Some(v) = v else {
@@ -342,7 +317,7 @@ pub fn compare(v: Option<&Value>, op: CmpOp, lit: &Literal, now: i64) -> bool {
     let numeric = matches!(l, Value::Int(_) | Value::Float(_))
         || matches!(v, Value::Int(_) | Value::Float(_));
     let ord = if numeric {
-        match (as_number(v), as_number(&l)) {
+        match (v.as_number(), l.as_number()) {
             (Some(a), Some(b)) => a.partial_cmp(&b),
             _ => None,
         }
@@ -373,312 +348,11 @@ pub fn compare(v: Option<&Value>, op: CmpOp, lit: &Literal, now: i64) -> bool {
     }
 }
 
-fn get_path<'v>(map: &'v crate::model::Map, path: &[String]) -> Option<&'v Value> {
-    let (first, rest) = path.split_first()?;
-    let v = map.get(first)?;
-    if rest.is_empty() {
-        Some(v)
-    } else {
-        get_path(v.as_map()?, rest)
-    }
-}
-
-/// Where per-person checks read a person's data: the store (queries) or a batch's
-/// staging area (segment maintenance inside a commit).
-pub trait Source {
-    /// The person record (shared, so a cache hands it out without copying).
-    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>>;
-    /// The attributes record (shared, as `person`).
-    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>>;
-    /// Every device.
-    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>>;
-    /// Every delivery.
-    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>>;
-    /// Occurrences (time, seq) of an event at or after `since`, oldest first; at most
-    /// `limit` of them when given.
-    fn occurrences(
-        &mut self,
-        pid: u32,
-        kind: &str,
-        name: &str,
-        since: Option<i64>,
-        limit: Option<usize>,
-    ) -> Result<Vec<(i64, u64)>>;
-    /// An event's properties.
-    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
-    /// Membership in a bitmap.
-    fn member(&self, key: &BitmapKey, pid: u32) -> bool;
-    /// Everyone whose range-indexed attribute `name` compares true with the literal
-    /// (from the ordered index).
-    fn range(&mut self, name: &str, op: CmpOp, value: &Literal, now: i64) -> Result<RoaringBitmap> {
-        let _ = (name, op, value, now);
-        Ok(RoaringBitmap::new())
-    }
-}
-
-/// Reads committed data.
-pub struct StoreSource<'a> {
-    /// The store.
-    pub store: &'a Store,
-    /// The committed bitmaps.
-    pub bitmaps: &'a Bitmaps,
-}
-
-impl Source for StoreSource<'_> {
-    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
-        Ok(self.store.get::<PeopleF>(&pid_key(pid))?.map(Rc::new))
-    }
-    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
-        Ok(self.store.get::<AttributesF>(&pid_key(pid))?.map(Rc::new))
-    }
-    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
-        self.store
-            .scan::<DevicesF>(&pid_key(pid), false, None)
-            .map(|r| r.map(|(_, v)| v))
-            .collect()
-    }
-    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
-        self.store
-            .scan::<DeliveriesF>(&pid_key(pid), false, None)
-            .map(|r| r.map(|(_, v)| v))
-            .collect()
-    }
-    fn occurrences(
-        &mut self,
-        pid: u32,
-        kind: &str,
-        name: &str,
-        since: Option<i64>,
-        limit: Option<usize>,
-    ) -> Result<Vec<(i64, u64)>> {
-        let prefix = EventsByNameF::prefix(pid, kind, name);
-        let mut lower = prefix.clone();
-        lower.extend_from_slice(&crate::store::codec::time_bytes(since.unwrap_or(i64::MIN)));
-        let mut upper = prefix;
-        upper.extend_from_slice(&[0xFF; 17]);
-        let mut out = Vec::new();
-        for item in self.store.kv().range(
-            Family::EventsByName,
-            (
-                std::ops::Bound::Included(lower),
-                std::ops::Bound::Excluded(upper),
-            ),
-            false,
-        ) {
-            let (k, _) = item?;
-            let (_, _, _, t, s) = EventsByNameF::decode_key(&k)?;
-            out.push((t, s));
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-        }
-        Ok(out)
-    }
-    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
-        Ok(self
-            .store
-            .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
-            .map(|r| r.data))
-    }
-    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
-        self.bitmaps.contains(key, pid)
-    }
-    fn range(&mut self, name: &str, op: CmpOp, value: &Literal, now: i64) -> Result<RoaringBitmap> {
-        use crate::store::RangesF;
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let Some(x) = as_number(&literal_value(value, now)) else {
-            return Ok(RoaringBitmap::new());
-        };
-        let prefix = RangesF::prefix(name);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&[0xFF; 13]);
-        let after = |v: f64| {
-            let mut k = RangesF::at(name, v);
-            k.extend_from_slice(&[0xFF; 4]);
-            k
-        };
-        let (lo, hi) = match op {
-            CmpOp::Gt => (Excluded(after(x)), Excluded(end)),
-            CmpOp::Ge => (Included(RangesF::at(name, x)), Excluded(end)),
-            CmpOp::Lt => (Included(prefix), Excluded(RangesF::at(name, x))),
-            CmpOp::Le => (Included(prefix), Excluded(after(x))),
-            _ => (Unbounded, Unbounded),
-        };
-        let mut out = RoaringBitmap::new();
-        for item in self.store.kv().range(Family::Ranges, (lo, hi), false) {
-            let (k, _) = item?;
-            let (_, _, pid) = RangesF::decode_key(&k)?;
-            out.insert(pid);
-        }
-        Ok(out)
-    }
-}
-
-/// Reads a batch's staged data and its pending bitmap changes.
-pub struct TxnSource<'t, 'a> {
-    /// The staging area.
-    pub txn: &'t mut Txn<'a>,
-    /// The committed bitmaps.
-    pub bitmaps: &'t Bitmaps,
-    /// The batch's bitmap changes so far.
-    pub delta: &'t Delta,
-}
-
-impl Source for TxnSource<'_, '_> {
-    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
-        Ok(self.txn.get::<PeopleF>(&pid_key(pid))?.map(Rc::new))
-    }
-    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
-        Ok(self.txn.get::<AttributesF>(&pid_key(pid))?.map(Rc::new))
-    }
-    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
-        let mut out = Vec::new();
-        for k in self.txn.keys(Family::Devices, &pid_key(pid))? {
-            out.extend(self.txn.get::<DevicesF>(&k)?);
-        }
-        Ok(out)
-    }
-    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
-        let mut out = Vec::new();
-        for k in self.txn.keys(Family::Deliveries, &pid_key(pid))? {
-            out.extend(self.txn.get::<DeliveriesF>(&k)?);
-        }
-        Ok(out)
-    }
-    fn occurrences(
-        &mut self,
-        pid: u32,
-        kind: &str,
-        name: &str,
-        since: Option<i64>,
-        limit: Option<usize>,
-    ) -> Result<Vec<(i64, u64)>> {
-        let mut out = Vec::new();
-        for k in self.txn.keys(
-            Family::EventsByName,
-            &EventsByNameF::prefix(pid, kind, name),
-        )? {
-            let (_, _, _, t, s) = EventsByNameF::decode_key(&k)?;
-            if since.is_some_and(|since| t < since) {
-                continue;
-            }
-            out.push((t, s));
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-        }
-        Ok(out)
-    }
-    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
-        Ok(self
-            .txn
-            .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
-            .map(|r| r.data))
-    }
-    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
-        self.delta.contains(self.bitmaps, key, pid)
-    }
-}
-
-/// Caches one person's reads over another source: segment maintenance evaluates many
-/// conditions for the same person, and each record should be read and decoded once.
-pub struct Cached<'s> {
-    inner: &'s mut dyn Source,
-    pid: u32,
-    person: Option<Option<Rc<PersonRecord>>>,
-    attributes: Option<Option<Rc<AttributesRecord>>>,
-    devices: Option<Vec<DeviceRecord>>,
-    deliveries: Option<Vec<DeliveryRecord>>,
-    occurrences: BTreeMap<(String, String), Vec<(i64, u64)>>,
-}
-
-impl<'s> Cached<'s> {
-    /// A cache of `pid`'s reads over `inner`.
-    pub fn new(inner: &'s mut dyn Source, pid: u32) -> Cached<'s> {
-        Cached {
-            inner,
-            pid,
-            person: None,
-            attributes: None,
-            devices: None,
-            deliveries: None,
-            occurrences: BTreeMap::new(),
-        }
-    }
-}
-
-/// The value in `slot`, loading it the first time.
-fn memo<T: Clone>(slot: &mut Option<T>, load: impl FnOnce() -> Result<T>) -> Result<T> {
-    if let Some(v) = slot {
-        return Ok(v.clone());
-    }
-    let v = load()?;
-    *slot = Some(v.clone());
-    Ok(v)
-}
-
-impl Source for Cached<'_> {
-    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
-        if pid != self.pid {
-            return self.inner.person(pid);
-        }
-        memo(&mut self.person, || self.inner.person(pid))
-    }
-    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
-        if pid != self.pid {
-            return self.inner.attributes(pid);
-        }
-        memo(&mut self.attributes, || self.inner.attributes(pid))
-    }
-    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
-        if pid != self.pid {
-            return self.inner.devices(pid);
-        }
-        memo(&mut self.devices, || self.inner.devices(pid))
-    }
-    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
-        if pid != self.pid {
-            return self.inner.deliveries(pid);
-        }
-        memo(&mut self.deliveries, || self.inner.deliveries(pid))
-    }
-    fn occurrences(
-        &mut self,
-        pid: u32,
-        kind: &str,
-        name: &str,
-        since: Option<i64>,
-        limit: Option<usize>,
-    ) -> Result<Vec<(i64, u64)>> {
-        if pid != self.pid {
-            return self.inner.occurrences(pid, kind, name, since, limit);
-        }
-        let key = (kind.to_owned(), name.to_owned());
-        if !self.occurrences.contains_key(&key) {
-            let all = self.inner.occurrences(pid, kind, name, None, None)?;
-            self.occurrences.insert(key.clone(), all);
-        }
-        Ok(self
-            .occurrences
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter(|(t, _)| since.is_none_or(|s| *t >= s))
-            .take(limit.unwrap_or(usize::MAX))
-            .copied()
-            .collect())
-    }
-    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
-        self.inner.event_data(pid, time, seq)
-    }
-    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
-        self.inner.member(key, pid)
-    }
-}
-
 fn filters_hold(filters: &[Filter], data: &Value, now: i64) -> bool {
     filters.iter().all(|f| {
-        let v = data.as_map().and_then(|m| get_path(m, &f.path));
+        let v = data
+            .as_map()
+            .and_then(|m| crate::model::get_path(m, &f.path));
         compare(v, f.op, &f.value, now)
     })
 }
@@ -795,7 +469,7 @@ fn attr_value(src: &mut dyn Source, pid: u32, path: &[String]) -> Result<Option<
     }
     Ok(src
         .attributes(pid)?
-        .and_then(|a| get_path(&a.values, path).cloned()))
+        .and_then(|a| crate::model::get_path(&a.values, path).cloned()))
 }
 
 /// Whether `cond` holds for `pid` (segment maintenance: bitmap atoms by membership).
@@ -1031,7 +705,10 @@ pub fn eval(
             explain.lines.push(format!("{atom}: ordered index"));
             match atom {
                 Atom::Attr { path, op, value } => match path.first() {
-                    Some(name) => within & &src.range(name, *op, value, now)?,
+                    Some(name) => match literal_value(value, now).as_number() {
+                        Some(x) => within & &src.range(name, *op, x)?,
+                        None => RoaringBitmap::new(),
+                    },
                     None => RoaringBitmap::new(),
                 },
                 _ => RoaringBitmap::new(),

@@ -1,45 +1,6 @@
-//! Export: the whole database as JSON lines that [`ProfileDb::ingest`] reads back into
-//! an equal database.
-//!
-//! # Why extension messages
-//! The wire formats cannot carry what makes two databases equal: the internal person ids
-//! (and so every `cio_id`, including the gaps deleted people leave), activity history as
-//! recorded (attribute changes, merges, segment entered/exited, anonymous merges, with
-//! their times and sequence numbers), when each attribute was set, delivery metric
-//! times, device statuses, suppression groups, topic and segment definitions with their
-//! manual members, object-type names, declared indexes, or the anonymous activity kept
-//! for people not yet identified. Replaying Track or Pipelines calls would rebuild a
-//! similar database, not this one. So the export is a lossless dump of every stored
-//! record, in profiledb's own extension messages (`"type": "profiledb"`), and ingesting it
-//! restores every record byte for byte.
-//!
-//! # Format
-//! One JSON object per line, in this order:
-//! 1. `{"type": "profiledb", "action": "restore_begin", "format": <FORMAT_VERSION>,
-//!    "next_pid": N, "next_seq": N, "records": [...]}`: the database-wide counters (the
-//!    next person id and activity sequence number) and the `meta` records (format
-//!    record, declared indexes). Accepted only by a database that holds no records yet
-//!    (a fresh one), of the same format version.
-//! 2. `{"type": "profiledb", "action": "restore", "records": [...]}`: up to
-//!    [`RECORDS_PER_LINE`] records (fewer when they are large) of one family after
-//!    another, in `Family::ALL` order and key order. Each line is committed as one
-//!    unit. A record that already exists is refused (a restore never overwrites).
-//! 3. `{"type": "profiledb", "action": "restore_end", "records": N}`: N records were
-//!    exported after the header. The restore checks the database now holds exactly
-//!    that many, then loads the bitmaps and the topic/segment catalog from the restored
-//!    records. Between `restore_begin` and this line every other write is refused
-//!    (`restore` and `restore_end` without a `restore_begin` are refused too), and
-//!    readers see people without their bitmaps: do not read the database in between.
-//!
-//! A record is `[family, key, value]`: the family's name (see
-//! [`Family::name`]), the key in lowercase hex, and the stored value in lowercase hex,
-//! envelope included (format version, checksum, payload; `src/store/FORMAT.md`). Each
-//! value is checked (checksum, decoding) before it is written: a damaged line is
-//! refused, naming `records[i].value`, and writes nothing.
-//!
-//! What is not carried: the commit sequence numbers
-//! ([`Stats::commit_seq`](crate::Stats::commit_seq), `durable_seq`), which count this
-//! database's commits, and the bytes on disk.
+//! Writing an export ([`ProfileDb::export`]) and applying one of its lines (the
+//! `restore_begin`, `restore` and `restore_end` extension messages) to a database. The
+//! format is in [the module above](crate::export).
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -48,9 +9,8 @@ use serde_json::{json, Map as JsonMap, Value as Json};
 
 use crate::db::{ProfileDb, FORMAT_VERSION};
 use crate::error::{Error, InputError, Result, StorageError};
-use crate::people::Counters;
 use crate::store::records::MetaValue;
-use crate::store::{self, meta_keys, Family, Txn};
+use crate::store::{self, meta_keys, Counters, Family, Txn};
 
 /// The most records one `restore` line holds.
 pub const RECORDS_PER_LINE: usize = 512;
@@ -91,7 +51,7 @@ fn record(family: Family, key: &[u8], value: &[u8]) -> Json {
 impl ProfileDb {
     /// Writes the whole database to `out` as JSON lines that [`ingest`](ProfileDb::ingest)
     /// (into a fresh database) reads back into an equal one; returns the number of lines.
-    /// The format is in [`crate::dump`]. Writers wait while the export runs, so it is one
+    /// The format is in [`crate::export`]. Writers wait while the export runs, so it is one
     /// consistent snapshot.
     ///
     /// # Examples
@@ -320,8 +280,9 @@ fn count(m: &JsonMap<String, Json>, key: &str) -> std::result::Result<u64, Input
         .ok_or_else(|| InputError::invalid(key, "must be a whole number"))
 }
 
-/// Applies one extension message (`"type": "profiledb"`).
-pub(crate) fn restore(
+/// Applies one extension message (`"type": "profiledb"`); [`ProfileDb::ingest`] hands
+/// them here.
+pub(crate) fn apply(
     db: &ProfileDb,
     m: &JsonMap<String, Json>,
 ) -> Result<std::result::Result<(), InputError>> {

@@ -1,0 +1,498 @@
+//! The write path: the write context operations run in, staging, the commit, the
+//! durability it promises, and checkpoints. It knows no operation: `ops.rs` dispatches
+//! each [`Op`](super::Op) to its module, which stages its records through a [`Ctx`].
+//!
+//! One writer at a time (a mutex), any number of readers. Every public write, and every
+//! [`write_batch`](ProfileDb::write_batch), is staged in memory, checked whole, encoded
+//! once per record, and committed as one sled batch over every family it touches: after
+//! a crash all of it is there or none of it. Each commit carries a sequence number stored
+//! in the `meta` family; a durable commit records it in `COMMIT` too.
+
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+
+use crate::commit_file::CommitFile;
+use crate::error::{Error, InputError, Result, StorageError};
+use crate::index::{Bitmaps, Delta, Touches};
+use crate::limits::Limits;
+use crate::model::{Ident, IdentKind, PersonId, Value};
+use crate::segments::Catalog;
+use crate::store::records::{ActivityRecord, MetaValue};
+use crate::store::{
+    ident_key, meta_keys, pid_key, ActivityF, BitmapsF, Counters, IdentifiersF, MetaF, PeopleF, Txn,
+};
+
+use super::{Durability, ProfileDb};
+
+/// The writer's state, behind the writer lock.
+pub(crate) struct Writer {
+    pub(crate) counters: Counters,
+    pub(crate) commit_seq: u64,
+}
+
+/// The last durable commit and the file recording it.
+pub(crate) struct Durable {
+    pub(crate) seq: u64,
+    pub(crate) file: CommitFile,
+}
+
+/// Settings of the identity rules.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdentityOptions {
+    pub allow_email_update_by_id: bool,
+}
+
+/// Everything an operation needs while it runs.
+pub(crate) struct Ctx<'t, 'a> {
+    pub txn: &'t mut Txn<'a>,
+    pub touches: &'t mut Touches,
+    /// The committed bitmaps (the batch's own changes are in `touches`).
+    pub bitmaps: &'t Bitmaps,
+    /// Topics and segments.
+    pub catalog: &'t Catalog,
+    pub now: i64,
+    pub limits: &'t Limits,
+    pub options: &'t IdentityOptions,
+    pub counters: &'t mut Counters,
+}
+
+impl Ctx<'_, '_> {
+    /// Appends an activity entry to `pid`'s timeline.
+    pub fn record(&mut self, pid: u32, kind: &str, name: Option<String>, data: Value) {
+        let now = self.now;
+        self.record_at(pid, now, kind, name, data);
+    }
+
+    /// Appends an activity entry at time `timestamp`; returns its sequence number.
+    pub fn record_at(
+        &mut self,
+        pid: u32,
+        timestamp: i64,
+        kind: &str,
+        name: Option<String>,
+        data: Value,
+    ) -> u64 {
+        let seq = self.next_seq();
+        self.txn.put::<ActivityF>(
+            ActivityF::key(pid, timestamp, seq),
+            ActivityRecord {
+                kind: kind.to_owned(),
+                name,
+                data,
+                event_id: None,
+            },
+        );
+        seq
+    }
+
+    /// Allocates an activity sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.counters.alloc_seq()
+    }
+
+    /// Normalizes `ident` for lookup, checking it against the limits.
+    pub fn normalize(&self, ident: &Ident) -> Result<String, InputError> {
+        self.limits.ident(ident)
+    }
+
+    /// Who has identifier `kind` = `norm` (normalized), as staged so far.
+    pub fn lookup(&mut self, kind: IdentKind, norm: &str) -> Result<Option<u32>> {
+        if kind == IdentKind::CioId {
+            let Some(pid) = PersonId::from_cio_id(norm) else {
+                return Ok(None);
+            };
+            return Ok(self.txn.get::<PeopleF>(&pid_key(pid.0))?.map(|_| pid.0));
+        }
+        self.txn.get::<IdentifiersF>(&ident_key(kind, norm))
+    }
+
+    /// Who `ident` names (checked against the limits), as staged so far.
+    pub fn find(&mut self, ident: &Ident) -> Result<Option<u32>> {
+        let norm = self.normalize(ident)?;
+        self.lookup(ident.kind, &norm)
+    }
+}
+
+impl ProfileDb {
+    pub(crate) fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let guard = self.restore_writer()?;
+        if self.inner.restoring.load(Ordering::SeqCst) {
+            return Err(InputError::invalid(
+                "database",
+                "is being restored from an export: no other write until its restore_end",
+            )
+            .into());
+        }
+        Ok(guard)
+    }
+
+    /// The writer lock, also while a restore is in progress.
+    pub(crate) fn restore_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let guard = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(guard)
+    }
+
+    pub(crate) fn poison(&self) {
+        self.inner.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    /// Poisons the handle when `e` is a storage failure met while staging a write (a
+    /// failed read): as after a failed write, the handle refuses to guess what the disk
+    /// holds. Passes `e` through.
+    pub(crate) fn poison_on_io(&self, e: Error) -> Error {
+        let mut inner = &e;
+        while let Error::InBatch { source, .. } = inner {
+            inner = source;
+        }
+        if matches!(inner, Error::Storage(_)) {
+            self.poison();
+        }
+        e
+    }
+
+    /// Commits `txn` (plus the counters and a new commit sequence number), then applies
+    /// `delta` to the in-memory bitmaps inside the gate.
+    pub(crate) fn commit(
+        &self,
+        writer: &mut Writer,
+        txn: Txn<'_>,
+        counters: Counters,
+        delta: &Delta,
+    ) -> Result<()> {
+        self.commit_then(writer, txn, counters, |bitmaps| {
+            if !delta.is_empty() {
+                bitmaps.apply(delta);
+            }
+        })
+    }
+
+    /// Commits `txn` (plus the counters and a new commit sequence number), then runs
+    /// `change` on the in-memory bitmaps inside the gate, so readers see both or neither.
+    pub(crate) fn commit_then(
+        &self,
+        writer: &mut Writer,
+        mut txn: Txn<'_>,
+        counters: Counters,
+        change: impl FnOnce(&mut Bitmaps),
+    ) -> Result<()> {
+        let seq = writer.commit_seq + 1;
+        // One meta write per commit: the counters and the commit's sequence number.
+        txn.put::<MetaF>(
+            meta_keys::COUNTERS.to_vec(),
+            MetaValue::Counters {
+                next_pid: counters.next_pid,
+                next_seq: counters.next_seq,
+                commit_seq: seq,
+            },
+        );
+        let writes = txn.into_write_set()?;
+        {
+            let mut bitmaps = self
+                .inner
+                .gate
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(e) = self.inner.store.kv().commit(&writes) {
+                self.poison();
+                return Err(e.into());
+            }
+            change(&mut bitmaps);
+        }
+        writer.counters = counters;
+        writer.commit_seq = seq;
+        self.inner.committed.store(seq, Ordering::SeqCst);
+        let every = self.inner.config.checkpoint_bytes;
+        let since = self.inner.store.kv().since_checkpoint();
+        if every > 0 && since >= every {
+            // One try; once twice overdue (reads kept it from running), keep trying for
+            // up to 100 ms. The commit stands, but as when a durable write's flush fails,
+            // a failed checkpoint is this write's error and poisons the handle.
+            let tries = if since >= every.saturating_mul(2) {
+                100
+            } else {
+                1
+            };
+            self.checkpoint_tries(writer, tries, std::time::Duration::from_millis(1))?;
+        }
+        Ok(())
+    }
+
+    /// [`checkpoint_locked`](Self::checkpoint_locked) up to `tries` times, `pause` apart,
+    /// until no read holds the store.
+    pub(crate) fn checkpoint_tries(
+        &self,
+        writer: &mut Writer,
+        tries: u32,
+        pause: std::time::Duration,
+    ) -> Result<bool> {
+        for n in 0..tries {
+            if n > 0 {
+                std::thread::sleep(pause);
+            }
+            if self.checkpoint_locked(writer)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Makes everything durable, then has the store reopen itself (see the
+    /// [module docs](crate#checkpoints)). Needs the writer lock, which `_writer`
+    /// proves. `Ok(false)` when a read in progress kept it from running.
+    pub(crate) fn checkpoint_locked(&self, _writer: &mut Writer) -> Result<bool> {
+        self.make_durable()?;
+        match self.inner.store.kv().checkpoint() {
+            Ok(done) => {
+                if done {
+                    self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                self.poison();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes every write so far durable and checkpoints the store now (see the
+    /// [module docs](crate#checkpoints)): the next open of this database replays
+    /// nothing written before it. Waits up to a second for reads in progress to finish;
+    /// returns `Ok(false)` if they never did, with everything durable but no checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when flushing or reopening the store fails; the handle then
+    /// refuses further calls, [`Error::Poisoned`](crate::Error::Poisoned), until the database is opened again.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let mut writer = self.restore_writer()?;
+        self.checkpoint_tries(&mut writer, 100, std::time::Duration::from_millis(10))
+    }
+
+    /// Flushes and fsyncs everything committed so far, then records it in `COMMIT`.
+    pub(crate) fn make_durable(&self) -> Result<()> {
+        let mut durable = self
+            .inner
+            .durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = self.inner.committed.load(Ordering::SeqCst);
+        if seq == durable.seq {
+            return Ok(());
+        }
+        let result = self
+            .inner
+            .store
+            .kv()
+            .flush()
+            .and_then(|()| durable.file.record(seq).map_err(StorageError::from));
+        if let Err(e) = result {
+            // After a failed fsync the state on disk is unknown: refuse to guess.
+            self.poison();
+            return Err(e.into());
+        }
+        durable.seq = seq;
+        Ok(())
+    }
+
+    /// Runs `body` against a fresh staging transaction under the writer lock, then plans
+    /// the bitmap and segment changes of what it touched and commits it all as one unit
+    /// (nothing when `body` fails or stages nothing).
+    pub(crate) fn run<T>(&self, body: impl FnOnce(&mut Ctx<'_, '_>) -> Result<T>) -> Result<T> {
+        let mut writer = self.writer()?;
+        let now = self.inner.config.clock.now();
+        let mut counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        let mut touches = Touches::default();
+        // Only this writer changes the bitmaps and the catalog, so what it reads here
+        // stays true until its own commit.
+        let catalog = self.catalog();
+        let bitmaps = self.read_gate();
+        let out = body(&mut Ctx {
+            txn: &mut txn,
+            touches: &mut touches,
+            bitmaps: &bitmaps,
+            catalog: &catalog,
+            now,
+            limits: &self.inner.config.limits,
+            options: &self.inner.config.identity,
+            counters: &mut counters,
+        })
+        .map_err(|e| self.poison_on_io(e))?;
+        if txn.is_clean() && touches.is_empty() {
+            return Ok(out);
+        }
+        let delta = crate::segments::maintain::stage(
+            &mut txn,
+            &touches,
+            &bitmaps,
+            &catalog,
+            now,
+            &mut counters,
+        )
+        .map_err(|e| self.poison_on_io(e))?;
+        drop(bitmaps);
+        drop(catalog);
+        if txn.is_clean() {
+            return Ok(out);
+        }
+        self.commit(&mut writer, txn, counters, &delta)?;
+        self.release(writer)?;
+        Ok(out)
+    }
+
+    /// The topic and segment catalog.
+    pub(crate) fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.inner
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Now, by the configured clock.
+    pub fn now(&self) -> i64 {
+        self.inner.config.clock.now()
+    }
+
+    /// Commits what `stage` stages under the writer lock; then, inside the commit gate,
+    /// `bitmaps` changes the in-memory bitmaps, and after it `catalog` the catalog.
+    pub(crate) fn commit_with(
+        &self,
+        stage: impl FnOnce(&mut Txn<'_>),
+        after: impl FnOnce(&mut Bitmaps, &mut Catalog),
+    ) -> Result<()> {
+        let mut writer = self.writer()?;
+        let counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        stage(&mut txn);
+        let mut new_catalog = self.catalog().clone();
+        let mut bitmaps = self.read_gate().clone();
+        after(&mut bitmaps, &mut new_catalog);
+        self.commit_then(&mut writer, txn, counters, |gate| *gate = bitmaps)?;
+        *self
+            .inner
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = new_catalog;
+        self.release(writer)?;
+        Ok(())
+    }
+
+    /// Commits bitmap changes `delta` (their chunks, and what `stage` adds) as one unit.
+    pub(crate) fn commit_delta(
+        &self,
+        delta: Delta,
+        stage: impl FnOnce(&mut Txn<'_>, &mut Counters, &Bitmaps, &Delta),
+    ) -> Result<()> {
+        let mut writer = self.writer()?;
+        let mut counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        {
+            let bitmaps = self.read_gate();
+            stage(&mut txn, &mut counters, &bitmaps, &delta);
+            for (key, bytes) in delta.chunk_writes(&bitmaps) {
+                match bytes {
+                    Some(b) => txn.put::<BitmapsF>(key, b),
+                    None => txn.delete::<BitmapsF>(key),
+                }
+            }
+        }
+        self.commit(&mut writer, txn, counters, &delta)?;
+        self.release(writer)?;
+        Ok(())
+    }
+
+    /// Restore hook for [`crate::export`]: commits what `stage` stages (with `counters`
+    /// when given, else the current ones) as one unit; with `reload`, the in-memory
+    /// bitmaps and catalog are then read afresh from the store, inside the commit gate.
+    pub(crate) fn commit_restore(
+        &self,
+        stage: impl FnOnce(&mut Txn<'_>) -> Result<()>,
+        counters: Option<Counters>,
+        reload: bool,
+    ) -> Result<()> {
+        let mut writer = self.restore_writer()?;
+        let counters = counters.unwrap_or(writer.counters);
+        let mut txn = Txn::new(&self.inner.store);
+        stage(&mut txn).map_err(|e| self.poison_on_io(e))?;
+        let store = &self.inner.store;
+        let mut loaded = Ok(());
+        self.commit_then(&mut writer, txn, counters, |gate| {
+            if reload {
+                match Bitmaps::load(store) {
+                    Ok(b) => *gate = b,
+                    Err(e) => loaded = Err(e),
+                }
+            }
+        })?;
+        loaded?;
+        if reload {
+            *self
+                .inner
+                .catalog
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Catalog::load(store)?;
+        }
+        self.release(writer)?;
+        Ok(())
+    }
+
+    /// Commits whatever `stage` stages, as one atomic unit under the writer lock.
+    pub(crate) fn commit_raw(&self, stage: impl FnOnce(&mut Txn<'_>)) -> Result<()> {
+        let mut writer = self.writer()?;
+        let counters = writer.counters;
+        let mut txn = Txn::new(&self.inner.store);
+        stage(&mut txn);
+        if txn.is_clean() {
+            return Ok(());
+        }
+        self.commit(&mut writer, txn, counters, &Delta::default())?;
+        self.release(writer)?;
+        Ok(())
+    }
+
+    /// Ends a commit: releases the writer lock and, with [`Durability::Flush`], makes
+    /// the commit durable before the call returns.
+    pub(crate) fn release(&self, writer: MutexGuard<'_, Writer>) -> Result<()> {
+        drop(writer);
+        if self.inner.config.durability == Durability::Flush {
+            self.make_durable()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable: sled's flush, fsync of the files and
+    /// directories, then the `COMMIT` file. See the [module docs](crate#durability-and-atomicity).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when flushing or fsync fails; the handle then refuses writes.
+    pub fn flush(&self) -> Result<()> {
+        self.make_durable()
+    }
+
+    /// Flushes (as [`flush`](ProfileDb::flush)), checkpoints when an eighth of
+    /// [`Builder::checkpoint_bytes`](crate::Builder::checkpoint_bytes) or more was committed since the last checkpoint
+    /// (see the [module docs](crate#checkpoints)), and closes this handle.
+    ///
+    /// # Errors
+    /// As [`flush`](ProfileDb::flush) and [`checkpoint`](ProfileDb::checkpoint).
+    pub fn close(self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.make_durable()?;
+        if self.inner.checkpoint_at_close() {
+            self.inner.store.kv().checkpoint().map_err(|e| {
+                self.poison();
+                Error::from(e)
+            })?;
+        }
+        Ok(())
+    }
+}

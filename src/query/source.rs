@@ -1,0 +1,318 @@
+//! Where per-person checks read a person's data: committed data (queries) or a batch's
+//! staging area (segment maintenance inside a commit). One reader, [`Reader`], serves
+//! both through [`Records`]; [`Cached`] memoizes one person's reads over any source.
+
+use std::collections::BTreeMap;
+use std::ops::Bound::{self, Excluded, Included};
+use std::rc::Rc;
+
+use roaring::RoaringBitmap;
+
+use crate::error::Result;
+use crate::index::{BitmapKey, Bitmaps, Delta};
+use crate::model::Value;
+use crate::store::codec::time_bytes;
+use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
+use crate::store::{
+    pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventsByNameF, Fam, Family,
+    PeopleF, RangesF, Store, Txn,
+};
+
+use super::CmpOp;
+
+/// A person's data, as a condition reads it.
+pub(crate) trait Source {
+    /// The person record (shared, so a cache hands it out without copying).
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>>;
+    /// The attributes record (shared, as `person`).
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>>;
+    /// Every device.
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>>;
+    /// Every delivery.
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>>;
+    /// Occurrences (time, seq) of an event at or after `since`, oldest first; at most
+    /// `limit` of them when given.
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>>;
+    /// An event's properties.
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
+    /// Membership in a bitmap.
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool;
+    /// Everyone whose range-indexed attribute `name` compares true (`op` one of `<`,
+    /// `<=`, `>`, `>=`) with the number `x`, from the ordered index.
+    fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap>;
+}
+
+/// Keyed record reads: the store (committed) or a staging transaction (as it would be
+/// after the commit).
+pub(crate) trait Records {
+    /// The value at `key`.
+    fn get<F: Fam>(&mut self, key: &[u8]) -> Result<Option<F::Value>>;
+    /// Every value whose key starts with `prefix`, in key order.
+    fn values<F: Fam>(&mut self, prefix: &[u8]) -> Result<Vec<F::Value>>;
+    /// Keys within `bounds`, ascending, at most `limit`.
+    fn keys_between(
+        &mut self,
+        family: Family,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>>;
+}
+
+impl Records for &Store {
+    fn get<F: Fam>(&mut self, key: &[u8]) -> Result<Option<F::Value>> {
+        Store::get::<F>(self, key)
+    }
+    fn values<F: Fam>(&mut self, prefix: &[u8]) -> Result<Vec<F::Value>> {
+        self.scan::<F>(prefix, false, None)
+            .map(|r| r.map(|(_, v)| v))
+            .collect()
+    }
+    fn keys_between(
+        &mut self,
+        family: Family,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>> {
+        Store::keys_between(self, family, bounds, limit)
+    }
+}
+
+impl Records for &mut Txn<'_> {
+    fn get<F: Fam>(&mut self, key: &[u8]) -> Result<Option<F::Value>> {
+        Txn::get::<F>(self, key)
+    }
+    fn values<F: Fam>(&mut self, prefix: &[u8]) -> Result<Vec<F::Value>> {
+        let mut out = Vec::new();
+        for k in self.keys(F::FAMILY, prefix)? {
+            out.extend(Txn::get::<F>(self, &k)?);
+        }
+        Ok(out)
+    }
+    fn keys_between(
+        &mut self,
+        family: Family,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>> {
+        Txn::keys_between(self, family, bounds, limit)
+    }
+}
+
+/// Reads a person's data from `records`, and bitmap membership from the committed
+/// bitmaps plus, inside a commit, the batch's pending changes.
+pub(crate) struct Reader<'b, R> {
+    records: R,
+    bitmaps: &'b Bitmaps,
+    delta: Option<&'b Delta>,
+}
+
+impl<'b, 's> Reader<'b, &'s Store> {
+    /// Reads committed data.
+    pub(crate) fn committed(store: &'s Store, bitmaps: &'b Bitmaps) -> Self {
+        Reader {
+            records: store,
+            bitmaps,
+            delta: None,
+        }
+    }
+}
+
+impl<'b, 't, 'a> Reader<'b, &'t mut Txn<'a>> {
+    /// Reads a batch's staged data and its pending bitmap changes.
+    pub(crate) fn staged(txn: &'t mut Txn<'a>, bitmaps: &'b Bitmaps, delta: &'b Delta) -> Self {
+        Reader {
+            records: txn,
+            bitmaps,
+            delta: Some(delta),
+        }
+    }
+}
+
+impl<R: Records> Source for Reader<'_, R> {
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
+        Ok(self.records.get::<PeopleF>(&pid_key(pid))?.map(Rc::new))
+    }
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
+        Ok(self.records.get::<AttributesF>(&pid_key(pid))?.map(Rc::new))
+    }
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
+        self.records.values::<DevicesF>(&pid_key(pid))
+    }
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
+        self.records.values::<DeliveriesF>(&pid_key(pid))
+    }
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>> {
+        let prefix = EventsByNameF::prefix(pid, kind, name);
+        let mut lower = prefix.clone();
+        lower.extend_from_slice(&time_bytes(since.unwrap_or(i64::MIN)));
+        let bounds = (Included(lower), prefix_end(&prefix));
+        let keys = self
+            .records
+            .keys_between(Family::EventsByName, bounds, limit)?;
+        keys.iter()
+            .map(|k| EventsByNameF::decode_key(k).map(|(_, _, _, t, s)| (t, s)))
+            .collect()
+    }
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
+        Ok(self
+            .records
+            .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
+            .map(|r| r.data))
+    }
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
+        match self.delta {
+            Some(delta) => delta.contains(self.bitmaps, key, pid),
+            None => self.bitmaps.contains(key, pid),
+        }
+    }
+    fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap> {
+        let prefix = RangesF::prefix(name);
+        let end = prefix_end(&prefix);
+        // Every key of a value `v` sorts before `after(v)`: the pid follows the value.
+        let after = |v: f64| {
+            let mut k = RangesF::at(name, v);
+            k.extend_from_slice(&[0xFF; 4]);
+            k
+        };
+        let bounds = match op {
+            CmpOp::Gt => (Excluded(after(x)), end),
+            CmpOp::Ge => (Included(RangesF::at(name, x)), end),
+            CmpOp::Lt => (Included(prefix), Excluded(RangesF::at(name, x))),
+            CmpOp::Le => (Included(prefix), Excluded(after(x))),
+            other => {
+                return Err(crate::Error::Input(crate::InputError::invalid(
+                    "condition",
+                    format!("`{other}` is not an ordered comparison"),
+                )))
+            }
+        };
+        let mut out = RoaringBitmap::new();
+        for k in self.records.keys_between(Family::Ranges, bounds, None)? {
+            out.insert(RangesF::decode_key(&k)?.2);
+        }
+        Ok(out)
+    }
+}
+
+/// Caches one person's reads over another source: segment maintenance evaluates many
+/// conditions for the same person, and each record should be read and decoded once.
+/// Segment memberships decided earlier in the same maintenance pass (`decided`) stand
+/// in for the source's, so dependents see what their dependencies just became.
+pub(crate) struct Cached<'s> {
+    inner: &'s mut dyn Source,
+    pid: u32,
+    /// Segment memberships of `pid` decided so far in this pass.
+    pub(crate) decided: BTreeMap<u32, bool>,
+    person: Option<Option<Rc<PersonRecord>>>,
+    attributes: Option<Option<Rc<AttributesRecord>>>,
+    devices: Option<Vec<DeviceRecord>>,
+    deliveries: Option<Vec<DeliveryRecord>>,
+    occurrences: BTreeMap<(String, String), Vec<(i64, u64)>>,
+}
+
+impl<'s> Cached<'s> {
+    /// A cache of `pid`'s reads over `inner`.
+    pub(crate) fn new(inner: &'s mut dyn Source, pid: u32) -> Cached<'s> {
+        Cached {
+            inner,
+            pid,
+            decided: BTreeMap::new(),
+            person: None,
+            attributes: None,
+            devices: None,
+            deliveries: None,
+            occurrences: BTreeMap::new(),
+        }
+    }
+}
+
+/// The value in `slot`, loading it the first time.
+fn memo<T: Clone>(slot: &mut Option<T>, load: impl FnOnce() -> Result<T>) -> Result<T> {
+    if let Some(v) = slot {
+        return Ok(v.clone());
+    }
+    let v = load()?;
+    *slot = Some(v.clone());
+    Ok(v)
+}
+
+impl Source for Cached<'_> {
+    fn person(&mut self, pid: u32) -> Result<Option<Rc<PersonRecord>>> {
+        if pid != self.pid {
+            return self.inner.person(pid);
+        }
+        memo(&mut self.person, || self.inner.person(pid))
+    }
+    fn attributes(&mut self, pid: u32) -> Result<Option<Rc<AttributesRecord>>> {
+        if pid != self.pid {
+            return self.inner.attributes(pid);
+        }
+        memo(&mut self.attributes, || self.inner.attributes(pid))
+    }
+    fn devices(&mut self, pid: u32) -> Result<Vec<DeviceRecord>> {
+        if pid != self.pid {
+            return self.inner.devices(pid);
+        }
+        memo(&mut self.devices, || self.inner.devices(pid))
+    }
+    fn deliveries(&mut self, pid: u32) -> Result<Vec<DeliveryRecord>> {
+        if pid != self.pid {
+            return self.inner.deliveries(pid);
+        }
+        memo(&mut self.deliveries, || self.inner.deliveries(pid))
+    }
+    fn occurrences(
+        &mut self,
+        pid: u32,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, u64)>> {
+        if pid != self.pid {
+            return self.inner.occurrences(pid, kind, name, since, limit);
+        }
+        let key = (kind.to_owned(), name.to_owned());
+        if !self.occurrences.contains_key(&key) {
+            let all = self.inner.occurrences(pid, kind, name, None, None)?;
+            self.occurrences.insert(key.clone(), all);
+        }
+        Ok(self
+            .occurrences
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|(t, _)| since.is_none_or(|s| *t >= s))
+            .take(limit.unwrap_or(usize::MAX))
+            .copied()
+            .collect())
+    }
+    fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
+        self.inner.event_data(pid, time, seq)
+    }
+    fn member(&self, key: &BitmapKey, pid: u32) -> bool {
+        if let (BitmapKey::Segment(id), true) = (key, pid == self.pid) {
+            if let Some(m) = self.decided.get(id) {
+                return *m;
+            }
+        }
+        self.inner.member(key, pid)
+    }
+    fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap> {
+        self.inner.range(name, op, x)
+    }
+}
