@@ -203,6 +203,15 @@ pub(crate) fn people_page(
                 a.button.secondary href="/" { "Clear" }
             }
         }
+        details.help {
+            summary { "Condition examples" }
+            ul {
+                @for (example, what) in CONDITION_EXAMPLES {
+                    li { code { (example) } " — " (what) }
+                }
+            }
+            p.muted { "Combine with and, or, not and parentheses; or paste App API filter JSON." }
+        }
         @match result {
             Err(e) => {
                 div.error #condition-error role="alert" {
@@ -255,6 +264,23 @@ pub(crate) fn people_page(
     };
     layout(chrome, Section::People, "People", body)
 }
+
+/// The examples under the condition box.
+const CONDITION_EXAMPLES: [(&str, &str); 7] = [
+    (
+        r#"attr.plan = "pro""#,
+        "an attribute's value (=, !=, <, >, contains, starts_with)",
+    ),
+    ("attr.phone exists", "has the attribute"),
+    ("topic:3 and not unsubscribed", "subscribed to topic 3"),
+    (
+        r#"segment:"VIP""#,
+        "in a segment (by name, or segment:#6 by id)",
+    ),
+    ("event:purchase within 7d", "did an event lately"),
+    ("event:purchase count >= 2", "did it at least twice"),
+    (r#"device.platform = "ios""#, "has an iOS device"),
+];
 
 /// `text` split around what is at byte `pos` (clamped to a character boundary): `token`
 /// when it is there, else one character.
@@ -1048,4 +1074,26 @@ pub(crate) fn error_page(title: &str, message: &str) -> Markup {
         p { a href="/" { "Back to People" } }
     };
     layout(&chrome, Section::Other, title, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_condition_examples_parse() {
+        for (example, _) in CONDITION_EXAMPLES {
+            assert!(crate::query::parse(example).is_ok(), "{example}");
+        }
+    }
+
+    #[test]
+    fn the_mark_covers_the_token_and_never_splits_a_character() {
+        assert_eq!(
+            split_at_byte("a and and", 6, Some("and")),
+            ("a and ", "and", "")
+        );
+        assert_eq!(split_at_byte("é = 1", 1, None), ("", "é", " = 1"));
+        assert_eq!(split_at_byte("ab", 9, None), ("ab", "", ""));
+    }
 }
