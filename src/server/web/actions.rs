@@ -1,5 +1,9 @@
 //! The actions: each checks the CSRF token, makes one library write, and redirects
 //! (303) to the page that shows its effect, or answers the library's refusal.
+//!
+//! Each write is made durable ([`ProfileDb::flush`](crate::ProfileDb::flush)) before
+//! the answer, as the server's 2xx promises, whatever durability the database was opened
+//! with (the server opens it buffered and flushes per group of API writes).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -66,6 +70,7 @@ pub(crate) async fn set_attribute(
                 .update_only(true)
                 .set(form.name, value),
         )?;
+        db.flush()?;
         identified(&who, outcome, "attribute_set")
     })
     .await
@@ -95,6 +100,7 @@ pub(crate) async fn remove_attribute(
                 .update_only(true)
                 .remove(form.name),
         )?;
+        db.flush()?;
         identified(&who, outcome, "attribute_removed")
     })
     .await
@@ -145,6 +151,7 @@ pub(crate) async fn membership(
             db.remove_from_segment(id, &people)?;
             "segment_removed"
         };
+        db.flush()?;
         Ok(back(format!("{}?done={done}", person_url(person.pid))))
     })
     .await
@@ -189,6 +196,7 @@ pub(crate) async fn destroy(
         } else {
             db.delete(&who)?
         };
+        db.flush()?;
         match outcome {
             Outcome::Deleted(_) => Ok(back("/?done=deleted".to_owned())),
             Outcome::Suppressed {
