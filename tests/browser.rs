@@ -443,12 +443,7 @@ async fn walk(s: &mut Session<'_>, db: &Arc<ProfileDb>) {
         .attrs("#all-attributes tr[data-attr='favourite']", "data-attr")
         .await
         .is_empty());
-    assert!(!db
-        .person(&ann)
-        .unwrap()
-        .unwrap()
-        .attributes
-        .contains_key("favourite"));
+    assert_eq!(attribute(db, &ann, "favourite"), None);
 
     // Add to a manual segment and remove again.
     s.go(&base).await;

@@ -196,3 +196,13 @@ pub fn shown(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Person `who`'s attribute `name`, if they have it.
+pub fn attribute(db: &ProfileDb, who: &Ident, name: &str) -> Option<Value> {
+    db.person(who)
+        .unwrap()
+        .unwrap()
+        .attributes
+        .get(name)
+        .cloned()
+}

@@ -194,7 +194,7 @@ pub(crate) fn people_page(
                 span { "Search id or email" }
                 input type="search" name="search" value=(q.search) placeholder="prefix, e.g. user-0001 or ann@" autocomplete="off";
             }
-            label.grow {
+            label.grow.wide {
                 span { "Condition" }
                 input type="text" name="where" value=(q.condition) placeholder=r#"e.g. attr.plan = "pro" and not unsubscribed"# autocomplete="off" spellcheck="false" aria-invalid=[result.is_err().then_some("true")];
             }
