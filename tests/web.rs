@@ -852,3 +852,50 @@ fn with_a_key_every_page_needs_the_key_or_a_session() {
     );
     let _ = Arc::strong_count(&db);
 }
+
+#[test]
+fn the_router_merges_into_a_server_router_with_a_fallback() {
+    let (_dir, db) = workspace(1);
+    let state = profiledb::server::web::WebState::new(db, None).unwrap();
+    // What the server does: its own routes and fallback, then the page's routes.
+    let app: axum::Router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "{}") })
+        .merge(profiledb::server::web::router(state));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tower::ServiceExt;
+        for (path, status) in [("/", 200), ("/healthz", 200), ("/api/v1/nothing", 404)] {
+            let request = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{path}");
+        }
+    });
+}
+
+#[test]
+fn pages_are_not_cached_and_cannot_be_framed() {
+    let (_dir, db) = workspace(1);
+    let server = Server::start(db.clone(), None);
+    let mut v = Visitor::new(&server);
+    let page = v.get(&ann_path(&db));
+    assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
+    assert!(page
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let css = v.get("/static/app.css");
+    assert_eq!(
+        css.headers.get("cache-control").unwrap(),
+        "public, max-age=3600"
+    );
+}

@@ -188,6 +188,11 @@ pub(crate) async fn session_layer(
         HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Profiles are personal data: no shared or back-button cache keeps them (the static
+    // files say otherwise for themselves).
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }
 
