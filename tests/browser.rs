@@ -5,8 +5,8 @@
 //! and saves a screenshot of each page at 1280 and 390 px under
 //! `target/screenshots/`.
 //!
-//! Skips, saying so on stderr, when `/usr/bin/chromium` or `chromedriver` is missing
-//! (`.ci/run` installs both).
+//! Skips, saying so on stderr, when `/usr/bin/chromium` (or `PROFILEDB_CHROMIUM`) or
+//! `chromedriver` is missing (`.ci/run` installs both).
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod web_support;
@@ -23,6 +23,11 @@ use serde_json::json;
 use web_support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Chromium's path: `/usr/bin/chromium`, or `PROFILEDB_CHROMIUM` when set.
+fn chromium() -> PathBuf {
+    std::env::var_os("PROFILEDB_CHROMIUM").map_or_else(|| PathBuf::from(CHROMIUM), PathBuf::from)
+}
 
 fn chromedriver() -> Option<PathBuf> {
     ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
@@ -211,12 +216,12 @@ impl Session<'_> {
     }
 }
 
-async fn connect(driver: &Driver, profile_dir: &Path) -> Client {
+async fn connect(driver: &Driver, chromium: &Path, profile_dir: &Path) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
-            "binary": CHROMIUM,
+            "binary": chromium.display().to_string(),
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
@@ -235,16 +240,25 @@ async fn connect(driver: &Driver, profile_dir: &Path) -> Client {
         .unwrap()
 }
 
+/// Says why the test did nothing, on the real stderr: libtest captures `eprintln!` of a
+/// passing test, and a skip must be seen under plain `cargo test`.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED tests/browser.rs: {why}");
+}
+
 #[test]
 fn the_people_page_in_chromium() {
     let Some(driver_path) = chromedriver() else {
-        eprintln!(
-            "SKIPPED browser test: chromedriver is not installed (apt-get install chromium-driver)"
-        );
+        skipped("chromedriver is not installed (apt-get install chromium-driver)");
         return;
     };
-    if !Path::new(CHROMIUM).is_file() {
-        eprintln!("SKIPPED browser test: {CHROMIUM} is not installed (apt-get install chromium)");
+    let chromium = chromium();
+    if !chromium.is_file() {
+        skipped(&format!(
+            "{} is not installed (apt-get install chromium)",
+            chromium.display()
+        ));
         return;
     }
     let (_dir, db) = workspace(300);
@@ -257,7 +271,7 @@ fn the_people_page_in_chromium() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let c = connect(&driver, profile_dir.path()).await;
+        let c = connect(&driver, &chromium, profile_dir.path()).await;
         let mut s = Session {
             c,
             server: &server,
