@@ -133,6 +133,8 @@
 //! - `cli` (default): the `profiledb` binary's argument parsing and progress bars.
 //! - `mimalloc` (default): mimalloc as the binary's and the benches' allocator; a
 //!   program linking the library chooses its own (the README says how).
+//! - `server` (default): `profiledb serve` ([`server`]): the Track, Pipelines, webhook
+//!   and App API endpoints with group commit, and the People page.
 //! - `__internal` (hidden, not public API): what the tests, benches and fuzz targets
 //!   need from the inside.
 #![deny(missing_docs)]

@@ -501,3 +501,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `/` when the server runs with keys but no App API key: the People page needs one.
+pub(crate) async fn people_page_closed() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "The People page opens with the App API key: start `profiledb serve` with \
+         --app-key (or PROFILEDB_APP_KEY), or with --no-auth on a loopback address.\n",
+    )
+        .into_response()
+}

@@ -42,6 +42,7 @@ mod commit;
 mod metrics;
 mod reply;
 mod track;
+pub mod web;
 
 use std::fmt;
 use std::future::Future;
@@ -287,7 +288,20 @@ impl Server {
             no_auth: config.no_auth,
             metrics,
         };
-        let app = router(state, &config);
+        // The People page opens with the App API key, or without any key under
+        // `--no-auth`; a server started with keys but no App API key keeps it closed.
+        let web = match (config.no_auth, &config.keys.app_key) {
+            (true, _) => Some(None),
+            (false, Some(key)) => Some(Some(key.clone())),
+            (false, None) => None,
+        };
+        let web = match web {
+            Some(key) => {
+                Some(web::WebState::new(Arc::new(db.clone()), key).map_err(ServeError::Io)?)
+            }
+            None => None,
+        };
+        let app = router(state, web, &config);
         accept_loop(listener, app, &config, shutdown).await;
         // Every connection is done (or was cut after the grace period): the writer
         // takes what is queued, commits and flushes it, and stops.
@@ -302,7 +316,7 @@ impl Server {
 }
 
 /// Every route, with its limits, auth and layers.
-fn router(state: AppState, config: &Config) -> Router {
+fn router(state: AppState, web: Option<web::WebState>, config: &Config) -> Router {
     let one = DefaultBodyLimit::max(MAX_MESSAGE_BYTES);
     let many = DefaultBodyLimit::max(MAX_BATCH_BYTES);
     let track_api = Router::new()
@@ -422,14 +436,12 @@ fn router(state: AppState, config: &Config) -> Router {
         .merge(app_api)
         .merge(health);
     let all: Router = all.with_state(state.clone());
-    // LEAD (merge): the People page (src/server/web/, a `Router<()>` serving `/`) joins
-    // here, before the fallback and the layers, so it gets the same limits, timeouts,
-    // decompression and metrics:
-    //     let all = all.merge(web::router(web::WebState {
-    //         db: Arc::new(state.db.clone()),
-    //         app_key: state.keys.app_key.clone(),
-    //         no_auth: state.no_auth,
-    //     }));
+    // The People page (`/`, `/people/...`, `/segments`, `/objects/...`), before the
+    // fallback and the layers, so it gets the same limits, timeouts and metrics.
+    let all = match web {
+        Some(web) => all.merge(web::router(web)),
+        None => all.route("/", get(app::people_page_closed)),
+    };
     all.fallback(reply::not_found)
         .layer(axum::middleware::from_fn_with_state(state, metrics::count))
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
