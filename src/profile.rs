@@ -17,9 +17,9 @@ use crate::model::{
 };
 use crate::store::codec::time_bytes;
 use crate::store::{
-    corrupted, pid_key, track_kind_name, ActivityF, AnonymousF, AttributesF, DeliveriesF,
-    DeliveryIdsF, DeviceTokensF, DevicesF, EventIdsF, EventsByNameF, Family, KeyBuf, MembersF,
-    ObjectTypesF, ObjectsF, PeopleF, RelationshipsF, Store,
+    corrupted, pid_key, track_kind_name, ActivityF, AnonymousF, DeliveriesF, DeliveryIdsF,
+    DeviceTokensF, DevicesF, EventIdsF, EventsByNameF, Family, KeyBuf, MembersF, ObjectTypesF,
+    ObjectsF, PeopleF, RelationshipsF, Store,
 };
 
 /// Reads up to `filter.limit` timeline entries of `pid`, newest first.
@@ -152,12 +152,10 @@ impl ProfileDb {
         let Some(pid) = self.resolve(ident)? else {
             return Ok(None);
         };
-        let store = &self.inner.store;
-        let Some(rec) = store.get::<PeopleF>(&pid_key(pid))? else {
+        let Some(person) = self.load_person(pid)? else {
             return Ok(None);
         };
-        let attrs = store.get::<AttributesF>(&pid_key(pid))?;
-        let person = rec.into_person(pid, attrs);
+        let store = &self.inner.store;
         Ok(Some(Profile {
             subscription: Subscription {
                 unsubscribed: person.unsubscribed(),

@@ -34,9 +34,14 @@ impl ProfileDb {
     /// record is damaged.
     pub fn person(&self, ident: &Ident) -> Result<Option<Person>> {
         let _gate = self.read_gate();
-        let Some(pid) = self.resolve(ident)? else {
-            return Ok(None);
-        };
+        match self.resolve(ident)? {
+            Some(pid) => self.load_person(pid),
+            None => Ok(None),
+        }
+    }
+
+    /// Person `pid` with their attributes, as stored; `None` when nobody has the id.
+    pub(crate) fn load_person(&self, pid: u32) -> Result<Option<Person>> {
         let store = &self.inner.store;
         let Some(rec) = store.get::<PeopleF>(&pid_key(pid))? else {
             return Ok(None);
