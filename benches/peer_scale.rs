@@ -3,6 +3,9 @@
 //! ```text
 //! cargo bench --bench peer_scale -- --people 1000000
 //! ```
+//! The run fails (after printing the table) when the engines disagree on any count or
+//! refresh; `--people 2000 --reps 20` checks that in seconds.
+//!
 //! Options: `--people N` (default 100 000), `--seed S` (default `synth::SEED`),
 //! `--cache-mib M` (page cache of both engines, default 256), `--reps R` (samples per
 //! read latency, default 200; the most runs of an audience count).
@@ -641,6 +644,9 @@ fn main() {
         );
     }
     if !same {
-        println!("WARNING: the engines disagree on a result above");
+        // After the table, so the figures are not lost; a failing status, so a smoke run
+        // (`--people 2000 --reps 20`, seconds) can check the engines agree.
+        println!("ERROR: the engines disagree on a result above");
+        std::process::exit(1);
     }
 }
