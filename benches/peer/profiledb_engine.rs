@@ -110,4 +110,13 @@ impl Engine for ProfileEngine {
     fn bytes_on_disk(&self) -> u64 {
         super::dir_bytes(&self.dir)
     }
+
+    fn explain(&mut self, condition: &str) -> String {
+        let e = self.db.explain(condition).expect("explain");
+        format!(
+            "{}\n({} people checked one by one)",
+            e.lines.join("\n"),
+            e.scanned
+        )
+    }
 }

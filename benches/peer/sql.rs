@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use profiledb::query::{Atom, CmpOp, Expr, Literal, Occurrence, SegmentName};
 
+use super::{EQ_INDEXED, RANGE_INDEXED};
+
 /// What a condition reads, to know which writes can change it.
 #[derive(Debug, Clone, Default)]
 pub struct Reads {
@@ -58,6 +60,21 @@ fn cmp(lhs: &str, op: CmpOp, rhs: &str) -> String {
         CmpOp::Contains => format!("instr({lhs}, {rhs}) > 0"),
         CmpOp::StartsWith => format!("substr({lhs}, 1, length({rhs})) = {rhs}"),
     }
+}
+
+/// Whether the peer has an expression index on the attribute at `path` (see
+/// `SqliteEngine::index_attributes`).
+fn indexed(path: &[String]) -> bool {
+    matches!(path, [name] if EQ_INDEXED.contains(&name.as_str())
+        || RANGE_INDEXED.contains(&name.as_str()))
+}
+
+/// `json_extract(data, '$.path') OP value`, over the `attributes` table.
+fn attr_cmp(path: &[String], op: CmpOp, value: &Literal, reads: &mut Reads) -> String {
+    reads.attrs = true;
+    let lhs = format!("json_extract(data, {})", json_path(path));
+    let rhs = literal(value, reads);
+    cmp(&lhs, op, &rhs)
 }
 
 fn segment_id(name: &SegmentName, names: &Names<'_>) -> u32 {
@@ -142,15 +159,13 @@ fn atom_set(a: &Atom, names: &Names<'_>, reads: &mut Reads) -> (String, bool) {
                 )
             }
         }
-        Atom::Attr { path, op, value } => {
-            reads.attrs = true;
-            let lhs = format!("json_extract(data, {})", json_path(path));
-            let rhs = literal(value, reads);
-            (
-                format!("SELECT pid FROM attributes WHERE {}", cmp(&lhs, *op, &rhs)),
-                false,
-            )
-        }
+        Atom::Attr { path, op, value } => (
+            format!(
+                "SELECT pid FROM attributes WHERE {}",
+                attr_cmp(path, *op, value, reads)
+            ),
+            false,
+        ),
         Atom::AttrExists { path } => {
             reads.attrs = true;
             (
@@ -224,11 +239,28 @@ pub fn set(e: &Expr, names: &Names<'_>, reads: &mut Reads) -> (String, bool) {
         Expr::And(xs) => {
             let mut pos = Vec::new();
             let mut neg = Vec::new();
+            // Comparisons on attributes without an index: a filter on the rows the other
+            // operands select (looked up by rowid), not a scan of every person.
+            let mut filters = Vec::new();
             for x in xs {
                 match x {
                     Expr::Not(inner) => neg.push(operand(set(inner, names, reads))),
+                    Expr::Atom(Atom::Attr { path, op, value }) if !indexed(path) => {
+                        filters.push(attr_cmp(path, *op, value, reads));
+                    }
                     other => pos.push(operand(set(other, names, reads))),
                 }
+            }
+            if !filters.is_empty() {
+                let within = if pos.is_empty() {
+                    String::new()
+                } else {
+                    format!("pid IN ({}) AND ", pos.join(" INTERSECT "))
+                };
+                pos = vec![format!(
+                    "SELECT pid FROM attributes WHERE {within}{}",
+                    filters.join(" AND ")
+                )];
             }
             if pos.is_empty() {
                 pos.push("SELECT pid FROM people".to_owned());
@@ -286,15 +318,10 @@ fn atom_holds(a: &Atom, names: &Names<'_>, reads: &mut Reads) -> String {
                 )
             }
         }
-        Atom::Attr { path, op, value } => {
-            reads.attrs = true;
-            let lhs = format!("json_extract(data, {})", json_path(path));
-            let rhs = literal(value, reads);
-            format!(
-                "EXISTS (SELECT 1 FROM attributes WHERE pid = :pid AND {})",
-                cmp(&lhs, *op, &rhs)
-            )
-        }
+        Atom::Attr { path, op, value } => format!(
+            "EXISTS (SELECT 1 FROM attributes WHERE pid = :pid AND {})",
+            attr_cmp(path, *op, value, reads)
+        ),
         Atom::AttrExists { path } => {
             reads.attrs = true;
             format!(

@@ -1227,8 +1227,7 @@ impl Engine for SqliteEngine {
     }
 
     fn count(&mut self, condition: &str) -> u64 {
-        let expr = profiledb::query::parse(condition).expect("condition");
-        let q = sql::count(&expr, &self.names());
+        let q = self.count_sql(condition);
         let mut stmt = self.conn.prepare_cached(&q).expect("prepare");
         let binds = Self::bind(&stmt, &0, &self.now);
         stmt.query_row(binds.as_slice(), |r| r.get::<_, i64>(0))
@@ -1337,9 +1336,26 @@ impl Engine for SqliteEngine {
     fn bytes_on_disk(&self) -> u64 {
         super::dir_bytes(&self.dir)
     }
+
+    fn explain(&mut self, condition: &str) -> String {
+        let q = format!("EXPLAIN QUERY PLAN {}", self.count_sql(condition));
+        let mut stmt = self.conn.prepare(&q).expect("prepare");
+        let binds = Self::bind(&stmt, &0, &self.now);
+        let rows = stmt
+            .query_map(binds.as_slice(), |r| r.get::<_, String>(3))
+            .expect("plan");
+        let steps: Vec<String> = rows.collect::<rusqlite::Result<_>>().expect("plan");
+        format!("{q}\n{}", steps.join("\n"))
+    }
 }
 
 impl SqliteEngine {
+    /// `SELECT count(*)` of the people matching `condition`.
+    fn count_sql(&self, condition: &str) -> String {
+        let expr = profiledb::query::parse(condition).expect("condition");
+        sql::count(&expr, &self.names())
+    }
+
     fn segments_of(&self, pid: i64) -> usize {
         let mut stmt = self
             .conn
