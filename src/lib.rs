@@ -60,6 +60,8 @@
 //!   the format is in [`export`].
 //! - Errors: [`Error`], [`Result`], [`OpenError`], [`StorageError`], [`InputError`],
 //!   [`InputReason`].
+//! - The edge server and the People page (feature `server`): `server` (`Server`,
+//!   `Config`, `Keys`, `ServeError`), which `profiledb serve` runs.
 //! - Limits of single inputs: [`MAX_DELIVERY_ID_BYTES`], [`MAX_EVENT_ID_BYTES`],
 //!   [`MAX_TOKEN_BYTES`], [`RESERVED_DEVICE_ATTRIBUTES`], [`MAX_SEGMENT_CHANGE`],
 //!   [`MAX_DEPTH`].
@@ -133,7 +135,7 @@
 //! - `cli` (default): the `profiledb` binary's argument parsing and progress bars.
 //! - `mimalloc` (default): mimalloc as the binary's and the benches' allocator; a
 //!   program linking the library chooses its own (the README says how).
-//! - `server` (default): `profiledb serve` ([`server`]): the Track, Pipelines, webhook
+//! - `server` (default): `profiledb serve` (`server`): the Track, Pipelines, webhook
 //!   and App API endpoints with group commit, and the People page.
 //! - `__internal` (hidden, not public API): what the tests, benches and fuzz targets
 //!   need from the inside.
