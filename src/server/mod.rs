@@ -450,6 +450,8 @@ fn router(state: AppState, web: Option<web::WebState>, config: &Config) -> Route
             config.request_timeout,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A bug that panics in a handler answers 500 instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
 
 /// Accepts connections (at most `max_connections` open) until `shutdown`, then waits up
