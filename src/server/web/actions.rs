@@ -16,6 +16,15 @@ use super::views::person_url;
 use super::{blocking, PageError, WebState};
 use crate::{Ident, Identify, Outcome, Value};
 
+/// The person `ident` (read as the CLI reads it) names, or a 404 page.
+fn existing(db: &crate::ProfileDb, ident: &str) -> Result<(Ident, crate::Person), PageError> {
+    let who = Ident::infer(ident);
+    match db.person(&who)? {
+        Some(person) => Ok((who, person)),
+        None => Err(PageError::not_found(format!("No person has the {who}."))),
+    }
+}
+
 fn back(to: String) -> Response {
     Redirect::to(&to).into_response()
 }
@@ -139,10 +148,7 @@ pub(crate) async fn membership(
     })?;
     let db = state.db.clone();
     blocking(move || {
-        let who = Ident::infer(&ident);
-        let Some(person) = db.person(&who)? else {
-            return Err(PageError::not_found(format!("No person has the {who}.")));
-        };
+        let (who, person) = existing(&db, &ident)?;
         let people = [who];
         let done = if add {
             db.add_to_segment(id, &people)?;
@@ -186,11 +192,8 @@ pub(crate) async fn destroy(
     }
     let db = state.db.clone();
     blocking(move || {
-        let who = Ident::infer(&ident);
         // Suppressing an identifier nobody has would still block it: only act on a person.
-        if db.person(&who)?.is_none() {
-            return Err(PageError::not_found(format!("No person has the {who}.")));
-        }
+        let (who, _) = existing(&db, &ident)?;
         let outcome = if suppress {
             db.suppress(&who)?
         } else {
