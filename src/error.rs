@@ -193,10 +193,18 @@ impl fmt::Display for OpenError {
                 "{} is not a profiledb database ({reason}); nothing was changed",
                 path.display()
             ),
+            OpenError::UnsupportedFormat { found, supported } if found < supported => write!(
+                f,
+                "the database has format version {found}, but this build reads only version \
+                 {supported}; nothing was changed. To move it, export it with the profiledb \
+                 version that wrote it (`profiledb --db OLD export dump.jsonl`), then ingest \
+                 the dump into a new database with this one (`profiledb --db NEW ingest \
+                 dump.jsonl`)"
+            ),
             OpenError::UnsupportedFormat { found, supported } => write!(
                 f,
                 "the database has format version {found}, but this build reads only version \
-                 {supported}; nothing was changed"
+                 {supported}; nothing was changed (a newer profiledb wrote it)"
             ),
             OpenError::Locked { path } => write!(
                 f,

@@ -126,6 +126,47 @@ fn a_directory_that_is_not_a_database_is_refused_unmodified() {
     assert_eq!(snapshot(dir.path()), before);
 }
 
+/// Copies `from` (a directory tree) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `tests/fixtures/format2/db` is a 40-person demo database written by the last
+/// format-2 build (`profiledb --now 1764000000 demo --people 40`).
+#[test]
+fn a_format_2_database_is_refused_unmodified_with_the_way_to_move_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format2/db");
+    copy_tree(&fixture, dir.path());
+    let before = snapshot(dir.path());
+    let err = builder().open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Open(OpenError::UnsupportedFormat {
+                found: 2,
+                supported: profiledb::FORMAT_VERSION
+            })
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("export") && text.contains("ingest"),
+        "the refusal names the way to move it: {text}"
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
 #[test]
 fn a_newer_format_is_refused_unmodified() {
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ pub use verify::{Stats, VerifyReport};
 use write::{Durable, Writer};
 
 /// The on-disk format version this build reads and writes (see `src/store/FORMAT.md`).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const MARKER: &str = "PROFILEDB";
 const SLED_DIR: &str = "sled";
