@@ -60,6 +60,9 @@ pub(crate) struct Inner {
     /// Between an export's `restore_begin` and `restore_end` ([`crate::export`]): other
     /// writes are refused, so nothing mixes into the restored records.
     pub(crate) restoring: AtomicBool,
+    /// The restore in progress, when its dump came from an older format
+    /// ([`crate::export`]): what it skipped, for `restore_end`'s count.
+    pub(crate) restore_from: Mutex<crate::export::Upgrade>,
     /// Opened for salvage over a data loss or a damaged `COMMIT` file: what happened,
     /// which `verify` reports for as long as this handle lives.
     salvaged: Option<String>,

@@ -215,6 +215,7 @@ impl ProfileDb {
                 poisoned: AtomicBool::new(false),
                 checkpoints: AtomicU64::new(0),
                 restoring: AtomicBool::new(false),
+                restore_from: Mutex::default(),
                 salvaged: match commit_damaged {
                     Some(why) => Some(format!(
                         "data loss unknown: opened for salvage over a damaged COMMIT file \

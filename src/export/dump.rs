@@ -150,8 +150,30 @@ impl ProfileDb {
 /// One stored record: family, key, value (envelope included).
 type RawRecord = (Family, Vec<u8>, Vec<u8>);
 
+/// The oldest format whose export this build restores. Its records keep their bytes in
+/// this format except the families listed in [`RETIRED`], which are dropped and rebuilt
+/// from the records they were derived from at `restore_end`.
+pub const OLDEST_RESTORABLE: u32 = 2;
+
+/// Families a format-2 export may hold that format 3 no longer has: derived data,
+/// rebuilt at `restore_end`.
+const RETIRED: &[&str] = &["ranges"];
+
+/// A restore in progress from an older format's export.
+#[derive(Debug, Default)]
+pub(crate) struct Upgrade {
+    /// The export's format, when older than this build's; `None` otherwise.
+    from: Option<u32>,
+    /// Records of retired families skipped so far.
+    skipped: u64,
+}
+
 /// Parses `records` into (family, key, value), refusing with the field's path.
-fn parse_records(m: &JsonMap<String, Json>) -> std::result::Result<Vec<RawRecord>, InputError> {
+fn parse_records(
+    m: &JsonMap<String, Json>,
+    from: Option<u32>,
+    skipped: &mut u64,
+) -> std::result::Result<Vec<RawRecord>, InputError> {
     let Some(Json::Array(list)) = m.get("records") else {
         return Err(InputError::invalid("records", "must be an array"));
     };
@@ -168,6 +190,10 @@ fn parse_records(m: &JsonMap<String, Json>) -> std::result::Result<Vec<RawRecord
                 "must be [family, key in hex, value in hex]",
             ));
         };
+        if from.is_some() && RETIRED.contains(&name) {
+            *skipped += 1;
+            continue;
+        }
         let family = Family::ALL
             .iter()
             .copied()
@@ -183,9 +209,31 @@ fn parse_records(m: &JsonMap<String, Json>) -> std::result::Result<Vec<RawRecord
         family.check_record(&key, &value).map_err(|e| {
             InputError::invalid(format!("{at}.value"), format!("is not a valid record: {e}"))
         })?;
+        let value = match from {
+            Some(_) => upgrade_record(family, &key, value)
+                .map_err(|e| InputError::invalid(format!("{at}.value"), e.to_string()))?,
+            None => value,
+        };
         out.push((family, key, value));
     }
     Ok(out)
+}
+
+/// A checked record of an older format's export, as this format stores it: the
+/// `meta` format record names this format; every other kept family is unchanged.
+fn upgrade_record(family: Family, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>> {
+    if family == Family::Meta && key == meta_keys::FORMAT {
+        if let MetaValue::Format { created, .. } = store::decode_value::<store::MetaF>(key, &value)?
+        {
+            let format = MetaValue::Format {
+                version: FORMAT_VERSION,
+                created,
+            };
+            return store::codec::encode(Family::Meta.tag(), key, &format)
+                .map_err(|reason| store::corrupted(Family::Meta, key, reason));
+        }
+    }
+    Ok(value)
 }
 
 /// Stages one checked record, decoded to its type, in `txn`.
@@ -301,18 +349,27 @@ pub(crate) fn apply(
             format!("{action} without a restore_begin before it"),
         ))),
         "restore_begin" => {
-            let format = m.get("format").and_then(Json::as_u64);
-            if format != Some(u64::from(FORMAT_VERSION)) {
+            let format = m
+                .get("format")
+                .and_then(Json::as_u64)
+                .and_then(|f| u32::try_from(f).ok())
+                .filter(|f| (OLDEST_RESTORABLE..=FORMAT_VERSION).contains(f));
+            let Some(format) = format else {
                 return Ok(Err(InputError::invalid(
                     "format",
-                    format!("must be {FORMAT_VERSION}, the format this build writes"),
+                    format!(
+                        "must be {OLDEST_RESTORABLE} to {FORMAT_VERSION}, the formats this \
+                         build restores"
+                    ),
                 )));
-            }
+            };
+            let from = (format < FORMAT_VERSION).then_some(format);
+            let mut skipped = 0;
             let (next_pid, next_seq) = match (count(m, "next_pid"), count(m, "next_seq")) {
                 (Ok(p), Ok(s)) => (p, s),
                 (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
             };
-            let records = match parse_records(m) {
+            let records = match parse_records(m, from, &mut skipped) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
             };
@@ -343,12 +400,15 @@ pub(crate) fn apply(
                 true,
             );
             if staged.is_ok() {
+                *upgrade(db) = Upgrade { from, skipped };
                 db.inner.restoring.store(true, Ordering::SeqCst);
             }
             into_refusal(staged)
         }
         "restore" => {
-            let records = match parse_records(m) {
+            let from = upgrade(db).from;
+            let mut skipped = 0;
+            let records = match parse_records(m, from, &mut skipped) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
             };
@@ -372,6 +432,9 @@ pub(crate) fn apply(
                 None,
                 false,
             );
+            if staged.is_ok() {
+                upgrade(db).skipped += skipped;
+            }
             into_refusal(staged)
         }
         "restore_end" => {
@@ -379,7 +442,11 @@ pub(crate) fn apply(
                 Ok(n) => n,
                 Err(e) => return Ok(Err(e)),
             };
-            let held = data_records(db)?;
+            let (from, skipped) = {
+                let u = upgrade(db);
+                (u.from, u.skipped)
+            };
+            let held = data_records(db)? + skipped;
             if held != expected {
                 return Ok(Err(InputError::invalid(
                     "records",
@@ -389,8 +456,13 @@ pub(crate) fn apply(
                     ),
                 )));
             }
-            let done = db.commit_restore(|_| Ok(()), None, true);
+            let done = match from {
+                Some(_) => db.rebuild_derived(),
+                None => Ok(()),
+            }
+            .and_then(|()| db.commit_restore(|_| Ok(()), None, true));
             if done.is_ok() {
+                *upgrade(db) = Upgrade::default();
                 db.inner.restoring.store(false, Ordering::SeqCst);
             }
             into_refusal(done)
@@ -402,6 +474,43 @@ pub(crate) fn apply(
                  restore_end)"
             ),
         ))),
+    }
+}
+
+/// The restore in progress's upgrade state.
+fn upgrade(db: &ProfileDb) -> std::sync::MutexGuard<'_, Upgrade> {
+    db.inner
+        .restore_from
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ProfileDb {
+    /// Rebuilds, from the records they derive from, the data a format-3 database keeps
+    /// that an older format's export does not carry: run at the end of restoring one.
+    fn rebuild_derived(&self) -> Result<()> {
+        use crate::store::{pid_from_key, AttributesF, RangesF};
+        let ranged = self.catalog().ranged.clone();
+        if ranged.is_empty() {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        self.commit_restore(
+            |txn| {
+                for item in store.scan::<AttributesF>(&[], false, None) {
+                    let (key, rec) = item?;
+                    let pid = pid_from_key(Family::Attributes, &key)?;
+                    for name in &ranged {
+                        if let Some(x) = rec.values.get(name).and_then(crate::Value::as_number) {
+                            txn.put::<RangesF>(RangesF::key(name, x, pid), ());
+                        }
+                    }
+                }
+                Ok(())
+            },
+            None,
+            false,
+        )
     }
 }
 

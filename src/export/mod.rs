@@ -36,14 +36,21 @@
 //!    "next_pid": N, "next_seq": N, "records": [...]}`: the database-wide counters (the
 //!    next person id and activity sequence number) and the `meta` records (format
 //!    record, declared indexes). Accepted only by a database that holds no records yet
-//!    (a fresh one), of the same format version.
+//!    (a fresh one). `format` is the format of the database exported: this build's, or
+//!    an older one from [`OLDEST_RESTORABLE`] on, which is how a database moves to this
+//!    format (export it with the build that wrote it, ingest the export with this one).
+//!    An older export's records are written as this format stores them: its `meta`
+//!    format record names this format, families this format no longer has (format 2's
+//!    `ranges`) are skipped, and the data this format derives from records that the old
+//!    export does not carry is rebuilt at `restore_end`.
 //! 2. `{"type": "profiledb", "action": "restore", "records": [...]}`: up to
 //!    [`RECORDS_PER_LINE`] records (fewer when they are large) of one family after
 //!    another, in `Family::ALL` order and key order. Each line is committed as one
 //!    unit. A record that already exists is refused (a restore never overwrites).
 //! 3. `{"type": "profiledb", "action": "restore_end", "records": N}`: N records were
 //!    exported after the header. The restore checks the database now holds exactly
-//!    that many, then loads the bitmaps and the topic/segment catalog from the restored
+//!    that many (plus those it skipped), rebuilds derived data for an older format's
+//!    export, then loads the bitmaps and the topic/segment catalog from the restored
 //!    records. Between `restore_begin` and this line every other write is refused
 //!    (`restore` and `restore_end` without a `restore_begin` are refused too), and
 //!    readers see people without their bitmaps: do not read the database in between.
@@ -77,7 +84,8 @@
 pub(crate) mod dump;
 mod restore;
 
-pub use dump::RECORDS_PER_LINE;
+pub(crate) use dump::Upgrade;
+pub use dump::{OLDEST_RESTORABLE, RECORDS_PER_LINE};
 pub use restore::{
     Broken, LineOutcome, LineRejection, Refusal, Restore, RestoreError, RestoreReport,
 };
