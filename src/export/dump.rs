@@ -151,7 +151,7 @@ impl ProfileDb {
 type RawRecord = (Family, Vec<u8>, Vec<u8>);
 
 /// The oldest format whose export this build restores. Its records keep their bytes in
-/// this format except the families listed in [`RETIRED`], which are dropped and rebuilt
+/// this format except the families this format retired (format 2's `ranges`), which are dropped and rebuilt
 /// from the records they were derived from at `restore_end`.
 pub const OLDEST_RESTORABLE: u32 = 2;
 
