@@ -151,8 +151,8 @@ impl ProfileDb {
 type RawRecord = (Family, Vec<u8>, Vec<u8>);
 
 /// The oldest format whose export this build restores. Its records keep their bytes in
-/// this format except the families this format retired (format 2's `ranges`), which are dropped and rebuilt
-/// from the records they were derived from at `restore_end`.
+/// this format except the families this format retired (format 2's `ranges`), which are
+/// dropped and rebuilt from the records they were derived from at `restore_end`.
 pub const OLDEST_RESTORABLE: u32 = 2;
 
 /// Families a format-2 export may hold that format 3 no longer has: derived data,
