@@ -99,6 +99,9 @@ pub struct SledKv {
     /// Every file and directory under `dir` as of the last full sync: while it is
     /// unchanged, a flush need only sync sled's data file.
     synced: Mutex<Vec<PathBuf>>,
+    /// sled's data file, `db`, kept open for the `fdatasync` of every flush (sled
+    /// rewrites that one file in place, across its reopens too).
+    data_file: Mutex<Option<File>>,
 }
 
 /// One open sled database and its tree.
@@ -160,6 +163,7 @@ impl SledKv {
             cache_bytes,
             since_checkpoint: AtomicU64::new(0),
             synced: Mutex::new(Vec::new()),
+            data_file: Mutex::new(None),
         })
     }
 
@@ -306,7 +310,16 @@ impl SledKv {
             }
             Ok(())
         }
-        File::open(self.dir.join("db"))?.sync_data()?;
+        {
+            let mut data = self.data_file.lock().unwrap_or_else(|p| p.into_inner());
+            let file = match data.take() {
+                Some(f) => f,
+                None => File::open(self.dir.join("db"))?,
+            };
+            // Kept only after a sync that worked: a failed one opens it afresh next time.
+            file.sync_data()?;
+            *data = Some(file);
+        }
         let mut now = Vec::new();
         list(&self.dir, &mut now)?;
         now.sort();
