@@ -193,6 +193,9 @@ impl Bitmaps {
     }
 }
 
+/// `bitmap_log` records to write: (key, value).
+pub type LogRecords = Vec<(Vec<u8>, crate::store::bitmaps::LogEntries)>;
+
 /// Bitmap changes staged by one batch: the last word for each (bitmap, person).
 #[derive(Debug, Default, Clone)]
 pub struct Delta {
@@ -230,14 +233,7 @@ impl Delta {
     /// The `bitmap_log` records of commit `seq` for the changes that change something
     /// against `bitmaps` (the committed state): (key, value) in key order, split into
     /// parts of about [`LOG_PART_BYTES`] at most; with every (bitmap, chunk) they touch.
-    pub fn log_records(
-        &self,
-        seq: u64,
-        bitmaps: &Bitmaps,
-    ) -> (
-        Vec<(Vec<u8>, crate::store::bitmaps::LogEntries)>,
-        Vec<(BitmapKey, u16)>,
-    ) {
+    pub fn log_records(&self, seq: u64, bitmaps: &Bitmaps) -> (LogRecords, Vec<(BitmapKey, u16)>) {
         let mut by_id: BTreeMap<Vec<u8>, LogChange> = BTreeMap::new();
         let mut dirty = Vec::new();
         for (key, members) in &self.changes {
