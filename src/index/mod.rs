@@ -110,13 +110,17 @@ impl Bitmaps {
             let entries = crate::store::decode_value::<BitmapLogF>(&key, &raw)?;
             for (bk, add, remove) in decode_log(&key, entries)? {
                 let b = bitmaps.map.entry(bk.clone()).or_default();
-                for pid in add {
+                let mut chunks = BTreeSet::new();
+                for &pid in &add {
                     b.insert(pid);
-                    log.dirty.insert((bk.clone(), (pid >> 16) as u16));
+                    chunks.insert((pid >> 16) as u16);
                 }
-                for pid in remove {
+                for &pid in &remove {
                     b.remove(pid);
-                    log.dirty.insert((bk.clone(), (pid >> 16) as u16));
+                    chunks.insert((pid >> 16) as u16);
+                }
+                for c in chunks {
+                    log.dirty.insert((bk.clone(), c));
                 }
             }
             log.bytes += raw.len() as u64;

@@ -1083,6 +1083,19 @@ impl<'a> Txn<'a> {
                             Family::EventsByName | Family::Anonymous => key
                                 .last_chunk::<8>()
                                 .is_some_and(|s| fresh_seqs.contains(&u64::from_be_bytes(*s))),
+                            // A delivery whose id this commit read as absent from
+                            // `delivery_ids` is new (each delivery has its id there).
+                            Family::Deliveries => {
+                                DeliveriesF::decode_key(key).is_ok_and(|(_, _, id)| {
+                                    self.slots
+                                        .get(Family::DeliveryIds.index())
+                                        .and_then(|s| s.get(id.as_bytes()))
+                                        .is_some_and(|s| {
+                                            matches!(s.base, Some(None))
+                                                || (!s.dirty && s.value.is_none())
+                                        })
+                                })
+                            }
                             _ => false,
                         };
                         !fresh && self.store.kv.get(family, key)?.is_some()
