@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::model::{Channel, Ident, ObjectRef, Platform, TrackKind, Value};
-use crate::store::bitmaps::{decode_chunk, encode_chunk, BitmapKey};
+use crate::store::bitmaps::{
+    decode_chunk, decode_log, encode_chunk, encode_log, BitmapKey, LogEntries,
+};
 use crate::store::codec::{self, RECORD_VERSION};
 use crate::store::records::{
     ActivityRecord, AttributesRecord, DeliveryRecord, DeviceRecord, MetaValue, ObjectRecord,
@@ -33,8 +35,8 @@ use crate::store::records::{
 };
 use crate::store::{
     ident_from_key, ident_key, pid_from_key, pid_key, track_kind_name, ActivityF,
-    AnonRelationshipsF, AnonymousF, DeliveriesF, EventIdsF, EventsByNameF, Family, MembersF,
-    ObjectsF, RangesF, RelationshipsF,
+    AnonRelationshipsF, AnonymousF, BitmapLogF, DeliveriesF, EventIdsF, EventsByNameF, Family,
+    MembersF, ObjectsF, RangesF, RelationshipsF,
 };
 use crate::{
     DeviceInput, Durability, Error, Faults, Identify, ManualClock, Metric, NewDelivery, Op,
@@ -161,6 +163,9 @@ fn key_laws(k: &[u8]) {
     if let Ok((bk, chunk)) = BitmapKey::decode_chunk_key(k) {
         key_law("bitmaps", k, &bk.chunk_key(chunk));
     }
+    if let Ok((seq, part)) = BitmapLogF::decode_key(k) {
+        key_law("bitmap_log", k, &BitmapLogF::key(seq, part));
+    }
 }
 
 fn chunk_laws(chunk: u16, bytes: &[u8]) {
@@ -177,6 +182,26 @@ fn chunk_laws(chunk: u16, bytes: &[u8]) {
     }
 }
 
+/// A `bitmap_log` value that decodes re-encodes to the same entries.
+fn log_laws(bytes: &[u8]) {
+    let Ok(entries) = codec::decode_payload::<LogEntries>(bytes) else {
+        return;
+    };
+    if let Ok(changes) = decode_log(&[], entries.clone()) {
+        for (_, add, remove) in &changes {
+            assert!(
+                add.windows(2).all(|w| w.first() < w.get(1))
+                    && remove.windows(2).all(|w| w.first() < w.get(1)),
+                "decoded log pids are not strictly ascending"
+            );
+        }
+        assert!(
+            encode_log(&changes) == entries,
+            "a decoded log record does not re-encode to itself"
+        );
+    }
+}
+
 /// Arbitrary bytes into every record decoder: the envelope and payload of each family's
 /// values, each key codec, and bitmap chunks. The checksum stops almost every mutation
 /// before the payload decoder, so the first byte also selects a value type whose payload
@@ -190,7 +215,7 @@ pub fn record_decode(bytes: &[u8]) {
     let Some((&selector, rest)) = bytes.split_first() else {
         return;
     };
-    match selector % 20 {
+    match selector % 21 {
         0 => payload_laws::<MetaValue>(rest),
         1 => payload_laws::<PersonRecord>(rest),
         2 => payload_laws::<u32>(rest),
@@ -225,6 +250,7 @@ pub fn record_decode(bytes: &[u8]) {
             let _ = family.check_record(key, &envelope(family.tag(), key, value));
         }
         18 => key_laws(rest),
+        19 => log_laws(rest),
         _ => {
             let (chunk, rest) = match rest.split_first_chunk::<2>() {
                 Some((c, r)) => (u16::from_be_bytes(*c), r),
@@ -376,7 +402,16 @@ fn build_pristine() -> Pristine {
             if n % 10 == 9 {
                 db.flush()?;
             }
+            // The last people's commits stay in the bitmap log (close checkpoints only
+            // after more than this was written), so damage reaches log records too.
+            if n + 3 == DAMAGED_PEOPLE {
+                db.checkpoint()?;
+            }
         }
+        assert!(
+            !db.raw_records(Family::BitmapLog)?.is_empty(),
+            "the pristine database holds bitmap log records"
+        );
         db.people()
     };
     let people = build().unwrap_or_else(|e| panic!("building the database failed: {e}"));

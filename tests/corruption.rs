@@ -80,6 +80,8 @@ fn rich(dir: &Path) {
         ])
         .unwrap();
     }
+    // Bitmaps: fold what is logged so far into chunks; what follows stays in the log.
+    db.checkpoint().unwrap();
     db.identify(Identify::new(Ident::id("gone")).set("email", "gone@x.io"))
         .unwrap();
     db.suppress(&Ident::id("gone")).unwrap();
@@ -164,6 +166,7 @@ const READ_AT_OPEN: &[Family] = &[
     Family::Topics,
     Family::ObjectTypes,
     Family::Ranges,
+    Family::BitmapLog,
 ];
 
 /// Opens `dir` just after its handle was dropped (sled lets go of it a moment later).

@@ -138,7 +138,7 @@ fn reference() -> (Records, Records, u64, u64) {
         Family::Deliveries,
         Family::Relationships,
         Family::Members,
-        Family::Bitmaps,
+        Family::BitmapLog,
     ] {
         let i = Family::ALL.iter().position(|f| *f == family).unwrap();
         assert_ne!(before[i], after[i], "the batch does not write {family:?}");

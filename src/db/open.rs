@@ -170,6 +170,7 @@ impl ProfileDb {
                 Counters {
                     next_pid: 1,
                     next_seq: 1,
+                    counts: Default::default(),
                 },
                 0,
             ),
@@ -177,7 +178,15 @@ impl ProfileDb {
                 next_pid,
                 next_seq,
                 commit_seq,
-            }) => (Counters { next_pid, next_seq }, commit_seq),
+                counts,
+            }) => (
+                Counters {
+                    next_pid,
+                    next_seq,
+                    counts,
+                },
+                commit_seq,
+            ),
             Some(_) => {
                 return Err(corrupted(
                     Family::Meta,
@@ -186,7 +195,8 @@ impl ProfileDb {
                 ))
             }
         };
-        let bitmaps = Bitmaps::load(&store)?;
+        // The chunks, then the log replayed over them.
+        let (bitmaps, log) = Bitmaps::load(&store, commit_seq)?;
         let catalog = Catalog::load(&store)?;
         let durable_seq = durable_seq.unwrap_or(0);
         let lost = durable_seq > commit_seq;
@@ -204,6 +214,7 @@ impl ProfileDb {
                 writer: Mutex::new(Writer {
                     counters,
                     commit_seq,
+                    log,
                 }),
                 gate: RwLock::new(bitmaps),
                 catalog: RwLock::new(catalog),

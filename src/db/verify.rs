@@ -65,6 +65,16 @@ impl ProfileDb {
         })
     }
 
+    /// The record counts kept in `meta/counters` as of the last commit.
+    pub(crate) fn kept_counts(&self) -> crate::store::records::RecordCounts {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .counters
+            .counts
+    }
+
     /// Reads and checks every record of every family: envelopes, checksums, keys, and
     /// that identifiers, attributes and activity belong to people who exist.
     ///
@@ -72,6 +82,14 @@ impl ProfileDb {
     /// [`Error::Storage`](crate::Error::Storage) when reading fails; damage is reported in the report, not as
     /// an error.
     pub fn verify(&self) -> Result<VerifyReport> {
+        // The writer lock keeps commits (and folds) out while the records are read, so the
+        // kept counts and the stored bitmaps are those of one state.
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let kept = writer.counters.counts;
         let bitmaps = self.read_gate();
         let kv = self.inner.store.kv();
         let mut report = VerifyReport::default();
@@ -110,6 +128,21 @@ impl ProfileDb {
         if let Err(e) = self.verify_bitmaps(&bitmaps, &mut report.problems) {
             report.problems.push(e.to_string());
         }
+        let walked = self.walk_counts()?;
+        let kept = crate::counts::Counts {
+            people: kept.people,
+            objects: kept.objects,
+            events: kept.events,
+            deliveries: kept.deliveries,
+            devices: kept.devices,
+            segments: kept.segments,
+        };
+        if kept != walked {
+            report.problems.push(format!(
+                "the counts kept in meta/counters ({kept:?}) differ from the records ({walked:?})"
+            ));
+        }
+        drop(writer);
         let seq = self.inner.committed.load(Ordering::SeqCst);
         let durable = self
             .inner
@@ -128,21 +161,21 @@ impl ProfileDb {
         Ok(report)
     }
 
-    /// Checks the bitmaps against the data: the stored chunks equal the in-memory
-    /// bitmaps; every bitmap derived from people's attributes, devices, relationships and
+    /// Checks the bitmaps against the data: the stored chunks with the `bitmap_log`
+    /// replayed over them equal the in-memory bitmaps; every bitmap derived from people's attributes, devices, relationships and
     /// events holds exactly the people whose data puts them there; metric bitmaps hold at
     /// least everyone with such a metric (they are "ever" bitmaps).
     fn verify_bitmaps(&self, bitmaps: &Bitmaps, problems: &mut Vec<String>) -> Result<()> {
         use crate::index::{attribute_keys, BitmapKey as K};
         use std::collections::BTreeMap;
         let store = &self.inner.store;
-        let stored = Bitmaps::load(store)?;
+        let (stored, _) = Bitmaps::load(store, self.inner.committed.load(Ordering::SeqCst))?;
         let mut keys: BTreeSet<&K> = bitmaps.keys().collect();
         keys.extend(stored.keys());
         for key in keys {
             if bitmaps.get(key) != stored.get(key) {
                 problems.push(format!(
-                    "bitmap {key:?} in memory differs from the stored chunks"
+                    "bitmap {key:?} in memory differs from the stored chunks and log"
                 ));
             }
         }

@@ -13,13 +13,14 @@ use std::sync::MutexGuard;
 
 use crate::commit_file::CommitFile;
 use crate::error::{Error, InputError, Result, StorageError};
-use crate::index::{Bitmaps, Delta, Touches};
+use crate::index::{BitmapKey, Bitmaps, Delta, LogState, Touches};
 use crate::limits::Limits;
 use crate::model::{Ident, IdentKind, PersonId, Value};
 use crate::segments::Catalog;
 use crate::store::records::{ActivityRecord, MetaValue};
 use crate::store::{
-    ident_key, meta_keys, pid_key, ActivityF, BitmapsF, Counters, IdentifiersF, MetaF, PeopleF, Txn,
+    ident_key, meta_keys, pid_key, ActivityF, BitmapLogF, BitmapsF, Counters, Family, IdentifiersF,
+    MetaF, PeopleF, Txn,
 };
 
 use super::{Durability, ProfileDb};
@@ -28,6 +29,8 @@ use super::{Durability, ProfileDb};
 pub(crate) struct Writer {
     pub(crate) counters: Counters,
     pub(crate) commit_seq: u64,
+    /// The `bitmap_log` records not yet folded into the chunks, and the chunks they dirty.
+    pub(crate) log: LogState,
 }
 
 /// The last durable commit and the file recording it.
@@ -157,16 +160,26 @@ impl ProfileDb {
         e
     }
 
-    /// Commits `txn` (plus the counters and a new commit sequence number), then applies
-    /// `delta` to the in-memory bitmaps inside the gate.
+    /// Commits `txn` (plus the counters, a new commit sequence number, and `delta` as
+    /// this commit's `bitmap_log` record), then applies `delta` to the in-memory bitmaps
+    /// inside the gate.
     pub(crate) fn commit(
         &self,
         writer: &mut Writer,
-        txn: Txn<'_>,
+        mut txn: Txn<'_>,
         counters: Counters,
         delta: &Delta,
     ) -> Result<()> {
-        self.commit_then(writer, txn, counters, |bitmaps| {
+        let mut dirty = Vec::new();
+        if !delta.is_empty() {
+            let bitmaps = self.read_gate();
+            let (records, touched) = delta.log_records(writer.commit_seq + 1, &bitmaps);
+            for (key, entries) in records {
+                txn.put::<BitmapLogF>(key, entries);
+            }
+            dirty = touched;
+        }
+        self.commit_inner(writer, txn, counters, true, dirty, |bitmaps| {
             if !delta.is_empty() {
                 bitmaps.apply(delta);
             }
@@ -178,18 +191,47 @@ impl ProfileDb {
     pub(crate) fn commit_then(
         &self,
         writer: &mut Writer,
-        mut txn: Txn<'_>,
+        txn: Txn<'_>,
         counters: Counters,
         change: impl FnOnce(&mut Bitmaps),
     ) -> Result<()> {
+        self.commit_inner(writer, txn, counters, true, Vec::new(), change)
+    }
+
+    /// The commit itself. `fresh`: pids and seqs between the writer's counters and
+    /// `counters` were allocated by this commit (so keys holding them are new, for the
+    /// kept counts); `dirty`: the chunks this commit's `bitmap_log` records touch.
+    fn commit_inner(
+        &self,
+        writer: &mut Writer,
+        mut txn: Txn<'_>,
+        mut counters: Counters,
+        fresh: bool,
+        dirty: Vec<(BitmapKey, u16)>,
+        change: impl FnOnce(&mut Bitmaps),
+    ) -> Result<()> {
         let seq = writer.commit_seq + 1;
-        // One meta write per commit: the counters and the commit's sequence number.
+        let (pids, seqs) = if fresh {
+            (
+                writer.counters.next_pid..counters.next_pid,
+                writer.counters.next_seq..counters.next_seq,
+            )
+        } else {
+            (0..0, 0..0)
+        };
+        let diff = txn
+            .count_changes(pids, seqs)
+            .map_err(|e| self.poison_on_io(e))?;
+        counters.counts.apply(diff);
+        // One meta write per commit: the counters, the kept counts and the commit's
+        // sequence number.
         txn.put::<MetaF>(
             meta_keys::COUNTERS.to_vec(),
             MetaValue::Counters {
                 next_pid: counters.next_pid,
                 next_seq: counters.next_seq,
                 commit_seq: seq,
+                counts: counters.counts,
             },
         );
         let writes = txn.into_write_set()?;
@@ -208,6 +250,20 @@ impl ProfileDb {
         writer.counters = counters;
         writer.commit_seq = seq;
         self.inner.committed.store(seq, Ordering::SeqCst);
+        for (family, list) in &writes.families {
+            if *family == Family::BitmapLog {
+                for (key, value) in list {
+                    if let Some(v) = value {
+                        writer.log.keys.push(key.clone());
+                        writer.log.bytes += v.len() as u64;
+                    }
+                }
+            }
+        }
+        writer.log.dirty.extend(dirty);
+        if writer.log.over_bound() {
+            self.fold_locked(writer)?;
+        }
         let every = self.inner.config.checkpoint_bytes;
         let since = self.inner.store.kv().since_checkpoint();
         if every > 0 && since >= every {
@@ -246,7 +302,8 @@ impl ProfileDb {
     /// Makes everything durable, then has the store reopen itself (see the
     /// [module docs](crate#checkpoints)). Needs the writer lock, which `_writer`
     /// proves. `Ok(false)` when a read in progress kept it from running.
-    pub(crate) fn checkpoint_locked(&self, _writer: &mut Writer) -> Result<bool> {
+    pub(crate) fn checkpoint_locked(&self, writer: &mut Writer) -> Result<bool> {
+        self.fold_locked(writer)?;
         self.make_durable()?;
         match self.inner.store.kv().checkpoint() {
             Ok(done) => {
@@ -259,6 +316,40 @@ impl ProfileDb {
                 self.poison();
                 Err(e.into())
             }
+        }
+    }
+
+    /// Folds the `bitmap_log` into the chunks: rewrites every chunk a logged change
+    /// dirtied, from the in-memory bitmaps (which are the committed state: only this
+    /// writer changes them), and deletes the folded log records, in one atomic batch.
+    /// The batch changes no data and no counter, so it is not a commit: lost in a crash,
+    /// the log and the old chunks are still there and still agree.
+    pub(crate) fn fold_locked(&self, writer: &mut Writer) -> Result<()> {
+        if writer.log.keys.is_empty() && writer.log.dirty.is_empty() {
+            return Ok(());
+        }
+        let mut txn = Txn::new(&self.inner.store);
+        self.stage_fold(writer, &mut txn);
+        let writes = txn.into_write_set()?;
+        if let Err(e) = self.inner.store.kv().commit(&writes) {
+            self.poison();
+            return Err(e.into());
+        }
+        writer.log = LogState::default();
+        Ok(())
+    }
+
+    /// Stages a fold of the log (see [`fold_locked`](Self::fold_locked)) in `txn`.
+    fn stage_fold(&self, writer: &Writer, txn: &mut Txn<'_>) {
+        let bitmaps = self.read_gate();
+        for (key, chunk) in &writer.log.dirty {
+            match bitmaps.chunk_write(key, *chunk) {
+                (k, Some(b)) => txn.put::<BitmapsF>(k, b),
+                (k, None) => txn.delete::<BitmapsF>(k),
+            }
+        }
+        for key in &writer.log.keys {
+            txn.delete::<BitmapLogF>(key.clone());
         }
     }
 
@@ -339,7 +430,7 @@ impl ProfileDb {
         .map_err(|e| self.poison_on_io(e))?;
         drop(bitmaps);
         drop(catalog);
-        if txn.is_clean() {
+        if txn.is_clean() && delta.is_empty() {
             return Ok(out);
         }
         self.commit(&mut writer, txn, counters, &delta)?;
@@ -362,6 +453,8 @@ impl ProfileDb {
 
     /// Commits what `stage` stages under the writer lock; then, inside the commit gate,
     /// `bitmaps` changes the in-memory bitmaps, and after it `catalog` the catalog.
+    /// `stage` may write whole chunks (a rebuild): the log is folded in the same batch,
+    /// first, so no older log record is replayed over those chunks.
     pub(crate) fn commit_with(
         &self,
         stage: impl FnOnce(&mut Txn<'_>),
@@ -370,11 +463,17 @@ impl ProfileDb {
         let mut writer = self.writer()?;
         let counters = writer.counters;
         let mut txn = Txn::new(&self.inner.store);
+        self.stage_fold(&writer, &mut txn);
         stage(&mut txn);
         let mut new_catalog = self.catalog().clone();
         let mut bitmaps = self.read_gate().clone();
         after(&mut bitmaps, &mut new_catalog);
-        self.commit_then(&mut writer, txn, counters, |gate| *gate = bitmaps)?;
+        let log = std::mem::take(&mut writer.log);
+        let done = self.commit_then(&mut writer, txn, counters, |gate| *gate = bitmaps);
+        if done.is_err() {
+            writer.log = log;
+        }
+        done?;
         *self
             .inner
             .catalog
@@ -384,7 +483,8 @@ impl ProfileDb {
         Ok(())
     }
 
-    /// Commits bitmap changes `delta` (their chunks, and what `stage` adds) as one unit.
+    /// Commits bitmap changes `delta` (their log record, and what `stage` adds) as one
+    /// unit.
     pub(crate) fn commit_delta(
         &self,
         delta: Delta,
@@ -396,12 +496,6 @@ impl ProfileDb {
         {
             let bitmaps = self.read_gate();
             stage(&mut txn, &mut counters, &bitmaps, &delta);
-            for (key, bytes) in delta.chunk_writes(&bitmaps) {
-                match bytes {
-                    Some(b) => txn.put::<BitmapsF>(key, b),
-                    None => txn.delete::<BitmapsF>(key),
-                }
-            }
         }
         self.commit(&mut writer, txn, counters, &delta)?;
         self.release(writer)?;
@@ -422,16 +516,25 @@ impl ProfileDb {
         let mut txn = Txn::new(&self.inner.store);
         stage(&mut txn).map_err(|e| self.poison_on_io(e))?;
         let store = &self.inner.store;
-        let mut loaded = Ok(());
-        self.commit_then(&mut writer, txn, counters, |gate| {
+        let mut loaded = Ok(LogState::default());
+        let seq = writer.commit_seq + 1;
+        // A restore writes chunks whole and no log (its database held no records, so no
+        // log, when it began): nothing here is freshly allocated.
+        self.commit_inner(&mut writer, txn, counters, false, Vec::new(), |gate| {
             if reload {
-                match Bitmaps::load(store) {
-                    Ok(b) => *gate = b,
+                match Bitmaps::load(store, seq) {
+                    Ok((b, log)) => {
+                        *gate = b;
+                        loaded = Ok(log);
+                    }
                     Err(e) => loaded = Err(e),
                 }
             }
         })?;
-        loaded?;
+        let log = loaded?;
+        if reload {
+            writer.log = log;
+        }
         if reload {
             *self
                 .inner
@@ -488,6 +591,10 @@ impl ProfileDb {
         }
         self.make_durable()?;
         if self.inner.checkpoint_at_close() {
+            {
+                let mut writer = self.restore_writer()?;
+                self.fold_locked(&mut writer)?;
+            }
             self.inner.store.kv().checkpoint().map_err(|e| {
                 self.poison();
                 Error::from(e)

@@ -75,6 +75,10 @@ impl ProfileDb {
     /// [`Error::Storage`] when reading the database or writing to `out` fails;
     /// [`Error::Corrupted`] for a damaged record (nothing damaged is ever exported).
     pub fn export(&self, out: &mut dyn Write) -> Result<u64> {
+        // The bitmaps are exported as chunks: fold the log into them first, and hold the
+        // writer lock so no commit logs anew while the export runs.
+        let mut writer = self.restore_writer()?;
+        self.fold_locked(&mut writer)?;
         // Commits take the gate for writing: holding it for reading keeps them out.
         let _gate = self.read_gate();
         let kv = self.inner.store.kv();
@@ -239,6 +243,15 @@ fn upgrade_record(family: Family, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>>
 /// Stages one checked record, decoded to its type, in `txn`.
 fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Result<()> {
     use crate::store::*;
+    if family == Family::BitmapLog {
+        // An export folds the log first: a log record in one is not a restore's to write
+        // (its commit numbers are another database's).
+        return Err(InputError::invalid(
+            "records",
+            "a restore carries no bitmap_log record (an export folds the log into the chunks)",
+        )
+        .into());
+    }
     macro_rules! put {
         ($($variant:ident => $fam:ty,)*) => {
             match family {
@@ -272,6 +285,7 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Topics => TopicsF,
         Segments => SegmentsF,
         Ranges => RangesF,
+        BitmapLog => BitmapLogF,
     }
     Ok(())
 }
@@ -388,7 +402,11 @@ pub(crate) fn apply(
                     "restore_begin needs a database that holds no records yet",
                 )));
             }
-            let counters = Counters { next_pid, next_seq };
+            let counters = Counters {
+                next_pid,
+                next_seq,
+                counts: Default::default(),
+            };
             let staged = db.commit_restore(
                 |txn| {
                     for (family, key, value) in records {

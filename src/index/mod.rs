@@ -1,11 +1,14 @@
 //! Roaring-bitmap indexes over person ids (DESIGN.md section 4).
 //!
 //! Every bitmap is kept whole in memory, loaded at open, and persisted in the `bitmaps`
-//! family split into chunks by `pid >> 16`: adding one member to a 10-million-member
-//! bitmap rewrites one chunk, and a batch rewrites each chunk it dirtied once. Chunk
-//! writes are staged in the same commit as the data change that caused them, and the
-//! in-memory bitmaps change only after that commit lands, inside the commit gate, so a
-//! reader never sees a bitmap that disagrees with committed data.
+//! family split into chunks by `pid >> 16`. A commit does not rewrite chunks: it writes
+//! one small `bitmap_log` record (in the same sled batch as the data change) holding the
+//! membership changes it made, and the writer remembers which chunks are dirty. A fold
+//! ([`LogState`]) rewrites each dirty chunk once and deletes the folded log records, in
+//! one atomic batch: when the log passes a bound, and at every checkpoint. Open loads the
+//! chunks and replays the log in commit order. The in-memory bitmaps change only after a
+//! commit lands, inside the commit gate, so a reader never sees a bitmap that disagrees
+//! with committed data.
 //!
 //! The bitmaps ([`BitmapKey`]): all people; globally unsubscribed; each topic's explicit
 //! opt-ins and opt-outs; each segment; each related object and object type; each device
@@ -20,9 +23,39 @@ use roaring::RoaringBitmap;
 use crate::error::Result;
 use crate::model::Value;
 pub(crate) use crate::store::bitmaps::BitmapKey;
-use crate::store::bitmaps::{decode_chunk, encode_chunk};
+use crate::store::bitmaps::{decode_chunk, decode_log, encode_chunk, encode_log, LogChange};
 use crate::store::records::{AttributesRecord, PersonRecord};
-use crate::store::{BitmapsF, Family, KeyBuf, Store};
+use crate::store::{corrupted, BitmapLogF, BitmapsF, Family, KeyBuf, Store};
+
+/// The largest log record a commit writes, estimated as 5 bytes per pid plus the ids: a
+/// bigger commit splits its changes over several parts (keys `seq + part`). Far under
+/// sled's blob threshold, so a log record is always an inline value.
+pub const LOG_PART_BYTES: usize = 32 << 10;
+
+/// The log's bound: past this many records, or this many bytes, the writer folds it
+/// into the chunks after its commit, so open replays little.
+pub const LOG_FOLD_RECORDS: usize = 4_096;
+/// See [`LOG_FOLD_RECORDS`].
+pub const LOG_FOLD_BYTES: u64 = 4 << 20;
+
+/// What the `bitmap_log` family holds that the chunks do not yet: its keys (in order),
+/// their value bytes, and every chunk a logged change touched.
+#[derive(Debug, Default, Clone)]
+pub struct LogState {
+    /// Keys of the log records not yet folded.
+    pub keys: Vec<Vec<u8>>,
+    /// Their encoded size.
+    pub bytes: u64,
+    /// (bitmap, chunk) touched by a logged change.
+    pub dirty: BTreeSet<(BitmapKey, u16)>,
+}
+
+impl LogState {
+    /// Whether the log is past its bound and should be folded.
+    pub fn over_bound(&self) -> bool {
+        self.keys.len() >= LOG_FOLD_RECORDS || self.bytes >= LOG_FOLD_BYTES
+    }
+}
 
 /// The hour number (hours since 1970-01-01T00:00Z) of a unix time.
 pub fn hour_of(unix_seconds: i64) -> i64 {
@@ -49,14 +82,64 @@ impl Bitmaps {
     /// # Errors
     /// [`Error::Corrupted`](crate::Error::Corrupted) for a damaged key or chunk;
     /// [`Error::Storage`](crate::Error::Storage) when reading fails.
-    pub fn load(store: &Store) -> Result<Bitmaps> {
+    /// Then replays the `bitmap_log` records in key (commit) order; a record of a
+    /// commit after `commit_seq` cannot exist (the log is written in the commit's own
+    /// batch) and is [`Error::Corrupted`](crate::Error::Corrupted).
+    pub fn load(store: &Store, commit_seq: u64) -> Result<(Bitmaps, LogState)> {
         let mut bitmaps = Bitmaps::default();
         for item in store.scan::<BitmapsF>(&[], false, None) {
             let (key, bytes) = item?;
             let (bk, chunk) = BitmapKey::decode_chunk_key(&key)?;
             bitmaps.load_chunk(bk, decode_chunk(&key, chunk, &bytes)?);
         }
-        Ok(bitmaps)
+        let mut log = LogState::default();
+        for item in store.kv().range(
+            Family::BitmapLog,
+            (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+            false,
+        ) {
+            let (key, raw) = item?;
+            let (seq, _) = BitmapLogF::decode_key(&key)?;
+            if seq > commit_seq {
+                return Err(corrupted(
+                    Family::BitmapLog,
+                    &key,
+                    format!("log record of commit #{seq}, after the last commit #{commit_seq}"),
+                ));
+            }
+            let entries = crate::store::decode_value::<BitmapLogF>(&key, &raw)?;
+            for (bk, add, remove) in decode_log(&key, entries)? {
+                let b = bitmaps.map.entry(bk.clone()).or_default();
+                let mut chunks = BTreeSet::new();
+                for &pid in &add {
+                    b.insert(pid);
+                    chunks.insert((pid >> 16) as u16);
+                }
+                for &pid in &remove {
+                    b.remove(pid);
+                    chunks.insert((pid >> 16) as u16);
+                }
+                for c in chunks {
+                    log.dirty.insert((bk.clone(), c));
+                }
+            }
+            log.bytes += raw.len() as u64;
+            log.keys.push(key);
+        }
+        bitmaps.map.retain(|_, b| !b.is_empty());
+        Ok((bitmaps, log))
+    }
+
+    /// The stored form of chunk `chunk` of `key` as the bitmaps are now: (chunk key,
+    /// serialized chunk, or `None` when empty and to be deleted).
+    pub fn chunk_write(&self, key: &BitmapKey, chunk: u16) -> (Vec<u8>, Option<Vec<u8>>) {
+        let c = self
+            .map
+            .get(key)
+            .map(|b| chunk_of(b, chunk))
+            .unwrap_or_default();
+        let bytes = (!c.is_empty()).then(|| encode_chunk(&c));
+        (key.chunk_key(chunk), bytes)
     }
 
     /// The bitmap, if it has ever had a member.
@@ -114,6 +197,9 @@ impl Bitmaps {
     }
 }
 
+/// `bitmap_log` records to write: (key, value).
+pub type LogRecords = Vec<(Vec<u8>, crate::store::bitmaps::LogEntries)>;
+
 /// Bitmap changes staged by one batch: the last word for each (bitmap, person).
 #[derive(Debug, Default, Clone)]
 pub struct Delta {
@@ -148,39 +234,66 @@ impl Delta {
         self.changes.retain(|_, m| !m.is_empty());
     }
 
-    /// The new contents of every chunk the changes touch, to persist: (chunk key,
-    /// serialized chunk or `None` when it became empty).
-    pub fn chunk_writes(&self, bitmaps: &Bitmaps) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let empty = RoaringBitmap::new();
-        let mut out = Vec::new();
+    /// The `bitmap_log` records of commit `seq` for the changes that change something
+    /// against `bitmaps` (the committed state): (key, value) in key order, split into
+    /// parts of about [`LOG_PART_BYTES`] at most; with every (bitmap, chunk) they touch.
+    pub fn log_records(&self, seq: u64, bitmaps: &Bitmaps) -> (LogRecords, Vec<(BitmapKey, u16)>) {
+        let mut by_id: BTreeMap<Vec<u8>, LogChange> = BTreeMap::new();
+        let mut dirty = Vec::new();
         for (key, members) in &self.changes {
-            let mut by_chunk: BTreeMap<u16, Vec<(u32, bool)>> = BTreeMap::new();
-            for (pid, add) in members {
-                by_chunk
-                    .entry((*pid >> 16) as u16)
-                    .or_default()
-                    .push((*pid, *add));
-            }
-            let bitmap = bitmaps.get(key).unwrap_or(&empty);
-            for (chunk, changes) in by_chunk {
-                let mut c = chunk_of(bitmap, chunk);
-                for (pid, add) in changes {
-                    if add {
-                        c.insert(pid);
-                    } else {
-                        c.remove(pid);
-                    }
+            let (mut add, mut remove) = (Vec::new(), Vec::new());
+            for (&pid, &member) in members {
+                if bitmaps.contains(key, pid) == member {
+                    continue;
                 }
-                let bytes = if c.is_empty() {
-                    None
+                if member {
+                    add.push(pid);
                 } else {
-                    Some(encode_chunk(&c))
-                };
-                out.push((key.chunk_key(chunk), bytes));
+                    remove.push(pid);
+                }
+                let chunk = (pid >> 16) as u16;
+                if dirty.last() != Some(&(key, chunk)) {
+                    dirty.push((key, chunk));
+                }
+            }
+            if !add.is_empty() || !remove.is_empty() {
+                by_id.insert(key.prefix(), (key.clone(), add, remove));
             }
         }
-        out.sort();
-        out
+        let mut records = Vec::new();
+        let mut part: Vec<LogChange> = Vec::new();
+        let mut size = 0usize;
+        let flush = |part: &mut Vec<LogChange>, records: &mut Vec<_>| {
+            if !part.is_empty() {
+                let n = u16::try_from(records.len()).unwrap_or(u16::MAX);
+                records.push((BitmapLogF::key(seq, n), encode_log(part)));
+                part.clear();
+            }
+        };
+        for (id, (key, add, remove)) in by_id {
+            // One bitmap's changes may exceed a part themselves: cut them in pieces.
+            let mut pids: Vec<(u32, bool)> = add
+                .into_iter()
+                .map(|p| (p, true))
+                .chain(remove.into_iter().map(|p| (p, false)))
+                .collect();
+            pids.sort_unstable();
+            let per = (LOG_PART_BYTES / 5).max(1);
+            for piece in pids.chunks(per) {
+                let cost = id.len() + 8 + 5 * piece.len();
+                if size + cost > LOG_PART_BYTES || part.last().is_some_and(|c| c.0 == key) {
+                    flush(&mut part, &mut records);
+                    size = 0;
+                }
+                let add = piece.iter().filter(|p| p.1).map(|p| p.0).collect();
+                let remove = piece.iter().filter(|p| !p.1).map(|p| p.0).collect();
+                part.push((key.clone(), add, remove));
+                size += cost;
+            }
+        }
+        flush(&mut part, &mut records);
+        let dirty = dirty.into_iter().map(|(k, c)| (k.clone(), c)).collect();
+        (records, dirty)
     }
 
     /// Splits the changes into deltas covering at most `people` people each (every
@@ -295,7 +408,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_delta_rewrites_only_the_chunks_it_touches() {
+    fn a_delta_logs_only_what_changes_and_dirties_only_its_chunks() {
         let mut bitmaps = Bitmaps::default();
         let mut big = RoaringBitmap::new();
         big.insert_range(0..300_000);
@@ -303,11 +416,48 @@ mod tests {
         let mut d = Delta::default();
         d.set(BitmapKey::All, 300_001, true);
         d.set(BitmapKey::All, 5, false);
-        let writes = d.chunk_writes(&bitmaps);
-        assert_eq!(writes.len(), 2, "chunks 0 and 4");
+        d.set(BitmapKey::All, 6, true); // already a member: nothing to log
+        let (records, dirty) = d.log_records(7, &bitmaps);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, BitmapLogF::key(7, 0));
+        assert_eq!(
+            records[0].1,
+            vec![(BitmapKey::All.prefix(), vec![300_001], vec![5])]
+        );
+        assert_eq!(dirty, vec![(BitmapKey::All, 0), (BitmapKey::All, 4)]);
         bitmaps.apply(&d);
         assert!(bitmaps.contains(&BitmapKey::All, 300_001));
         assert!(!bitmaps.contains(&BitmapKey::All, 5));
+    }
+
+    #[test]
+    fn a_huge_delta_is_split_into_parts_under_the_bound() {
+        let bitmaps = Bitmaps::default();
+        let mut d = Delta::default();
+        for pid in 0..50_000 {
+            d.set(BitmapKey::All, pid, true);
+            d.set(BitmapKey::HasAttr("a".into()), pid * 3, true);
+        }
+        let (records, _) = d.log_records(9, &bitmaps);
+        assert!(records.len() > 2, "{} parts", records.len());
+        let mut back = Bitmaps::default();
+        for (i, (key, entries)) in records.into_iter().enumerate() {
+            assert_eq!(key, BitmapLogF::key(9, i as u16));
+            let bytes = crate::store::codec::encode(24, &key, &entries).unwrap();
+            assert!(bytes.len() <= LOG_PART_BYTES + 64, "{} bytes", bytes.len());
+            for (bk, add, remove) in decode_log(&key, entries).unwrap() {
+                assert!(remove.is_empty());
+                let b = back.map.entry(bk).or_default();
+                add.into_iter().for_each(|p| {
+                    b.insert(p);
+                });
+            }
+        }
+        assert_eq!(back.get(&BitmapKey::All).unwrap().len(), 50_000);
+        assert_eq!(
+            back.get(&BitmapKey::HasAttr("a".into())).unwrap().len(),
+            50_000
+        );
     }
 }
 

@@ -9,12 +9,12 @@ use crate::model::{Map, Value};
 use crate::query::eval::holds;
 use crate::query::source::{Cached, Reader, Source};
 use crate::store::records::ActivityRecord;
-use crate::store::{ActivityF, BitmapsF, Counters, Txn};
+use crate::store::{ActivityF, Counters, Txn};
 
 use super::{Catalog, SEGMENT_ENTERED, SEGMENT_EXITED};
 
-/// Plans the bitmap changes of what `touches` records, maintains the data-driven
-/// segments, and stages every dirty chunk, each once.
+/// Plans the bitmap changes of what `touches` records and maintains the data-driven
+/// segments; the commit logs the returned changes (`bitmap_log`).
 pub(crate) fn stage(
     txn: &mut Txn<'_>,
     touches: &Touches,
@@ -29,12 +29,7 @@ pub(crate) fn stage(
     let mut delta = crate::index::plan(txn, touches, bitmaps, &catalog.indexed, &catalog.ranged)?;
     maintain(txn, touches, bitmaps, &mut delta, catalog, now, counters)?;
     delta.prune(bitmaps);
-    for (key, bytes) in delta.chunk_writes(bitmaps) {
-        match bytes {
-            Some(b) => txn.put::<BitmapsF>(key, b),
-            None => txn.delete::<BitmapsF>(key),
-        }
-    }
+    // The changes themselves are persisted by the commit, as one `bitmap_log` record.
     Ok(delta)
 }
 

@@ -307,3 +307,143 @@ mod tests {
         assert!(decode_chunk(b"k", 0, &[1, 2, 3]).is_err());
     }
 }
+
+/// The value of a `bitmap_log` record: for each bitmap whose membership the commit
+/// changed, in ascending order of its id bytes, (id bytes as in [`BitmapKey::prefix`],
+/// pids added, pids removed), each pid list delta-coded (the first pid, then the gap to
+/// each next one, every gap at least 1).
+pub type LogEntries = Vec<(Vec<u8>, Vec<u32>, Vec<u32>)>;
+
+/// One bitmap's membership changes in a log record: (bitmap, added, removed), each pid
+/// list strictly ascending.
+pub type LogChange = (BitmapKey, Vec<u32>, Vec<u32>);
+
+fn gaps(pids: &[u32]) -> Vec<u32> {
+    let mut prev = None;
+    pids.iter()
+        .map(|&p| {
+            let g = match prev {
+                Some(q) => p.wrapping_sub(q),
+                None => p,
+            };
+            prev = Some(p);
+            g
+        })
+        .collect()
+}
+
+/// Encodes changes (bitmaps in ascending id-byte order, pid lists strictly ascending and
+/// disjoint) as a log record's value.
+pub fn encode_log(changes: &[LogChange]) -> LogEntries {
+    changes
+        .iter()
+        .map(|(k, add, remove)| (k.prefix(), gaps(add), gaps(remove)))
+        .collect()
+}
+
+/// Decodes and validates a log record's value: ids are bitmap ids in strictly ascending
+/// order, written canonically; each entry changes something; pid lists are strictly
+/// ascending (every gap after the first at least 1, no overflow) and disjoint.
+pub fn decode_log(key: &[u8], entries: LogEntries) -> Result<Vec<LogChange>> {
+    let bad = |why: String| corrupted(Family::BitmapLog, key, why);
+    if entries.is_empty() {
+        return Err(bad("log record changes no bitmap".into()));
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    let mut last: Option<Vec<u8>> = None;
+    for (id, add, remove) in entries {
+        if last.as_ref().is_some_and(|l| *l >= id) {
+            return Err(bad("bitmap ids are not in strictly ascending order".into()));
+        }
+        let mut chunk_key = id.clone();
+        chunk_key.extend_from_slice(&[0, 0]);
+        let (bk, _) = BitmapKey::decode_chunk_key(&chunk_key)
+            .map_err(|e| bad(format!("bad bitmap id: {e}")))?;
+        if bk.prefix() != id {
+            return Err(bad("bitmap id is not in its canonical form".into()));
+        }
+        if add.is_empty() && remove.is_empty() {
+            return Err(bad(format!("entry for {bk:?} changes nothing")));
+        }
+        let undelta = |g: Vec<u32>, what: &str| -> Result<Vec<u32>> {
+            let mut pids = Vec::with_capacity(g.len());
+            let mut prev: Option<u32> = None;
+            for gap in g {
+                let p = match prev {
+                    None => gap,
+                    Some(_) if gap == 0 => {
+                        return Err(bad(format!("{what} pids of {bk:?} repeat a pid")))
+                    }
+                    Some(q) => q
+                        .checked_add(gap)
+                        .ok_or_else(|| bad(format!("{what} pids of {bk:?} overflow")))?,
+                };
+                pids.push(p);
+                prev = Some(p);
+            }
+            Ok(pids)
+        };
+        let add = undelta(add, "added")?;
+        let remove = undelta(remove, "removed")?;
+        // Both strictly ascending: a merge walk finds any pid in both.
+        let (mut i, mut j) = (0, 0);
+        while let (Some(a), Some(r)) = (add.get(i), remove.get(j)) {
+            match a.cmp(r) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    return Err(bad(format!(
+                        "pid {a} is both added to and removed from {bk:?}"
+                    )))
+                }
+            }
+        }
+        last = Some(id);
+        out.push((bk, add, remove));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn log_records_roundtrip_and_are_validated() {
+        let changes: Vec<LogChange> = vec![
+            (BitmapKey::All, vec![1, 2, 70_000], vec![5]),
+            (BitmapKey::HasAttr("plan".into()), vec![], vec![3, u32::MAX]),
+        ];
+        let entries = encode_log(&changes);
+        assert_eq!(entries[0].1, vec![1, 1, 69_998]);
+        assert_eq!(decode_log(b"k", entries.clone()).unwrap(), changes);
+        let refused = |e: LogEntries, why: &str| {
+            let err = decode_log(b"k", e).unwrap_err().to_string();
+            assert!(err.contains(why), "{err} lacks {why}");
+        };
+        refused(Vec::new(), "changes no bitmap");
+        let mut e = entries.clone();
+        e.swap(0, 1);
+        refused(e, "ascending");
+        let mut e = entries.clone();
+        e[0].1 = vec![1, 0];
+        refused(e, "repeat");
+        let mut e = entries.clone();
+        e[0].1 = vec![u32::MAX, 1];
+        refused(e, "overflow");
+        let mut e = entries.clone();
+        e[0].2 = vec![2];
+        refused(e, "both added to and removed");
+        let mut e = entries.clone();
+        e[0].0 = vec![99];
+        refused(e, "bad bitmap id");
+        let mut e = entries.clone();
+        e[1].1 = Vec::new();
+        e[1].2 = Vec::new();
+        refused(e, "changes nothing");
+        let mut e = entries;
+        e[1].0.push(7);
+        refused(e, "bad bitmap id");
+    }
+}

@@ -67,6 +67,7 @@ families! {
     Topics "topics" "topic id → name and default.",
     Segments "segments" "segment id → definition.",
     Ranges "ranges" "attribute name + orderable number + pid → (): ordered index of range-indexed attributes.",
+    BitmapLog "bitmap_log" "commit seq + part → the bitmap membership changes of that commit, not yet folded into `bitmaps`.",
 }
 
 impl Family {
@@ -78,6 +79,10 @@ impl Family {
     /// The family's tag byte: the first byte of each of its keys in the shared sled
     /// tree (its position in [`Family::ALL`], from 1; see `FORMAT.md`).
     pub fn tag(self) -> u8 {
+        // Tag 23 is `event_blocks` (another branch of format 3); `bitmap_log` is 24.
+        if self == Family::BitmapLog {
+            return 24;
+        }
         // At most 255 families; there are 23.
         u8::try_from(self.index() + 1).unwrap_or(u8::MAX)
     }
@@ -196,6 +201,12 @@ impl Family {
                 decode_value::<RangesF>(key, value)?;
                 Some(pid)
             }
+            Family::BitmapLog => {
+                BitmapLogF::decode_key(key)?;
+                let entries = decode_value::<BitmapLogF>(key, value)?;
+                bitmaps::decode_log(key, entries)?;
+                None
+            }
         })
     }
 }
@@ -236,6 +247,10 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = DeliveriesF::decode_key(bytes);
     let _ = MembersF::decode_key(bytes);
     let _ = RangesF::decode_key(bytes);
+    let _ = BitmapLogF::decode_key(bytes);
+    if let Ok(entries) = codec::decode_payload::<bitmaps::LogEntries>(bytes) {
+        let _ = bitmaps::decode_log(bytes, entries);
+    }
 }
 
 /// Builds keys: big-endian integers, sign-flipped times, length-prefixed strings.
@@ -406,6 +421,24 @@ family!(BitmapsF, Family::Bitmaps, Vec<u8>);
 family!(TopicsF, Family::Topics, TopicRecord);
 family!(SegmentsF, Family::Segments, SegmentRecord);
 family!(RangesF, Family::Ranges, ());
+family!(BitmapLogF, Family::BitmapLog, bitmaps::LogEntries);
+
+impl BitmapLogF {
+    /// Key: the commit's sequence number (u64) and the part (u16), big-endian.
+    pub fn key(commit_seq: u64, part: u16) -> Vec<u8> {
+        let mut k = KeyBuf::new().u64(commit_seq).done();
+        k.extend_from_slice(&part.to_be_bytes());
+        k
+    }
+    /// (commit seq, part) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u64, u16)> {
+        let (seq, r) = KeyReader::new(Family::BitmapLog, key).u64()?;
+        let (hi, r) = r.byte()?;
+        let (lo, r) = r.byte()?;
+        r.end()?;
+        Ok((seq, u16::from_be_bytes([hi, lo])))
+    }
+}
 
 /// A float as 8 bytes whose big-endian order is numeric order.
 pub fn orderable(x: f64) -> [u8; 8] {
@@ -665,6 +698,8 @@ pub(crate) struct Counters {
     pub next_pid: u64,
     /// The next activity sequence number.
     pub next_seq: u64,
+    /// The kept record counts.
+    pub counts: records::RecordCounts,
 }
 
 impl Counters {
@@ -1011,6 +1046,70 @@ impl<'a> Txn<'a> {
         Ok(keys.into_iter().take(limit.unwrap_or(usize::MAX)).collect())
     }
 
+    /// How the staged writes change the kept record counts ([`records::RecordCounts`]),
+    /// as signed differences in the order people, objects, events, deliveries, devices,
+    /// segments. A slot's state before the commit is its base when it was read; a
+    /// `people` key whose pid lies in `fresh_pids`, or an `events_by_name`/`anonymous`
+    /// key whose seq lies in `fresh_seqs`, was allocated by this commit and cannot have
+    /// existed; anything else is looked up (one read, off the hot path: deletes and
+    /// writes of keys never read).
+    pub(crate) fn count_changes(
+        &self,
+        fresh_pids: std::ops::Range<u64>,
+        fresh_seqs: std::ops::Range<u64>,
+    ) -> Result<[i64; 6]> {
+        let mut out = [0i64; 6];
+        let counted = [
+            (Family::People, 0usize),
+            (Family::Objects, 1),
+            (Family::EventsByName, 2),
+            (Family::Anonymous, 2),
+            (Family::Deliveries, 3),
+            (Family::Devices, 4),
+            (Family::Segments, 5),
+        ];
+        for (family, at) in counted {
+            let Some(slots) = self.slots.get(family.index()) else {
+                continue;
+            };
+            let mut diff = 0i64;
+            for (key, slot) in slots.iter().filter(|(_, s)| s.dirty) {
+                let before = match &slot.base {
+                    Some(b) => b.is_some(),
+                    None => {
+                        let fresh = match family {
+                            Family::People => pid_from_key(family, key)
+                                .is_ok_and(|p| fresh_pids.contains(&u64::from(p))),
+                            Family::EventsByName | Family::Anonymous => key
+                                .last_chunk::<8>()
+                                .is_some_and(|s| fresh_seqs.contains(&u64::from_be_bytes(*s))),
+                            // A delivery whose id this commit read as absent from
+                            // `delivery_ids` is new (each delivery has its id there).
+                            Family::Deliveries => {
+                                DeliveriesF::decode_key(key).is_ok_and(|(_, _, id)| {
+                                    self.slots
+                                        .get(Family::DeliveryIds.index())
+                                        .and_then(|s| s.get(id.as_bytes()))
+                                        .is_some_and(|s| {
+                                            matches!(s.base, Some(None))
+                                                || (!s.dirty && s.value.is_none())
+                                        })
+                                })
+                            }
+                            _ => false,
+                        };
+                        !fresh && self.store.kv.get(family, key)?.is_some()
+                    }
+                };
+                diff += i64::from(slot.value.is_some()) - i64::from(before);
+            }
+            if let Some(o) = out.get_mut(at) {
+                *o += diff;
+            }
+        }
+        Ok(out)
+    }
+
     /// True when nothing has been staged for writing.
     pub fn is_clean(&self) -> bool {
         self.slots
@@ -1078,12 +1177,14 @@ mod family_tests {
             "segments",
             "ranges",
         ];
-        assert_eq!(tags.len(), want.len());
-        for (i, (name, tag)) in tags.into_iter().enumerate() {
+        assert_eq!(tags.len(), want.len() + 1);
+        for (i, (name, tag)) in tags.iter().take(want.len()).enumerate() {
             assert_eq!(
-                (name, usize::from(tag)),
+                (*name, usize::from(*tag)),
                 (want.get(i).copied().unwrap_or(""), i + 1)
             );
         }
+        // 23 is `event_blocks` (another branch of format 3).
+        assert_eq!(tags.last(), Some(&("bitmap_log", 24)));
     }
 }

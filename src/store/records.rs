@@ -149,6 +149,44 @@ pub struct SegmentRecord {
     pub created: i64,
 }
 
+/// How many records of each counted kind the database holds: kept in `meta/counters`
+/// by every commit, so reporting them walks nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Default)]
+pub struct RecordCounts {
+    /// Records in `people`.
+    pub people: u64,
+    /// Records in `objects`.
+    pub objects: u64,
+    /// Records in `events_by_name` plus records in `anonymous`.
+    pub events: u64,
+    /// Records in `deliveries`.
+    pub deliveries: u64,
+    /// Records in `devices`.
+    pub devices: u64,
+    /// Records in `segments`.
+    pub segments: u64,
+}
+
+impl RecordCounts {
+    /// Applies signed differences (people, objects, events, deliveries, devices,
+    /// segments), as [`Txn::count_changes`](super::Txn::count_changes) gives them.
+    pub fn apply(&mut self, diff: [i64; 6]) {
+        let [a, b, c, d, e, f] = diff;
+        for (n, by) in [
+            (&mut self.people, a),
+            (&mut self.objects, b),
+            (&mut self.events, c),
+            (&mut self.deliveries, d),
+            (&mut self.devices, e),
+            (&mut self.segments, f),
+        ] {
+            // A count that would leave its range means the kept counts were wrong
+            // already; `verify` reports that against a walk.
+            *n = n.saturating_add_signed(by);
+        }
+    }
+}
+
 /// `meta` family values.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum MetaValue {
@@ -168,6 +206,9 @@ pub enum MetaValue {
         next_seq: u64,
         /// The sequence number of the last commit.
         commit_seq: u64,
+        /// How many records of each counted kind the database holds, kept by every
+        /// commit (format 3).
+        counts: RecordCounts,
     },
     /// Key `indexed`: the attributes with equality bitmaps.
     Indexed(Vec<String>),
@@ -316,7 +357,7 @@ mod tests {
         #[test]
         fn meta_roundtrips(version in any::<u32>(), created in any::<i64>(), n in any::<u64>(), m in any::<u64>()) {
             roundtrip(&MetaValue::Format { version, created });
-            roundtrip(&MetaValue::Counters { next_pid: n, next_seq: m, commit_seq: n ^ m });
+            roundtrip(&MetaValue::Counters { next_pid: n, next_seq: m, commit_seq: n ^ m, counts: RecordCounts { people: n, objects: m, events: n / 2, deliveries: m / 3, devices: 1, segments: 0 } });
             roundtrip(&MetaValue::Indexed(vec![format!("{n}"), String::new()]));
         }
 

@@ -71,6 +71,15 @@ pub fn records(db: &ProfileDb) -> Records {
         .collect()
 }
 
+/// Every record but the bitmaps' (chunks and log), grouped by family: what a fold of the
+/// bitmap log leaves unchanged.
+pub fn records_but_bitmaps(db: &ProfileDb) -> Records {
+    records(db)
+        .into_iter()
+        .filter(|(f, _)| !matches!(f, Family::Bitmaps | Family::BitmapLog))
+        .collect()
+}
+
 /// A small seeded generator (xorshift64*), for tests that pick positions and moments.
 pub struct Rng(pub u64);
 
