@@ -198,6 +198,10 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
                     let v = decode_value::<$fam>(&key, value)?;
                     txn.put::<$fam>(key, v);
                 })*
+                // Unused since format 3: `check_record` refuses its records first.
+                Family::Ranges => {
+                    return Err(corrupted(family, &key, "family `ranges` is unused since format 3"));
+                }
             }
         };
     }
@@ -223,7 +227,6 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Bitmaps => BitmapsF,
         Topics => TopicsF,
         Segments => SegmentsF,
-        Ranges => RangesF,
     }
     Ok(())
 }

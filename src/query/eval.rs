@@ -43,8 +43,9 @@ pub enum Cond {
     TopicDefaultIn(u32),
     /// Checked per person (on the candidates of its bitmap).
     Scan(Atom),
-    /// A numeric comparison (`<`, `<=`, `>`, `>=`) of a range-indexed attribute,
-    /// answered by a range scan of the ordered index.
+    /// A numeric comparison (`<`, `<=`, `>`, `>=`, or `=` when the attribute has no
+    /// equality bitmaps) of a ranged attribute, answered by the bit slices of its
+    /// ordered index.
     Range(Atom),
 }
 
@@ -151,12 +152,20 @@ impl Cond {
                     op: CmpOp::Eq,
                     value,
                 } if path.len() == 1 && !matches!(value, Literal::Now(_)) => {
-                    match path.first().filter(|n| ws.indexed.contains(*n)) {
-                        Some(name) => Cond::Key(BitmapKey::AttrEq(
+                    match path.first() {
+                        Some(name) if ws.indexed.contains(name) => Cond::Key(BitmapKey::AttrEq(
                             name.clone(),
                             eq_text(&literal_value(value, 0)),
                         )),
-                        None => Cond::Scan(a.clone()),
+                        // A number equals exactly the values the ordered index holds
+                        // at it (`3`, `3.0`, `"3"`).
+                        Some(name)
+                            if ws.ranged.contains(name)
+                                && matches!(value, Literal::Int(_) | Literal::Float(_)) =>
+                        {
+                            Cond::Range(a.clone())
+                        }
+                        _ => Cond::Scan(a.clone()),
                     }
                 }
                 Atom::Attr {
@@ -706,7 +715,7 @@ pub fn eval(
             match atom {
                 Atom::Attr { path, op, value } => match path.first() {
                     Some(name) => match literal_value(value, now).as_number() {
-                        Some(x) => within & &src.range(name, *op, x)?,
+                        Some(x) => src.range(name, *op, x, Some(within))?,
                         None => RoaringBitmap::new(),
                     },
                     None => RoaringBitmap::new(),

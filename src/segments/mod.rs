@@ -31,7 +31,7 @@ pub(crate) mod members;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::Touch;
 use crate::query::eval::{Cond, Workspace};
-use crate::query::{Atom, Expr, SegmentName};
+use crate::query::{Atom, CmpOp, Expr, Literal, SegmentName};
 use crate::store::records::{SegmentRecord, TopicRecord};
 use crate::store::{Family, KeyBuf, SegmentsF, Store, TopicsF};
 
@@ -322,6 +322,32 @@ fn topo_order(segments: &BTreeMap<u32, SegmentDef>) -> Result<Vec<u32>> {
         visit(*id, segments, &mut state, &mut out, &mut Vec::new())?;
     }
     Ok(out)
+}
+
+/// The top-level attributes `expr` compares in order (`<`, `<=`, `>`, `>=`) with a number
+/// or `now±N`: creating a segment with such a condition gives each of them an ordered
+/// index, so the comparison is answered from bitmaps (see
+/// [`ProfileDb::create_segment`](crate::ProfileDb::create_segment)).
+pub fn compared_attributes(expr: &Expr) -> BTreeSet<String> {
+    fn walk(expr: &Expr, out: &mut BTreeSet<String>) {
+        match expr {
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().for_each(|x| walk(x, out)),
+            Expr::Not(x) => walk(x, out),
+            Expr::Atom(Atom::Attr {
+                path,
+                op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+                value: Literal::Int(_) | Literal::Float(_) | Literal::Now(_),
+            }) => {
+                if let [name] = path.as_slice() {
+                    out.insert(name.clone());
+                }
+            }
+            Expr::Atom(_) => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(expr, &mut out);
+    out
 }
 
 /// Key of the `topics` and `segments` families: the id, 4 bytes big-endian.

@@ -66,7 +66,7 @@ families! {
     Bitmaps "bitmaps" "bitmap id + chunk (pid >> 16) → one chunk of a roaring bitmap.",
     Topics "topics" "topic id → name and default.",
     Segments "segments" "segment id → definition.",
-    Ranges "ranges" "attribute name + orderable number + pid → (): ordered index of range-indexed attributes.",
+    Ranges "ranges" "Unused since format 3 (tag 22 stays reserved): ordered indexes are bit-sliced bitmaps in `bitmaps`. A key with this tag is damage.",
 }
 
 impl Family {
@@ -192,9 +192,11 @@ impl Family {
                 None
             }
             Family::Ranges => {
-                let (_, _, pid) = RangesF::decode_key(key)?;
-                decode_value::<RangesF>(key, value)?;
-                Some(pid)
+                return Err(corrupted(
+                    self,
+                    key,
+                    "family `ranges` is unused since format 3: no record belongs here",
+                ));
             }
         })
     }
@@ -235,7 +237,6 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = AnonymousF::decode_key(bytes);
     let _ = DeliveriesF::decode_key(bytes);
     let _ = MembersF::decode_key(bytes);
-    let _ = RangesF::decode_key(bytes);
 }
 
 /// Builds keys: big-endian integers, sign-flipped times, length-prefixed strings.
@@ -405,7 +406,6 @@ family!(
 family!(BitmapsF, Family::Bitmaps, Vec<u8>);
 family!(TopicsF, Family::Topics, TopicRecord);
 family!(SegmentsF, Family::Segments, SegmentRecord);
-family!(RangesF, Family::Ranges, ());
 
 /// A float as 8 bytes whose big-endian order is numeric order.
 pub fn orderable(x: f64) -> [u8; 8] {
@@ -416,45 +416,6 @@ pub fn orderable(x: f64) -> [u8; 8] {
         bits | (1 << 63)
     };
     ordered.to_be_bytes()
-}
-
-/// Inverse of [`orderable`].
-pub fn from_orderable(b: [u8; 8]) -> f64 {
-    let ordered = u64::from_be_bytes(b);
-    let bits = if ordered >> 63 == 1 {
-        ordered & !(1 << 63)
-    } else {
-        !ordered
-    };
-    f64::from_bits(bits)
-}
-
-impl RangesF {
-    /// The key prefix of one attribute's entries.
-    pub fn prefix(name: &str) -> Vec<u8> {
-        KeyBuf::new().str16(name).done()
-    }
-    /// Key: `u16`-prefixed attribute name, orderable number (8 bytes), pid.
-    pub fn key(name: &str, value: f64, pid: u32) -> Vec<u8> {
-        let mut k = Self::prefix(name);
-        k.extend_from_slice(&orderable(value));
-        k.extend_from_slice(&pid.to_be_bytes());
-        k
-    }
-    /// The key prefix of one attribute's entries at `value`.
-    pub fn at(name: &str, value: f64) -> Vec<u8> {
-        let mut k = Self::prefix(name);
-        k.extend_from_slice(&orderable(value));
-        k
-    }
-    /// (name, value, pid) of a key.
-    pub fn decode_key(key: &[u8]) -> Result<(String, f64, u32)> {
-        let (name, r) = KeyReader::new(Family::Ranges, key).str16()?;
-        let (v, r) = r.u64()?;
-        let (pid, r) = r.u32()?;
-        r.end()?;
-        Ok((name, from_orderable(v.to_be_bytes()), pid))
-    }
 }
 
 /// Who an event id belongs to, in `event_ids` keys.
