@@ -481,6 +481,11 @@ impl ProfileDb {
     /// Creates a segment: manual when `condition` is `None`, otherwise data-driven with
     /// its membership computed now. Returns its id.
     ///
+    /// Every top-level attribute the condition compares in order with a number (`<`,
+    /// `<=`, `>`, `>=` against a number or `now±N`) and that has no ordered index yet gets
+    /// one, as [`index_attribute_range`](ProfileDb::index_attribute_range) builds it, in
+    /// the same commit as the segment.
+    ///
     /// # Examples
     /// ```
     /// # fn main() -> Result<(), profiledb::Error> {

@@ -163,7 +163,6 @@ const READ_AT_OPEN: &[Family] = &[
     Family::Segments,
     Family::Topics,
     Family::ObjectTypes,
-    Family::Ranges,
 ];
 
 /// Opens `dir` just after its handle was dropped (sled lets go of it a moment later).
@@ -314,7 +313,6 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
 const UNIT_VALUES: &[Family] = &[
     Family::Members,
     Family::EventsByName,
-    Family::Ranges,
     Family::AnonRelationships,
 ];
 

@@ -342,6 +342,53 @@ mod tests {
         assert!(bitmaps.contains(&BitmapKey::All, 300_001));
         assert!(!bitmaps.contains(&BitmapKey::All, 5));
     }
+
+    /// The staged view of a batch: committed bitmaps with the pending changes applied,
+    /// which is what an ordered-index comparison inside a commit reads.
+    #[test]
+    fn an_overlay_is_the_bitmap_after_the_batch() {
+        let mut bitmaps = Bitmaps::default();
+        let name = "age".to_owned();
+        let committed = BTreeSet::new();
+        let ranged: BTreeSet<String> = [name.clone()].into_iter().collect();
+        let with = |age: i64| {
+            let mut a = AttributesRecord::default();
+            a.values.insert(name.clone(), Value::Int(age));
+            a
+        };
+        let mut d = Delta::default();
+        for (pid, age) in [(1, 20), (2, 50)] {
+            for k in attribute_keys(None, Some(&with(age)), &committed, &ranged) {
+                d.set(k, pid, true);
+            }
+        }
+        bitmaps.apply(&d);
+        // In the batch: 1 turns 40, 2 loses the attribute, 3 arrives at 30.
+        let mut d = Delta::default();
+        let before = |age| attribute_keys(None, Some(&with(age)), &committed, &ranged);
+        for (pid, old, new) in [
+            (1, Some(20), Some(40)),
+            (2, Some(50), None),
+            (3, None, Some(30)),
+        ] {
+            let old = old.map(before).unwrap_or_default();
+            let new = new.map(before).unwrap_or_default();
+            for k in old.difference(&new) {
+                d.set(k.clone(), pid, false);
+            }
+            for k in new.difference(&old) {
+                d.set(k.clone(), pid, true);
+            }
+        }
+        let staged = range::compare(&name, range::Order::Ge, 30.0, None, |k| {
+            d.overlay(&bitmaps, k)
+        });
+        assert_eq!(staged, [1, 3].into_iter().collect());
+        let committed_view = range::compare(&name, range::Order::Ge, 30.0, None, |k| {
+            bitmaps.get(k).map(Cow::Borrowed)
+        });
+        assert_eq!(committed_view, [2].into_iter().collect());
+    }
 }
 
 /// What a batch changed about each person, as far as the bitmaps care.

@@ -152,7 +152,7 @@ impl Cond {
                     op: CmpOp::Eq,
                     value,
                 } if path.len() == 1 && !matches!(value, Literal::Now(_)) => {
-                    match path.first() {
+                    match path.first().filter(|n| !is_identifier(n)) {
                         Some(name) if ws.indexed.contains(name) => Cond::Key(BitmapKey::AttrEq(
                             name.clone(),
                             eq_text(&literal_value(value, 0)),
@@ -172,7 +172,11 @@ impl Cond {
                     path,
                     op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
                     value: Literal::Int(_) | Literal::Float(_) | Literal::Now(_),
-                } if path.len() == 1 && path.first().is_some_and(|n| ws.ranged.contains(n)) => {
+                } if path.len() == 1
+                    && path
+                        .first()
+                        .is_some_and(|n| ws.ranged.contains(n) && !is_identifier(n)) =>
+                {
                     Cond::Range(a.clone())
                 }
                 Atom::Related { type_id, object_id } => Cond::Key(match object_id {
@@ -455,6 +459,12 @@ fn count_holds(count: Option<(CmpOp, u64)>, n: u64) -> bool {
 
 /// An attribute by path; `id`, `email`, `phone`, `anonymous_id` and `cio_id` read the
 /// identifiers.
+/// Whether `attr.NAME` reads an identifier (from the person record, or derived from the
+/// pid) rather than the attributes record, which is all the attribute indexes cover.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    matches!(name, "cio_id" | "id" | "email" | "phone" | "anonymous_id")
+}
+
 fn attr_value(src: &mut dyn Source, pid: u32, path: &[String]) -> Result<Option<Value>> {
     let Some(first) = path.first() else {
         return Ok(None);

@@ -20,6 +20,12 @@
 //! - A condition may reference other segments; a reference cycle is refused. References
 //!   are stored by id (`segment:#3`), so renaming a segment never breaks one. Deleting a
 //!   segment that others reference is refused, naming them.
+//! - Creating a data-driven segment whose condition compares a top-level attribute in
+//!   order with a number (`attr.score > 5`, `attr.created_at > now-7d`) gives that
+//!   attribute an ordered index first ([`compared_attributes`]), built from every person
+//!   in the same commit as the segment, and kept by every write after (it outlives the
+//!   segment): the initial build, the segment's upkeep and any query comparing the
+//!   attribute read bitmaps instead of attribute records.
 //! - Conditions that read the clock (`within`, `now`) are re-evaluated by
 //!   [`ProfileDb::refresh`](crate::ProfileDb::refresh).
 
@@ -337,11 +343,12 @@ pub fn compared_attributes(expr: &Expr) -> BTreeSet<String> {
                 path,
                 op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
                 value: Literal::Int(_) | Literal::Float(_) | Literal::Now(_),
-            }) => {
-                if let [name] = path.as_slice() {
+            }) => match path.as_slice() {
+                [name] if !crate::query::eval::is_identifier(name) => {
                     out.insert(name.clone());
                 }
-            }
+                _ => {}
+            },
             Expr::Atom(_) => {}
         }
     }

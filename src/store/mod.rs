@@ -1012,6 +1012,14 @@ mod family_tests {
     use super::Family;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_retired_ranges_family_holds_nothing() {
+        // Tag 22 is reserved since format 3: any record under it is damage.
+        let err = Family::Ranges.check_record(b"k", b"v").unwrap_err();
+        assert!(err.to_string().contains("unused since format 3"), "{err}");
+    }
+
+    #[test]
     fn family_tags_are_the_documented_ones() {
         // FORMAT.md lists these; changing one is a format change.
         let tags: Vec<(&str, u8)> = Family::ALL.iter().map(|f| (f.name(), f.tag())).collect();
