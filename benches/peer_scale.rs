@@ -26,7 +26,8 @@
 //! Each engine runs in its own child process (this binary re-executed with `--engine`),
 //! so the peak memory reported (`VmHWM`) is that engine's alone. Per engine: topics and
 //! attribute indexes, then the N people in batches of about 1000 operations (timed:
-//! batched ingest), 50 data-driven segments created, N/10 more people ingested with the
+//! batched ingest), 50 data-driven segments created and one more comparing the undeclared
+//! `created_at` (`peer::COMPARING_SEGMENT`, timed alone), N/10 more people ingested with the
 //! segments live (the maintenance overhead), a heavy person, `refresh` an hour and
 //! three days later, read latencies (over sampled people), audience counts and the
 //! conditions of issue 13 (each checked equal across the engines; the run's log shows
@@ -44,7 +45,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use peer::{
-    Batch, Batches, Engine, Kind, Work, AUDIENCES, BATCH_OPS, CONDITIONS, HEAVY, NOW, SEGMENTS,
+    Batch, Batches, Engine, Kind, Work, AUDIENCES, BATCH_OPS, COMPARING_SEGMENT, CONDITIONS, HEAVY,
+    NOW, SEGMENTS,
 };
 use profiledb::synth;
 
@@ -257,6 +259,19 @@ fn child(a: &Args, kind: Kind) {
     emit("create_segments_s", start.elapsed().as_secs_f64());
     log(&format!(
         "created {SEGMENTS} segments in {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
+
+    let start = Instant::now();
+    e.create_segment(COMPARING_SEGMENT.0, COMPARING_SEGMENT.1);
+    emit("create_comparing_segment_s", start.elapsed().as_secs_f64());
+    emit(
+        "comparing_segment_value",
+        e.count(&format!(r#"segment:"{}""#, COMPARING_SEGMENT.0)) as f64,
+    );
+    log(&format!(
+        "created `{}` in {:.1} s",
+        COMPARING_SEGMENT.1,
         start.elapsed().as_secs_f64()
     ));
 
@@ -531,7 +546,7 @@ fn main() {
         ("batched ingest (ops/s)", "ingest_ops_per_s"),
         ("batched ingest (people/s)", "ingest_people_per_s"),
         (
-            "batched ingest, 50 data-driven segments live (ops/s)",
+            "batched ingest, 51 data-driven segments live (ops/s)",
             "ingest_segments_ops_per_s",
         ),
     ] {
@@ -567,6 +582,14 @@ fn main() {
         );
     };
     latency("create 50 segments", "create_segments_s", 1e6);
+    latency(
+        &format!(
+            "create a segment comparing an undeclared attribute: `{}`",
+            COMPARING_SEGMENT.1
+        ),
+        "create_comparing_segment_s",
+        1e6,
+    );
     latency("refresh, an hour later", "refresh_1h_ms", 1e3);
     latency(
         "refresh, three days later (mass exit)",
@@ -635,7 +658,11 @@ fn main() {
             );
         }
     }
-    for key in ["refresh_1h_changes", "refresh_3d_changes"] {
+    for key in [
+        "comparing_segment_value",
+        "refresh_1h_changes",
+        "refresh_3d_changes",
+    ] {
         let (x, y) = (get(&p, key), get(&s, key));
         same &= x == y;
         println!(

@@ -36,7 +36,7 @@ use crate::store::records::{
 use crate::store::{
     ident_from_key, ident_key, pid_from_key, pid_key, track_kind_name, ActivityF,
     AnonRelationshipsF, AnonymousF, BitmapLogF, DeliveriesF, EventIdsF, EventsByNameF, Family,
-    MembersF, ObjectsF, RangesF, RelationshipsF,
+    MembersF, ObjectsF, RelationshipsF,
 };
 use crate::{
     DeviceInput, Durability, Error, Faults, Identify, ManualClock, Metric, NewDelivery, Op,
@@ -156,9 +156,6 @@ fn key_laws(k: &[u8]) {
     }
     if let Ok((a, t, o)) = AnonRelationshipsF::decode_key(k) {
         key_law("anon_relationships", k, &AnonRelationshipsF::key(&a, t, &o));
-    }
-    if let Ok((name, v, pid)) = RangesF::decode_key(k) {
-        key_law("ranges", k, &RangesF::key(&name, v, pid));
     }
     if let Ok((bk, chunk)) = BitmapKey::decode_chunk_key(k) {
         key_law("bitmaps", k, &bk.chunk_key(chunk));

@@ -52,7 +52,11 @@
 //!   [`TopicState`], [`Counts`].
 //! - Audiences: the condition language in [`query`] ([`Expr`], [`parse_condition`]),
 //!   [`Audience`], [`PersonSummary`], [`SegmentInfo`], [`RefreshReport`], [`Explain`],
-//!   and [`RoaringBitmap`] (the crate `roaring`'s) for raw audiences.
+//!   and [`RoaringBitmap`] (the crate `roaring`'s) for raw audiences. Attribute indexes:
+//!   equality ([`ProfileDb::index_attribute`]) and ordered
+//!   ([`ProfileDb::index_attribute_range`]: bit-sliced bitmaps answering `<`, `<=`, `>`,
+//!   `>=`, `=` against a number), which a data-driven segment also gives every attribute
+//!   its condition compares in order ([`ProfileDb::create_segment`]).
 //! - Wire formats in ([`ProfileDb::ingest`], [`ingest`] lists every shape): [`Report`],
 //!   [`Rejection`]; export out: [`ProfileDb::export`], and back into an empty database:
 //!   [`ProfileDb::restore`] ([`RestoreReport`], [`LineRejection`]) or [`Restore`] line

@@ -11,11 +11,13 @@ use roaring::RoaringBitmap;
 use crate::db::ProfileDb;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::{attribute_keys, chunk_of, BitmapKey, Bitmaps, Delta};
-use crate::model::{Ident, IdentKind, PersonId, SegmentRef, TopicState, Value};
+use crate::model::{Ident, IdentKind, PersonId, SegmentRef, TopicState};
 use crate::query::eval::{eval, Cond, Explain, Trend};
 use crate::query::source::Reader;
 use crate::query::{parse, parse_filter_json, Expr};
-use crate::segments::{canonical, check_name, id_key, record_of, Catalog, Reads, SegmentDef};
+use crate::segments::{
+    canonical, check_name, compared_attributes, id_key, record_of, Catalog, Reads, SegmentDef,
+};
 use crate::store::bitmaps::encode_chunk;
 use crate::store::records::{MetaValue, TopicRecord};
 use crate::store::{
@@ -479,6 +481,11 @@ impl ProfileDb {
     /// Creates a segment: manual when `condition` is `None`, otherwise data-driven with
     /// its membership computed now. Returns its id.
     ///
+    /// Every top-level attribute the condition compares in order with a number (`<`,
+    /// `<=`, `>`, `>=` against a number or `now±N`) and that has no ordered index yet gets
+    /// one, as [`index_attribute_range`](ProfileDb::index_attribute_range) builds it, in
+    /// the same commit as the segment.
+    ///
     /// # Examples
     /// ```
     /// # fn main() -> Result<(), profiledb::Error> {
@@ -536,16 +543,35 @@ impl ProfileDb {
             cond: None,
             created: self.now(),
         };
+        // Attributes the condition compares in order get an ordered index first, so
+        // the initial build and every later query read bitmaps, not attribute records.
+        let auto: BTreeSet<String> = def
+            .expr
+            .as_ref()
+            .map(compared_attributes)
+            .unwrap_or_default()
+            .difference(&catalog.ranged)
+            .cloned()
+            .collect();
         let rec = record_of(&def);
         catalog.segments.insert(id, def);
+        catalog.ranged.extend(auto.iter().cloned());
         catalog.finish()?;
-        let bitmaps = self.read_gate().clone();
-        let rebuilt = match self.build(&catalog, id, &bitmaps, progress)? {
-            Some(b) => vec![(BitmapKey::Segment(id), b)],
-            None => Vec::new(),
-        };
+        let mut rebuilt = self.range_slices(&auto)?;
+        let mut bitmaps = self.read_gate().clone();
+        for (key, bitmap) in &rebuilt {
+            bitmaps.set(key.clone(), bitmap.clone());
+        }
+        if let Some(b) = self.build(&catalog, id, &bitmaps, progress)? {
+            rebuilt.push((BitmapKey::Segment(id), b));
+        }
+        drop(bitmaps);
+        let ranged: Vec<String> = catalog.ranged.iter().cloned().collect();
         self.commit_catalog(catalog, rebuilt, |txn| {
-            txn.put::<SegmentsF>(id_key(id), rec)
+            txn.put::<SegmentsF>(id_key(id), rec);
+            if !auto.is_empty() {
+                txn.put::<MetaF>(meta_keys::RANGED.to_vec(), MetaValue::Indexed(ranged));
+            }
         })?;
         Ok(id)
     }
@@ -760,7 +786,7 @@ impl ProfileDb {
         for item in self.inner.store.scan::<AttributesF>(&[], false, None) {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::Attributes, &key)?;
-            for k in attribute_keys(None, Some(&rec), &only) {
+            for k in attribute_keys(None, Some(&rec), &only, &BTreeSet::new()) {
                 if matches!(k, BitmapKey::AttrEq(..)) {
                     built.entry(k).or_default().insert(pid);
                 }
@@ -777,8 +803,14 @@ impl ProfileDb {
 impl ProfileDb {
     /// Declares `attribute` range-indexed: an ordered index of its numeric values
     /// (numbers, and strings holding numbers, such as unix timestamps), built now from
-    /// every person and kept from then on, so `attr.NAME < / <= / > / >= NUMBER` (or
-    /// `now±N`) is answered by a range scan instead of a per-person check.
+    /// every person and kept from then on, so `attr.NAME < / <= / > / >= / = NUMBER` (or
+    /// `now±N`) is answered from bitmaps instead of a per-person check. The index is 64
+    /// bit-slice bitmaps of the values' orderable encoding plus one of the people who
+    /// have a value (see the `index::range` module); a comparison is about 130 bitmap
+    /// operations whatever the number of people.
+    ///
+    /// Creating a data-driven segment that compares an attribute in order with a number
+    /// gives it this index too ([`create_segment`](ProfileDb::create_segment)).
     ///
     /// # Errors
     /// [`Error::Input`](crate::Error::Input) for a bad name.
@@ -794,22 +826,34 @@ impl ProfileDb {
         if !catalog.ranged.insert(attribute.to_owned()) {
             return Ok(());
         }
-        let mut entries = Vec::new();
+        let only: BTreeSet<String> = [attribute.to_owned()].into_iter().collect();
+        let built = self.range_slices(&only)?;
+        catalog.finish()?;
+        let names: Vec<String> = catalog.ranged.iter().cloned().collect();
+        self.commit_catalog(catalog, built, |txn| {
+            txn.put::<MetaF>(meta_keys::RANGED.to_vec(), MetaValue::Indexed(names));
+        })
+    }
+
+    /// The ordered-index bitmaps (existence and bit slices) of the attributes in
+    /// `names`, computed from every person's attributes.
+    pub(crate) fn range_slices(&self, names: &BTreeSet<String>) -> Result<Vec<(BitmapKey, RoaringBitmap)>> {
+        let mut built: BTreeMap<BitmapKey, RoaringBitmap> = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         for item in self.inner.store.scan::<AttributesF>(&[], false, None) {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::Attributes, &key)?;
-            if let Some(x) = rec.values.get(attribute).and_then(Value::as_number) {
-                entries.push(crate::store::RangesF::key(attribute, x, pid));
+            for name in names {
+                if let Some(x) = rec.values.get(name).and_then(crate::index::range::number) {
+                    for k in crate::index::range::keys_of(name, x) {
+                        built.entry(k).or_default().insert(pid);
+                    }
+                }
             }
         }
-        catalog.finish()?;
-        let names: Vec<String> = catalog.ranged.iter().cloned().collect();
-        self.commit_catalog(catalog, Vec::new(), |txn| {
-            for k in entries {
-                txn.put::<crate::store::RangesF>(k, ());
-            }
-            txn.put::<MetaF>(meta_keys::RANGED.to_vec(), MetaValue::Indexed(names));
-        })
+        Ok(built.into_iter().collect())
     }
 }
 

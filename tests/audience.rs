@@ -959,7 +959,9 @@ fn creating_a_segment_reports_progress() {
         .collect();
     db.write_batch(&ops).unwrap();
     let mut seen = Vec::new();
-    db.create_segment_with_progress("Old", Some("attr.age > 60"), &mut |done, total| {
+    // A condition checked person by person (an ordered comparison would be answered by
+    // the ordered index the segment gives `age`, with no per-person work).
+    db.create_segment_with_progress("Old", Some("attr.age != 60"), &mut |done, total| {
         seen.push((done, total))
     })
     .unwrap();
@@ -969,7 +971,7 @@ fn creating_a_segment_reports_progress() {
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
     assert_eq!(
         db.count("segment:Old").unwrap(),
-        db.count("attr.age > 60").unwrap()
+        db.count("attr.age != 60").unwrap()
     );
 }
 

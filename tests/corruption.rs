@@ -88,6 +88,10 @@ fn rich(dir: &Path) {
     let report = db.verify().unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     for &family in Family::ALL {
+        if family == Family::Ranges {
+            // Retired in format 3: its tag stays reserved and nothing writes it.
+            continue;
+        }
         assert!(
             !db.raw_records(family).unwrap().is_empty(),
             "the fixture has no {family:?} record"
@@ -165,7 +169,6 @@ const READ_AT_OPEN: &[Family] = &[
     Family::Segments,
     Family::Topics,
     Family::ObjectTypes,
-    Family::Ranges,
     Family::BitmapLog,
 ];
 
@@ -197,6 +200,8 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
     let families: Records = Family::ALL
         .iter()
         .map(|&f| (f, db.raw_records(f).unwrap()))
+        // A retired family (format 3's `ranges`) holds nothing to damage.
+        .filter(|(_, records)| !records.is_empty())
         .collect();
     drop(db);
     let pristine = tempfile::tempdir().unwrap();
@@ -317,7 +322,6 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
 const UNIT_VALUES: &[Family] = &[
     Family::Members,
     Family::EventsByName,
-    Family::Ranges,
     Family::AnonRelationships,
 ];
 

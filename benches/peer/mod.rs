@@ -84,6 +84,16 @@ pub const CONDITIONS: [(&str, &str); 3] = [
     ),
 ];
 
+/// A data-driven segment comparing `created_at`, which no one declared indexed: created
+/// after the [`SEGMENTS`] workload segments. profiledb gives a segment's ordered
+/// comparisons an ordered index when it is created, so the undeclared-attribute
+/// condition of [`CONDITIONS`] is then answered from bitmaps; SQLite stores the
+/// segment's members and has no index on `created_at`.
+pub const COMPARING_SEGMENT: (&str, &str) = (
+    "Signed up in the last 90 days",
+    "attr.created_at >= 1759449600",
+);
+
 /// Which engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

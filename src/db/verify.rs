@@ -185,7 +185,14 @@ impl ProfileDb {
             let (key, rec) = item?;
             let pid = crate::store::pid_from_key(Family::People, &key)?;
             let attrs = store.get::<AttributesF>(&key)?;
-            let mut derived = attribute_keys(Some(&rec), attrs.as_ref(), &self.catalog().indexed);
+            let catalog = self.catalog();
+            let mut derived = attribute_keys(
+                Some(&rec),
+                attrs.as_ref(),
+                &catalog.indexed,
+                &catalog.ranged,
+            );
+            drop(catalog);
             derived.insert(K::All);
             for item in store.scan::<crate::store::DevicesF>(&key, false, None) {
                 derived.insert(K::Platform(item?.1.platform));

@@ -259,6 +259,10 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
                     let v = decode_value::<$fam>(&key, value)?;
                     txn.put::<$fam>(key, v);
                 })*
+                // Unused since format 3: `check_record` refuses its records first.
+                Family::Ranges => {
+                    return Err(corrupted(family, &key, "family `ranges` is unused since format 3"));
+                }
             }
         };
     }
@@ -284,7 +288,6 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Bitmaps => BitmapsF,
         Topics => TopicsF,
         Segments => SegmentsF,
-        Ranges => RangesF,
         BitmapLog => BitmapLogF,
     }
     Ok(())
@@ -507,21 +510,20 @@ impl ProfileDb {
     /// Rebuilds, from the records they derive from, the data a format-3 database keeps
     /// that an older format's export does not carry: run at the end of restoring one.
     fn rebuild_derived(&self) -> Result<()> {
-        use crate::store::{pid_from_key, AttributesF, RangesF};
+        use crate::index::chunk_of;
+        use crate::store::bitmaps::encode_chunk;
+        use crate::store::BitmapsF;
+        // Ordered indexes: format 2 kept them in `ranges`, format 3 in bitmaps.
         let ranged = self.catalog().ranged.clone();
-        if ranged.is_empty() {
-            return Ok(());
-        }
-        let store = &self.inner.store;
+        let slices = self.range_slices(&ranged)?;
         self.commit_restore(
             |txn| {
-                for item in store.scan::<AttributesF>(&[], false, None) {
-                    let (key, rec) = item?;
-                    let pid = pid_from_key(Family::Attributes, &key)?;
-                    for name in &ranged {
-                        if let Some(x) = rec.values.get(name).and_then(crate::Value::as_number) {
-                            txn.put::<RangesF>(RangesF::key(name, x, pid), ());
-                        }
+                for (key, bitmap) in slices {
+                    let chunks: std::collections::BTreeSet<u16> =
+                        bitmap.iter().map(|pid| (pid >> 16) as u16).collect();
+                    for chunk in chunks {
+                        let members = chunk_of(&bitmap, chunk);
+                        txn.put::<BitmapsF>(key.chunk_key(chunk), encode_chunk(&members));
                     }
                 }
                 Ok(())

@@ -13,9 +13,12 @@
 //! The bitmaps ([`BitmapKey`]): all people; globally unsubscribed; each topic's explicit
 //! opt-ins and opt-outs; each segment; each related object and object type; each device
 //! platform; people who ever tracked each event name; people who ever had each delivery
-//! metric; people who have each attribute; and equality bitmaps of attributes declared
-//! indexed.
+//! metric; people who have each attribute; equality bitmaps of attributes declared
+//! indexed; and the bit slices of ranged attributes' ordered indexes ([`range`]).
 
+pub mod range;
+
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use roaring::RoaringBitmap;
@@ -225,6 +228,28 @@ impl Delta {
         }
     }
 
+    /// Bitmap `key` as it will be after the batch: the committed one with this batch's
+    /// changes to it applied (`None` when it has no member either way).
+    pub fn overlay<'b>(
+        &self,
+        bitmaps: &'b Bitmaps,
+        key: &BitmapKey,
+    ) -> Option<Cow<'b, RoaringBitmap>> {
+        let committed = bitmaps.get(key);
+        let Some(changes) = self.changes.get(key).filter(|m| !m.is_empty()) else {
+            return committed.map(Cow::Borrowed);
+        };
+        let mut b = committed.cloned().unwrap_or_default();
+        for (pid, add) in changes {
+            if *add {
+                b.insert(*pid);
+            } else {
+                b.remove(*pid);
+            }
+        }
+        (!b.is_empty()).then_some(Cow::Owned(b))
+    }
+
     /// Drops changes that change nothing against `bitmaps`.
     pub fn prune(&mut self, bitmaps: &Bitmaps) {
         for (key, members) in self.changes.iter_mut() {
@@ -333,12 +358,15 @@ impl Delta {
 }
 
 /// The bitmaps a person's identifiers and attributes put them in: `HasAttr` for each
-/// attribute and identifier, `Unsubscribed`, `TopicIn`/`TopicOut`, and `AttrEq` for the
-/// declared-indexed attributes in `indexed`.
+/// attribute and identifier, `Unsubscribed`, `TopicIn`/`TopicOut`, `AttrEq` for the
+/// declared-indexed attributes in `indexed`, and `RangeHas`/`RangeBit` (the ordered
+/// index's bit slices, [`range`]) for the ranged attributes in `ranged` that hold a
+/// number.
 pub fn attribute_keys(
     person: Option<&PersonRecord>,
     attrs: Option<&AttributesRecord>,
     indexed: &BTreeSet<String>,
+    ranged: &BTreeSet<String>,
 ) -> BTreeSet<BitmapKey> {
     let mut out = BTreeSet::new();
     if let Some(p) = person {
@@ -355,6 +383,11 @@ pub fn attribute_keys(
         out.insert(BitmapKey::HasAttr(name.clone()));
         if indexed.contains(name) {
             out.insert(BitmapKey::AttrEq(name.clone(), eq_text(value)));
+        }
+        if ranged.contains(name) {
+            if let Some(x) = range::number(value) {
+                out.extend(range::keys_of(name, x));
+            }
         }
     }
     if attrs
@@ -459,6 +492,53 @@ mod tests {
             50_000
         );
     }
+
+    /// The staged view of a batch: committed bitmaps with the pending changes applied,
+    /// which is what an ordered-index comparison inside a commit reads.
+    #[test]
+    fn an_overlay_is_the_bitmap_after_the_batch() {
+        let mut bitmaps = Bitmaps::default();
+        let name = "age".to_owned();
+        let committed = BTreeSet::new();
+        let ranged: BTreeSet<String> = [name.clone()].into_iter().collect();
+        let with = |age: i64| {
+            let mut a = AttributesRecord::default();
+            a.values.insert(name.clone(), Value::Int(age));
+            a
+        };
+        let mut d = Delta::default();
+        for (pid, age) in [(1, 20), (2, 50)] {
+            for k in attribute_keys(None, Some(&with(age)), &committed, &ranged) {
+                d.set(k, pid, true);
+            }
+        }
+        bitmaps.apply(&d);
+        // In the batch: 1 turns 40, 2 loses the attribute, 3 arrives at 30.
+        let mut d = Delta::default();
+        let before = |age| attribute_keys(None, Some(&with(age)), &committed, &ranged);
+        for (pid, old, new) in [
+            (1, Some(20), Some(40)),
+            (2, Some(50), None),
+            (3, None, Some(30)),
+        ] {
+            let old = old.map(before).unwrap_or_default();
+            let new = new.map(before).unwrap_or_default();
+            for k in old.difference(&new) {
+                d.set(k.clone(), pid, false);
+            }
+            for k in new.difference(&old) {
+                d.set(k.clone(), pid, true);
+            }
+        }
+        let staged = range::compare(&name, range::Order::Ge, 30.0, None, |k| {
+            d.overlay(&bitmaps, k)
+        });
+        assert_eq!(staged, [1, 3].into_iter().collect());
+        let committed_view = range::compare(&name, range::Order::Ge, 30.0, None, |k| {
+            bitmaps.get(k).map(Cow::Borrowed)
+        });
+        assert_eq!(committed_view, [2].into_iter().collect());
+    }
 }
 
 /// What a batch changed about each person, as far as the bitmaps care.
@@ -525,35 +605,9 @@ pub fn plan(
     indexed: &BTreeSet<String>,
     ranged: &BTreeSet<String>,
 ) -> Result<Delta> {
-    use crate::store::{pid_key, AttributesF, DevicesF, PeopleF, RangesF, RelationshipsF};
+    use crate::store::{pid_key, AttributesF, DevicesF, PeopleF, RelationshipsF};
     let mut delta = Delta::default();
     for (pid, t) in touches.iter() {
-        // The ordered index of range-indexed attributes: plain keys, staged directly.
-        if !ranged.is_empty() && (t.attrs || t.created || t.deleted) {
-            let pk = pid_key(pid);
-            let before = txn.base::<AttributesF>(&pk)?;
-            let after = if t.deleted {
-                None
-            } else {
-                txn.get::<AttributesF>(&pk)?
-            };
-            for name in ranged {
-                let num = |r: &Option<AttributesRecord>| {
-                    r.as_ref()
-                        .and_then(|a| a.values.get(name))
-                        .and_then(Value::as_number)
-                };
-                let (old, new) = (num(&before), num(&after));
-                if old != new {
-                    if let Some(v) = old {
-                        txn.delete::<RangesF>(RangesF::key(name, v, pid));
-                    }
-                    if let Some(v) = new {
-                        txn.put::<RangesF>(RangesF::key(name, v, pid), ());
-                    }
-                }
-            }
-        }
         if t.deleted {
             for key in bitmaps.keys() {
                 if bitmaps.contains(key, pid) {
@@ -571,11 +625,13 @@ pub fn plan(
                 txn.base::<PeopleF>(&pk)?.as_ref(),
                 txn.base::<AttributesF>(&pk)?.as_ref(),
                 indexed,
+                ranged,
             );
             let after = attribute_keys(
                 txn.get::<PeopleF>(&pk)?.as_ref(),
                 txn.get::<AttributesF>(&pk)?.as_ref(),
                 indexed,
+                ranged,
             );
             for k in before.difference(&after) {
                 delta.set(k.clone(), pid, false);

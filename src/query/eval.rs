@@ -43,8 +43,9 @@ pub enum Cond {
     TopicDefaultIn(u32),
     /// Checked per person (on the candidates of its bitmap).
     Scan(Atom),
-    /// A numeric comparison (`<`, `<=`, `>`, `>=`) of a range-indexed attribute,
-    /// answered by a range scan of the ordered index.
+    /// A numeric comparison (`<`, `<=`, `>`, `>=`, or `=` when the attribute has no
+    /// equality bitmaps) of a ranged attribute, answered by the bit slices of its
+    /// ordered index.
     Range(Atom),
 }
 
@@ -151,19 +152,31 @@ impl Cond {
                     op: CmpOp::Eq,
                     value,
                 } if path.len() == 1 && !matches!(value, Literal::Now(_)) => {
-                    match path.first().filter(|n| ws.indexed.contains(*n)) {
-                        Some(name) => Cond::Key(BitmapKey::AttrEq(
+                    match path.first().filter(|n| !is_identifier(n)) {
+                        Some(name) if ws.indexed.contains(name) => Cond::Key(BitmapKey::AttrEq(
                             name.clone(),
                             eq_text(&literal_value(value, 0)),
                         )),
-                        None => Cond::Scan(a.clone()),
+                        // A number equals exactly the values the ordered index holds
+                        // at it (`3`, `3.0`, `"3"`).
+                        Some(name)
+                            if ws.ranged.contains(name)
+                                && matches!(value, Literal::Int(_) | Literal::Float(_)) =>
+                        {
+                            Cond::Range(a.clone())
+                        }
+                        _ => Cond::Scan(a.clone()),
                     }
                 }
                 Atom::Attr {
                     path,
                     op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
                     value: Literal::Int(_) | Literal::Float(_) | Literal::Now(_),
-                } if path.len() == 1 && path.first().is_some_and(|n| ws.ranged.contains(n)) => {
+                } if path.len() == 1
+                    && path
+                        .first()
+                        .is_some_and(|n| ws.ranged.contains(n) && !is_identifier(n)) =>
+                {
                     Cond::Range(a.clone())
                 }
                 Atom::Related { type_id, object_id } => Cond::Key(match object_id {
@@ -446,6 +459,12 @@ fn count_holds(count: Option<(CmpOp, u64)>, n: u64) -> bool {
 
 /// An attribute by path; `id`, `email`, `phone`, `anonymous_id` and `cio_id` read the
 /// identifiers.
+/// Whether `attr.NAME` reads an identifier (from the person record, or derived from the
+/// pid) rather than the attributes record, which is all the attribute indexes cover.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    matches!(name, "cio_id" | "id" | "email" | "phone" | "anonymous_id")
+}
+
 fn attr_value(src: &mut dyn Source, pid: u32, path: &[String]) -> Result<Option<Value>> {
     let Some(first) = path.first() else {
         return Ok(None);
@@ -706,7 +725,7 @@ pub fn eval(
             match atom {
                 Atom::Attr { path, op, value } => match path.first() {
                     Some(name) => match literal_value(value, now).as_number() {
-                        Some(x) => within & &src.range(name, *op, x)?,
+                        Some(x) => src.range(name, *op, x, Some(within))?,
                         None => RoaringBitmap::new(),
                     },
                     None => RoaringBitmap::new(),

@@ -2,20 +2,22 @@
 //! staging area (segment maintenance inside a commit). One reader, [`Reader`], serves
 //! both through [`Records`]; [`Cached`] memoizes one person's reads over any source.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ops::Bound::{self, Excluded, Included};
+use std::ops::Bound::{self, Included};
 use std::rc::Rc;
 
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
+use crate::index::range::{self, Order};
 use crate::index::{BitmapKey, Bitmaps, Delta};
 use crate::model::Value;
 use crate::store::codec::time_bytes;
 use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
 use crate::store::{
     pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventsByNameF, Fam, Family,
-    PeopleF, RangesF, Store, Txn,
+    PeopleF, Store, Txn,
 };
 
 use super::CmpOp;
@@ -44,9 +46,17 @@ pub(crate) trait Source {
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
     /// Membership in a bitmap.
     fn member(&self, key: &BitmapKey, pid: u32) -> bool;
-    /// Everyone whose range-indexed attribute `name` compares true (`op` one of `<`,
-    /// `<=`, `>`, `>=`) with the number `x`, from the ordered index.
-    fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap>;
+    /// Everyone (among `within`, when given) whose ranged attribute `name` compares
+    /// true (`op` one of `<`, `<=`, `>`, `>=`, `=`) with the number `x`, from the bit
+    /// slices of its ordered index (committed, plus the batch's pending changes inside
+    /// a commit).
+    fn range(
+        &mut self,
+        name: &str,
+        op: CmpOp,
+        x: f64,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap>;
 }
 
 /// Keyed record reads: the store (committed) or a staging transaction (as it would be
@@ -179,33 +189,37 @@ impl<R: Records> Source for Reader<'_, R> {
             None => self.bitmaps.contains(key, pid),
         }
     }
-    fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap> {
-        let prefix = RangesF::prefix(name);
-        let end = prefix_end(&prefix);
-        // Every key of a value `v` sorts before `after(v)`: the pid follows the value.
-        let after = |v: f64| {
-            let mut k = RangesF::at(name, v);
-            k.extend_from_slice(&[0xFF; 4]);
-            k
-        };
-        let bounds = match op {
-            CmpOp::Gt => (Excluded(after(x)), end),
-            CmpOp::Ge => (Included(RangesF::at(name, x)), end),
-            CmpOp::Lt => (Included(prefix), Excluded(RangesF::at(name, x))),
-            CmpOp::Le => (Included(prefix), Excluded(after(x))),
-            other => {
-                return Err(crate::Error::Input(crate::InputError::invalid(
-                    "condition",
-                    format!("`{other}` is not an ordered comparison"),
-                )))
-            }
-        };
-        let mut out = RoaringBitmap::new();
-        for k in self.records.keys_between(Family::Ranges, bounds, None)? {
-            out.insert(RangesF::decode_key(&k)?.2);
-        }
-        Ok(out)
+    fn range(
+        &mut self,
+        name: &str,
+        op: CmpOp,
+        x: f64,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
+        let order = order_of(op)?;
+        let (bitmaps, delta) = (self.bitmaps, self.delta);
+        Ok(range::compare(name, order, x, within, |key| match delta {
+            Some(d) => d.overlay(bitmaps, key),
+            None => bitmaps.get(key).map(Cow::Borrowed),
+        }))
     }
+}
+
+/// The ordered-index comparison of a condition's operator.
+fn order_of(op: CmpOp) -> Result<Order> {
+    Ok(match op {
+        CmpOp::Lt => Order::Lt,
+        CmpOp::Le => Order::Le,
+        CmpOp::Gt => Order::Gt,
+        CmpOp::Ge => Order::Ge,
+        CmpOp::Eq => Order::Eq,
+        other => {
+            return Err(crate::Error::Input(crate::InputError::invalid(
+                "condition",
+                format!("`{other}` is not an ordered comparison"),
+            )))
+        }
+    })
 }
 
 /// Caches one person's reads over another source: segment maintenance evaluates many
@@ -312,7 +326,13 @@ impl Source for Cached<'_> {
         }
         self.inner.member(key, pid)
     }
-    fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap> {
-        self.inner.range(name, op, x)
+    fn range(
+        &mut self,
+        name: &str,
+        op: CmpOp,
+        x: f64,
+        within: Option<&RoaringBitmap>,
+    ) -> Result<RoaringBitmap> {
+        self.inner.range(name, op, x, within)
     }
 }

@@ -20,6 +20,12 @@
 //! - A condition may reference other segments; a reference cycle is refused. References
 //!   are stored by id (`segment:#3`), so renaming a segment never breaks one. Deleting a
 //!   segment that others reference is refused, naming them.
+//! - Creating a data-driven segment whose condition compares a top-level attribute in
+//!   order with a number (`attr.score > 5`, `attr.created_at > now-7d`) gives that
+//!   attribute an ordered index first ([`compared_attributes`]), built from every person
+//!   in the same commit as the segment, and kept by every write after (it outlives the
+//!   segment): the initial build, the segment's upkeep and any query comparing the
+//!   attribute read bitmaps instead of attribute records.
 //! - Conditions that read the clock (`within`, `now`) are re-evaluated by
 //!   [`ProfileDb::refresh`](crate::ProfileDb::refresh).
 
@@ -31,7 +37,7 @@ pub(crate) mod members;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::Touch;
 use crate::query::eval::{Cond, Workspace};
-use crate::query::{Atom, Expr, SegmentName};
+use crate::query::{Atom, CmpOp, Expr, Literal, SegmentName};
 use crate::store::records::{SegmentRecord, TopicRecord};
 use crate::store::{Family, KeyBuf, SegmentsF, Store, TopicsF};
 
@@ -322,6 +328,33 @@ fn topo_order(segments: &BTreeMap<u32, SegmentDef>) -> Result<Vec<u32>> {
         visit(*id, segments, &mut state, &mut out, &mut Vec::new())?;
     }
     Ok(out)
+}
+
+/// The top-level attributes `expr` compares in order (`<`, `<=`, `>`, `>=`) with a number
+/// or `now±N`: creating a segment with such a condition gives each of them an ordered
+/// index, so the comparison is answered from bitmaps (see
+/// [`ProfileDb::create_segment`](crate::ProfileDb::create_segment)).
+pub fn compared_attributes(expr: &Expr) -> BTreeSet<String> {
+    fn walk(expr: &Expr, out: &mut BTreeSet<String>) {
+        match expr {
+            Expr::And(xs) | Expr::Or(xs) => xs.iter().for_each(|x| walk(x, out)),
+            Expr::Not(x) => walk(x, out),
+            Expr::Atom(Atom::Attr {
+                path,
+                op: CmpOp::Lt | CmpOp::Le | CmpOp::Gt | CmpOp::Ge,
+                value: Literal::Int(_) | Literal::Float(_) | Literal::Now(_),
+            }) => match path.as_slice() {
+                [name] if !crate::query::eval::is_identifier(name) => {
+                    out.insert(name.clone());
+                }
+                _ => {}
+            },
+            Expr::Atom(_) => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(expr, &mut out);
+    out
 }
 
 /// Key of the `topics` and `segments` families: the id, 4 bytes big-endian.

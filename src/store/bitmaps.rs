@@ -42,7 +42,17 @@ pub enum BitmapKey {
     /// answered from these: every hour after the window's first is wholly inside it, so
     /// only people seen in that first hour alone are checked one by one.
     EventHour(String, String, i64),
+    /// A bit slice of a ranged attribute's ordered index: the people whose value's
+    /// 64-bit orderable encoding (`index::range::encode`) has bit N (0 = least
+    /// significant, at most 63) set.
+    RangeBit(String, u8),
+    /// The people whose ranged attribute holds a number (or a numeric string): the
+    /// existence bitmap of its bit slices.
+    RangeHas(String),
 }
+
+/// Bits in a ranged attribute's orderable encoding: bit slices are numbered 0..64.
+pub const RANGE_BITS: u8 = 64;
 
 impl BitmapKey {
     fn tag(&self) -> u8 {
@@ -60,6 +70,8 @@ impl BitmapKey {
             BitmapKey::HasAttr(_) => 10,
             BitmapKey::AttrEq(..) => 11,
             BitmapKey::EventHour(..) => 12,
+            BitmapKey::RangeBit(..) => 13,
+            BitmapKey::RangeHas(_) => 14,
         }
     }
 
@@ -73,7 +85,11 @@ impl BitmapKey {
             | BitmapKey::Segment(n)
             | BitmapKey::RelatedType(n) => k.u32(*n),
             BitmapKey::Related(t, o) => k.u32(*t).str16(o),
-            BitmapKey::Platform(s) | BitmapKey::Metric(s) | BitmapKey::HasAttr(s) => k.str16(s),
+            BitmapKey::Platform(s)
+            | BitmapKey::Metric(s)
+            | BitmapKey::HasAttr(s)
+            | BitmapKey::RangeHas(s) => k.str16(s),
+            BitmapKey::RangeBit(s, bit) => k.str16(s).byte(*bit),
             BitmapKey::Event(a, b) | BitmapKey::AttrEq(a, b) => k.str16(a).str16(b),
             BitmapKey::EventHour(a, b, hour) => k.str16(a).str16(b).time(*hour),
         }
@@ -109,12 +125,13 @@ impl BitmapKey {
                 let (o, r) = r.str16()?;
                 (BitmapKey::Related(t, o), r)
             }
-            7 | 9 | 10 => {
+            7 | 9 | 10 | 14 => {
                 let (s, r) = r.str16()?;
                 let bk = match tag {
                     7 => BitmapKey::Platform(s),
                     9 => BitmapKey::Metric(s),
-                    _ => BitmapKey::HasAttr(s),
+                    10 => BitmapKey::HasAttr(s),
+                    _ => BitmapKey::RangeHas(s),
                 };
                 (bk, r)
             }
@@ -133,6 +150,18 @@ impl BitmapKey {
                 let (b, r) = r.str16()?;
                 let (hour, r) = r.time()?;
                 (BitmapKey::EventHour(a, b, hour), r)
+            }
+            13 => {
+                let (s, r) = r.str16()?;
+                let (bit, r) = r.byte()?;
+                if bit >= RANGE_BITS {
+                    return Err(corrupted(
+                        Family::Bitmaps,
+                        key,
+                        format!("range bit slice {bit} is past bit 63"),
+                    ));
+                }
+                (BitmapKey::RangeBit(s, bit), r)
             }
             _ => return Err(corrupted(Family::Bitmaps, key, "unknown bitmap tag")),
         };
@@ -280,6 +309,9 @@ mod tests {
             BitmapKey::AttrEq("plan".into(), "\"pro\"".into()),
             BitmapKey::EventHour("event".into(), "purchase".into(), 490_896),
             BitmapKey::EventHour("page".into(), "/".into(), -3),
+            BitmapKey::RangeBit("age".into(), 0),
+            BitmapKey::RangeBit("age".into(), 63),
+            BitmapKey::RangeHas("age".into()),
         ];
         for k in keys {
             for chunk in [0u16, 1, 0xFFFF] {
@@ -289,6 +321,11 @@ mod tests {
         }
         assert!(BitmapKey::decode_chunk_key(&[99, 0, 0]).is_err());
         assert!(BitmapKey::decode_chunk_key(&[0]).is_err());
+        // A bit slice past bit 63 does not exist.
+        let mut past = BitmapKey::RangeBit("age".into(), 63).chunk_key(0);
+        let at = past.len() - 3;
+        past[at] = 64;
+        assert!(BitmapKey::decode_chunk_key(&past).is_err());
     }
 
     #[test]

@@ -66,7 +66,7 @@ families! {
     Bitmaps "bitmaps" "bitmap id + chunk (pid >> 16) → one chunk of a roaring bitmap.",
     Topics "topics" "topic id → name and default.",
     Segments "segments" "segment id → definition.",
-    Ranges "ranges" "attribute name + orderable number + pid → (): ordered index of range-indexed attributes.",
+    Ranges "ranges" "Unused since format 3 (tag 22 stays reserved): ordered indexes are bit-sliced bitmaps in `bitmaps`. A key with this tag is damage.",
     BitmapLog "bitmap_log" "commit seq + part → the bitmap membership changes of that commit, not yet folded into `bitmaps`.",
 }
 
@@ -197,9 +197,11 @@ impl Family {
                 None
             }
             Family::Ranges => {
-                let (_, _, pid) = RangesF::decode_key(key)?;
-                decode_value::<RangesF>(key, value)?;
-                Some(pid)
+                return Err(corrupted(
+                    self,
+                    key,
+                    "family `ranges` is unused since format 3: no record belongs here",
+                ));
             }
             Family::BitmapLog => {
                 BitmapLogF::decode_key(key)?;
@@ -246,7 +248,6 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = AnonymousF::decode_key(bytes);
     let _ = DeliveriesF::decode_key(bytes);
     let _ = MembersF::decode_key(bytes);
-    let _ = RangesF::decode_key(bytes);
     let _ = BitmapLogF::decode_key(bytes);
     if let Ok(entries) = codec::decode_payload::<bitmaps::LogEntries>(bytes) {
         let _ = bitmaps::decode_log(bytes, entries);
@@ -420,7 +421,6 @@ family!(
 family!(BitmapsF, Family::Bitmaps, Vec<u8>);
 family!(TopicsF, Family::Topics, TopicRecord);
 family!(SegmentsF, Family::Segments, SegmentRecord);
-family!(RangesF, Family::Ranges, ());
 family!(BitmapLogF, Family::BitmapLog, bitmaps::LogEntries);
 
 impl BitmapLogF {
@@ -449,45 +449,6 @@ pub fn orderable(x: f64) -> [u8; 8] {
         bits | (1 << 63)
     };
     ordered.to_be_bytes()
-}
-
-/// Inverse of [`orderable`].
-pub fn from_orderable(b: [u8; 8]) -> f64 {
-    let ordered = u64::from_be_bytes(b);
-    let bits = if ordered >> 63 == 1 {
-        ordered & !(1 << 63)
-    } else {
-        !ordered
-    };
-    f64::from_bits(bits)
-}
-
-impl RangesF {
-    /// The key prefix of one attribute's entries.
-    pub fn prefix(name: &str) -> Vec<u8> {
-        KeyBuf::new().str16(name).done()
-    }
-    /// Key: `u16`-prefixed attribute name, orderable number (8 bytes), pid.
-    pub fn key(name: &str, value: f64, pid: u32) -> Vec<u8> {
-        let mut k = Self::prefix(name);
-        k.extend_from_slice(&orderable(value));
-        k.extend_from_slice(&pid.to_be_bytes());
-        k
-    }
-    /// The key prefix of one attribute's entries at `value`.
-    pub fn at(name: &str, value: f64) -> Vec<u8> {
-        let mut k = Self::prefix(name);
-        k.extend_from_slice(&orderable(value));
-        k
-    }
-    /// (name, value, pid) of a key.
-    pub fn decode_key(key: &[u8]) -> Result<(String, f64, u32)> {
-        let (name, r) = KeyReader::new(Family::Ranges, key).str16()?;
-        let (v, r) = r.u64()?;
-        let (pid, r) = r.u32()?;
-        r.end()?;
-        Ok((name, from_orderable(v.to_be_bytes()), pid))
-    }
 }
 
 /// Who an event id belongs to, in `event_ids` keys.
@@ -1148,6 +1109,14 @@ impl<'a> Txn<'a> {
 #[cfg(test)]
 mod family_tests {
     use super::Family;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_retired_ranges_family_holds_nothing() {
+        // Tag 22 is reserved since format 3: any record under it is damage.
+        let err = Family::Ranges.check_record(b"k", b"v").unwrap_err();
+        assert!(err.to_string().contains("unused since format 3"), "{err}");
+    }
 
     #[test]
     fn family_tags_are_the_documented_ones() {

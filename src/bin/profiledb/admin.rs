@@ -9,7 +9,8 @@ use crate::output::{print_json, CmdResult, Failure};
 #[derive(Subcommand)]
 pub enum IndexCommand {
     /// Index an attribute: equality (`attr.NAME = VALUE` answered from bitmaps), or with
-    /// --range an ordered index of its numeric values (`<`, `<=`, `>`, `>=`, `now±N`).
+    /// --range an ordered index of its numeric values (`<`, `<=`, `>`, `>=`, `=`,
+    /// `now±N`); a data-driven segment comparing an attribute in order creates the latter.
     Attr {
         /// A top-level attribute name.
         name: String,
