@@ -25,6 +25,9 @@ use crate::store::{
 
 use super::{Durability, ProfileDb};
 
+/// The chunk bytes one batch of a fold writes at most (about: one chunk more).
+const FOLD_BATCH_BYTES: usize = 4 << 20;
+
 /// The writer's state, behind the writer lock.
 pub(crate) struct Writer {
     pub(crate) counters: Counters,
@@ -321,21 +324,49 @@ impl ProfileDb {
 
     /// Folds the `bitmap_log` into the chunks: rewrites every chunk a logged change
     /// dirtied, from the in-memory bitmaps (which are the committed state: only this
-    /// writer changes them), and deletes the folded log records, in one atomic batch.
-    /// The batch changes no data and no counter, so it is not a commit: lost in a crash,
-    /// the log and the old chunks are still there and still agree.
+    /// writer changes them), then deletes the folded log records. The chunks go in
+    /// batches of about [`FOLD_BATCH_BYTES`], the last of which also deletes the log
+    /// records: until then every log record is still there, and replaying them over
+    /// chunks newer than they are gives the same members (each pid a record touches ends
+    /// as the last record touching it says, which is its state now). No batch changes
+    /// data or a counter, so none is a commit: lost in a crash, the log and the chunks
+    /// still agree.
     pub(crate) fn fold_locked(&self, writer: &mut Writer) -> Result<()> {
         if writer.log.keys.is_empty() && writer.log.dirty.is_empty() {
             return Ok(());
         }
+        let log = std::mem::take(&mut writer.log);
         let mut txn = Txn::new(&self.inner.store);
-        self.stage_fold(writer, &mut txn);
+        let mut bytes = 0usize;
+        {
+            let bitmaps = self.read_gate();
+            for (key, chunk) in &log.dirty {
+                let (k, v) = bitmaps.chunk_write(key, *chunk);
+                bytes += k.len() + v.as_ref().map_or(0, Vec::len);
+                match v {
+                    Some(b) => txn.put::<BitmapsF>(k, b),
+                    None => txn.delete::<BitmapsF>(k),
+                }
+                if bytes >= FOLD_BATCH_BYTES {
+                    let full = std::mem::replace(&mut txn, Txn::new(&self.inner.store));
+                    self.fold_batch(full)?;
+                    bytes = 0;
+                }
+            }
+        }
+        for key in log.keys {
+            txn.delete::<BitmapLogF>(key);
+        }
+        self.fold_batch(txn)
+    }
+
+    /// Writes one batch of a fold; a failure poisons the handle.
+    fn fold_batch(&self, txn: Txn<'_>) -> Result<()> {
         let writes = txn.into_write_set()?;
         if let Err(e) = self.inner.store.kv().commit(&writes) {
             self.poison();
             return Err(e.into());
         }
-        writer.log = LogState::default();
         Ok(())
     }
 
