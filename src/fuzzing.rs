@@ -33,8 +33,8 @@ use crate::store::records::{
 };
 use crate::store::{
     ident_from_key, ident_key, pid_from_key, pid_key, track_kind_name, ActivityF,
-    AnonRelationshipsF, AnonymousF, DeliveriesF, EventIdsF, EventsByNameF, Family, MembersF,
-    ObjectsF, RangesF, RelationshipsF,
+    AnonRelationshipsF, AnonymousF, DeliveriesF, EventBlocksF, EventIdsF, EventsByNameF, Family,
+    MembersF, ObjectsF, RangesF, RelationshipsF,
 };
 use crate::{
     DeviceInput, Durability, Error, Faults, Identify, ManualClock, Metric, NewDelivery, Op,
@@ -157,6 +157,14 @@ fn key_laws(k: &[u8]) {
     }
     if let Ok((name, v, pid)) = RangesF::decode_key(k) {
         key_law("ranges", k, &RangesF::key(&name, v, pid));
+    }
+    if let Ok((code, name, day, block)) = EventBlocksF::decode_key(k) {
+        let kind = track_kind_name(code);
+        key_law(
+            "event_blocks",
+            k,
+            &EventBlocksF::key(kind, &name, day, block),
+        );
     }
     if let Ok((bk, chunk)) = BitmapKey::decode_chunk_key(k) {
         key_law("bitmaps", k, &bk.chunk_key(chunk));

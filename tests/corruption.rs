@@ -131,6 +131,8 @@ fn read_everything(db: &ProfileDb) -> BTreeSet<&'static str> {
         r#"attr.plan = "pro""#,
         "attr.age > 20",
         r#"attr.email contains "x.io""#,
+        // Answered from the `event_blocks` family.
+        "event:bought count >= 2",
     ] {
         keep(db.query(q, 10, None).map(drop));
     }

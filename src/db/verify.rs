@@ -110,6 +110,10 @@ impl ProfileDb {
         if let Err(e) = self.verify_bitmaps(&bitmaps, &mut report.problems) {
             report.problems.push(e.to_string());
         }
+        match crate::activity::verify_blocks(&self.inner.store) {
+            Ok(found) => report.problems.extend(found),
+            Err(e) => report.problems.push(e.to_string()),
+        }
         let seq = self.inner.committed.load(Ordering::SeqCst);
         let durable = self
             .inner

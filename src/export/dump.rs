@@ -224,6 +224,7 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Topics => TopicsF,
         Segments => SegmentsF,
         Ranges => RangesF,
+        EventBlocks => EventBlocksF,
     }
     Ok(())
 }

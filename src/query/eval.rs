@@ -22,6 +22,7 @@ use crate::error::{Error, InputError, Result};
 use crate::index::{eq_text, BitmapKey, Bitmaps};
 use crate::model::Value;
 use crate::query::{Atom, CmpOp, Expr, Filter, Literal, Occurrence, SegmentName};
+use crate::store::event_blocks::{Cell, EventBlock, DAY_SECS};
 use crate::store::records::DeliveryRecord;
 
 use super::source::Source;
@@ -742,6 +743,16 @@ pub fn eval(
                 Some(c) => within & c,
                 None => within.clone(),
             };
+            if let Atom::Event(occ) = atom {
+                // One person's timeline costs about what a block does, and the blocks
+                // hold everyone's rows: person by person only for a few candidates
+                // among many people.
+                let everyone = bitmaps.get(&BitmapKey::All).map_or(0, RoaringBitmap::len);
+                let few = cands.len() <= FEW_CANDIDATES && cands.len() * 16 < everyone;
+                if !cands.is_empty() && !few {
+                    return from_blocks(occ, &cands, src, now, explain);
+                }
+            }
             explain
                 .lines
                 .push(format!("{atom}: scan of {} candidates", cands.len()));
@@ -749,6 +760,197 @@ pub fn eval(
             scan(atom, &cands, src, now, explain, progress, &mut out)?;
             out
         }
+    })
+}
+
+/// An event atom with at most this many candidates (and they a small part of everyone)
+/// is checked person by person; otherwise from the event's blocks.
+const FEW_CANDIDATES: u64 = 256;
+
+/// How one filter reads a block: its property's column, and the answer for each of the
+/// block's strings and for a missing property.
+struct FilterPlan<'f> {
+    filter: &'f Filter,
+    column: Option<usize>,
+    /// The path goes below the top-level property: a scalar there has nothing below it.
+    deep: bool,
+    absent: bool,
+    strings: Vec<bool>,
+}
+
+impl<'f> FilterPlan<'f> {
+    fn new(filter: &'f Filter, block: &EventBlock, now: i64) -> FilterPlan<'f> {
+        let absent = compare(None, filter.op, &filter.value, now);
+        let first = filter.path.first();
+        let column = first.and_then(|n| block.names.binary_search(n).ok());
+        let deep = filter.path.len() > 1;
+        let strings = match (column, deep) {
+            (Some(_), false) => block
+                .strings
+                .iter()
+                .map(|s| {
+                    compare(
+                        Some(&Value::String(s.clone())),
+                        filter.op,
+                        &filter.value,
+                        now,
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        FilterPlan {
+            filter,
+            column: if first.is_some() { column } else { None },
+            deep,
+            absent,
+            strings,
+        }
+    }
+
+    /// Whether the filter holds for row `at`; `None` when only the `activity` record
+    /// can tell.
+    fn holds(&self, block: &EventBlock, at: usize, now: i64) -> Option<bool> {
+        if self.filter.path.is_empty() {
+            return Some(self.absent);
+        }
+        let cell = match self.column {
+            Some(c) => *block.columns.get(c)?.get(at)?,
+            None => Cell::Absent,
+        };
+        match cell {
+            Cell::Absent if *block.overflow.get(at)? => None,
+            Cell::Absent => Some(self.absent),
+            Cell::Opaque => None,
+            _ if self.deep => Some(self.absent),
+            Cell::Str(i) => self.strings.get(i as usize).copied(),
+            other => Some(compare(
+                block.value(other).as_ref(),
+                self.filter.op,
+                &self.filter.value,
+                now,
+            )),
+        }
+    }
+}
+
+/// Occurrences counted per person: a dense array over small pids, a map beyond.
+#[derive(Default)]
+struct Counts {
+    dense: Vec<u32>,
+    sparse: BTreeMap<u32, u32>,
+}
+
+const DENSE_PIDS: u32 = 1 << 24;
+
+impl Counts {
+    fn add(&mut self, pid: u32) {
+        if pid < DENSE_PIDS {
+            let i = pid as usize;
+            if self.dense.len() <= i {
+                self.dense.resize(i + 1, 0);
+            }
+            if let Some(n) = self.dense.get_mut(i) {
+                *n = n.saturating_add(1);
+            }
+        } else {
+            let n = self.sparse.entry(pid).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+
+    /// (pid, count) of everyone counted, ascending by pid.
+    fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0u32..)
+            .zip(self.dense.iter().copied())
+            .filter(|(_, n)| *n > 0)
+            .chain(self.sparse.iter().map(|(p, n)| (*p, *n)))
+    }
+}
+
+/// An event atom (filters, a count, a window) answered set-at-a-time from the event's
+/// blocks of the days in its window, among `within`. Rows whose filtered properties a
+/// block does not hold are checked against their `activity` records.
+fn from_blocks(
+    occ: &Occurrence,
+    within: &RoaringBitmap,
+    src: &mut dyn Source,
+    now: i64,
+    explain: &mut Explain,
+) -> Result<RoaringBitmap> {
+    let since = occ.within.map(|w| now.saturating_sub(w));
+    let since_day = since.map(|t| t.div_euclid(DAY_SECS));
+    let mut counts = Counts::default();
+    let mut unsure: Vec<(u32, i64, u64)> = Vec::new();
+    let (mut rows, mut blocks) = (0u64, 0u64);
+    src.event_blocks("event", &occ.name, since, &mut |day, block| {
+        blocks += 1;
+        // The key's day was checked when it was decoded: its seconds fit an `i64`.
+        let start = crate::store::day_start(day).unwrap_or_default();
+        let first_sec = match since {
+            Some(t) if Some(day) == since_day => t.saturating_sub(start),
+            _ => 0,
+        };
+        let plans: Vec<FilterPlan<'_>> = occ
+            .filters
+            .iter()
+            .map(|f| FilterPlan::new(f, &block, now))
+            .collect();
+        for (at, ((&pid, &sec), &seq)) in block
+            .pids
+            .iter()
+            .zip(&block.secs)
+            .zip(&block.seqs)
+            .enumerate()
+        {
+            if i64::from(sec) < first_sec {
+                continue;
+            }
+            rows += 1;
+            let mut verdict = Some(true);
+            for plan in &plans {
+                match plan.holds(&block, at, now) {
+                    Some(true) => {}
+                    Some(false) => {
+                        verdict = Some(false);
+                        break;
+                    }
+                    None => verdict = None,
+                }
+            }
+            match verdict {
+                Some(true) => counts.add(pid),
+                Some(false) => {}
+                None => unsure.push((pid, start.saturating_add(i64::from(sec)), seq)),
+            }
+        }
+        Ok(())
+    })?;
+    let read = unsure.len();
+    for (pid, t, seq) in unsure {
+        if !within.contains(pid) {
+            continue;
+        }
+        let data = src.event_data(pid, t, seq)?.unwrap_or_default();
+        if filters_hold(&occ.filters, &data, now) {
+            counts.add(pid);
+        }
+    }
+    explain.lines.push(format!(
+        "{}: event blocks, {rows} rows in {blocks} blocks, {read} read from activity",
+        Atom::Event(occ.clone())
+    ));
+    let (mut seen, mut held) = (RoaringBitmap::new(), RoaringBitmap::new());
+    for (pid, n) in counts.iter() {
+        seen.push(pid);
+        if count_holds(occ.count, u64::from(n)) {
+            held.push(pid);
+        }
+    }
+    Ok(if admits_zero(occ.count) {
+        (within - &seen) | (within & &held)
+    } else {
+        within & &held
     })
 }
 

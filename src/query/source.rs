@@ -12,10 +12,11 @@ use crate::error::Result;
 use crate::index::{BitmapKey, Bitmaps, Delta};
 use crate::model::Value;
 use crate::store::codec::time_bytes;
+use crate::store::event_blocks::{EventBlock, DAY_SECS};
 use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
 use crate::store::{
-    pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventsByNameF, Fam, Family,
-    PeopleF, RangesF, Store, Txn,
+    decode_value, pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventBlocksF,
+    EventsByNameF, Fam, Family, PeopleF, RangesF, Store, Txn,
 };
 
 use super::CmpOp;
@@ -42,6 +43,15 @@ pub(crate) trait Source {
     ) -> Result<Vec<(i64, u64)>>;
     /// An event's properties.
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
+    /// Every `event_blocks` block of `kind`/`name` from the day of `since` on (every day
+    /// when `None`), in key order, each with its day number.
+    fn event_blocks(
+        &mut self,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+    ) -> Result<()>;
     /// Membership in a bitmap.
     fn member(&self, key: &BitmapKey, pid: u32) -> bool;
     /// Everyone whose range-indexed attribute `name` compares true (`op` one of `<`,
@@ -63,6 +73,12 @@ pub(crate) trait Records {
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>>;
+    /// Each key and value within `bounds`, ascending.
+    fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut dyn FnMut(&[u8], F::Value) -> Result<()>,
+    ) -> Result<()>;
 }
 
 impl Records for &Store {
@@ -81,6 +97,17 @@ impl Records for &Store {
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>> {
         Store::keys_between(self, family, bounds, limit)
+    }
+    fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut dyn FnMut(&[u8], F::Value) -> Result<()>,
+    ) -> Result<()> {
+        for item in self.kv().range(F::FAMILY, bounds, false) {
+            let (k, v) = item?;
+            each(&k, decode_value::<F>(&k, &v)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +129,18 @@ impl Records for &mut Txn<'_> {
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>> {
         Txn::keys_between(self, family, bounds, limit)
+    }
+    fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut dyn FnMut(&[u8], F::Value) -> Result<()>,
+    ) -> Result<()> {
+        for k in Txn::keys_between(self, F::FAMILY, bounds, None)? {
+            if let Some(v) = Txn::get::<F>(self, &k)? {
+                each(&k, v)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -172,6 +211,25 @@ impl<R: Records> Source for Reader<'_, R> {
             .records
             .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
             .map(|r| r.data))
+    }
+    fn event_blocks(
+        &mut self,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = EventBlocksF::prefix(kind, name);
+        let lower = match since {
+            Some(t) => EventBlocksF::day_prefix(kind, name, t.div_euclid(DAY_SECS)),
+            None => prefix.clone(),
+        };
+        let bounds = (Included(lower), prefix_end(&prefix));
+        self.records
+            .each_between::<EventBlocksF>(bounds, &mut |key, block| {
+                let (_, _, day, _) = EventBlocksF::decode_key(key)?;
+                each(day, block)
+            })
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
         match self.delta {
@@ -303,6 +361,15 @@ impl Source for Cached<'_> {
     }
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
         self.inner.event_data(pid, time, seq)
+    }
+    fn event_blocks(
+        &mut self,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+    ) -> Result<()> {
+        self.inner.event_blocks(kind, name, since, each)
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
         if let (BitmapKey::Segment(id), true) = (key, pid == self.pid) {
