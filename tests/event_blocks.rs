@@ -402,3 +402,32 @@ fn a_damaged_block_is_corrupted_for_the_query_and_verify() {
         report.problems
     );
 }
+
+/// Not a test: `cargo test --release --test event_blocks -- --ignored --nocapture`
+/// times the purchase condition over 100 000 events, for profiling the block path.
+#[test]
+#[ignore]
+fn time_the_purchase_condition() {
+    let (_d, db, _c) = common::open();
+    let mut r = Rng(11);
+    for b in 0..100u64 {
+        let ops: Vec<profiledb::Op> = (0..1000u64)
+            .map(|i| {
+                profiledb::Op::Track(
+                    Track::event(person(b * 1000 + i), "purchase")
+                        .property("amount", r.below(200) as i64)
+                        .timestamp(T0 - r.below(30 * DAY as u64) as i64),
+                )
+            })
+            .collect();
+        db.write_batch(&ops).unwrap();
+    }
+    let cond = "event:purchase[amount > 150] count >= 1 within 30d";
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    let reps = std::env::var("REPS").map_or(50, |r| r.parse().unwrap());
+    for _ in 0..reps {
+        n = db.count(cond).unwrap();
+    }
+    eprintln!("{n} people; {:?} per count", start.elapsed() / reps);
+}

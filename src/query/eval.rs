@@ -739,20 +739,21 @@ pub fn eval(
             out
         }
         Cond::Scan(atom) => {
+            if let Atom::Event(occ) = atom {
+                // One person's timeline costs about what a block does, and the blocks
+                // hold everyone's rows: person by person only for a few people among
+                // many. The blocks need no candidate bitmap: their rows are the
+                // candidates.
+                let everyone = bitmaps.get(&BitmapKey::All).map_or(0, RoaringBitmap::len);
+                let few = |n: u64| n <= FEW_CANDIDATES && n * 16 < everyone;
+                if !within.is_empty() && !few(within.len()) {
+                    return from_blocks(occ, within, src, now, explain);
+                }
+            }
             let cands = match candidates(atom, bitmaps, now) {
                 Some(c) => within & c,
                 None => within.clone(),
             };
-            if let Atom::Event(occ) = atom {
-                // One person's timeline costs about what a block does, and the blocks
-                // hold everyone's rows: person by person only for a few candidates
-                // among many people.
-                let everyone = bitmaps.get(&BitmapKey::All).map_or(0, RoaringBitmap::len);
-                let few = cands.len() <= FEW_CANDIDATES && cands.len() * 16 < everyone;
-                if !cands.is_empty() && !few {
-                    return from_blocks(occ, &cands, src, now, explain);
-                }
-            }
             explain
                 .lines
                 .push(format!("{atom}: scan of {} candidates", cands.len()));
@@ -776,6 +777,9 @@ struct FilterPlan<'f> {
     deep: bool,
     absent: bool,
     strings: Vec<bool>,
+    /// The literal as a number, when it is one and the operator orders: then a number
+    /// cell compares as `compare` would, without building a value.
+    number: Option<f64>,
 }
 
 impl<'f> FilterPlan<'f> {
@@ -799,12 +803,20 @@ impl<'f> FilterPlan<'f> {
                 .collect(),
             _ => Vec::new(),
         };
+        let number = match (&filter.value, filter.op) {
+            (_, CmpOp::Contains | CmpOp::StartsWith) => None,
+            (Literal::Int(_) | Literal::Float(_) | Literal::Now(_), _) => {
+                literal_value(&filter.value, now).as_number()
+            }
+            _ => None,
+        };
         FilterPlan {
             filter,
             column: if first.is_some() { column } else { None },
             deep,
             absent,
             strings,
+            number,
         }
     }
 
@@ -824,6 +836,8 @@ impl<'f> FilterPlan<'f> {
             Cell::Opaque => None,
             _ if self.deep => Some(self.absent),
             Cell::Str(i) => self.strings.get(i as usize).copied(),
+            Cell::Int(i) if self.number.is_some() => Some(cmp_number(i as f64, self)),
+            Cell::Float(x) if self.number.is_some() => Some(cmp_number(x, self)),
             other => Some(compare(
                 block.value(other).as_ref(),
                 self.filter.op,
@@ -831,6 +845,20 @@ impl<'f> FilterPlan<'f> {
                 now,
             )),
         }
+    }
+}
+
+/// `compare` of a number cell with a plan's number literal (both finite).
+fn cmp_number(a: f64, plan: &FilterPlan<'_>) -> bool {
+    let b = plan.number.unwrap_or_default();
+    match plan.filter.op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+        CmpOp::Contains | CmpOp::StartsWith => false,
     }
 }
 
@@ -859,12 +887,33 @@ impl Counts {
         }
     }
 
-    /// (pid, count) of everyone counted, ascending by pid.
-    fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        (0u32..)
-            .zip(self.dense.iter().copied())
-            .filter(|(_, n)| *n > 0)
-            .chain(self.sparse.iter().map(|(p, n)| (*p, *n)))
+    /// Everyone counted, and those of them whose count passes `keep`. Built from byte
+    /// bitsets: pushing members one at a time costs far more.
+    fn split(&self, keep: impl Fn(u32) -> bool) -> (RoaringBitmap, RoaringBitmap) {
+        let bytes = self.dense.len().div_ceil(8);
+        let (mut seen, mut held) = (vec![0u8; bytes], vec![0u8; bytes]);
+        for (i, &n) in self.dense.iter().enumerate() {
+            if n > 0 {
+                let bit = 1u8 << (i % 8);
+                if let Some(b) = seen.get_mut(i / 8) {
+                    *b |= bit;
+                }
+                if keep(n) {
+                    if let Some(b) = held.get_mut(i / 8) {
+                        *b |= bit;
+                    }
+                }
+            }
+        }
+        let mut seen = RoaringBitmap::from_lsb0_bytes(0, &seen);
+        let mut held = RoaringBitmap::from_lsb0_bytes(0, &held);
+        for (&pid, &n) in &self.sparse {
+            seen.insert(pid);
+            if keep(n) {
+                held.insert(pid);
+            }
+        }
+        (seen, held)
     }
 }
 
@@ -940,13 +989,7 @@ fn from_blocks(
         "{}: event blocks, {rows} rows in {blocks} blocks, {read} read from activity",
         Atom::Event(occ.clone())
     ));
-    let (mut seen, mut held) = (RoaringBitmap::new(), RoaringBitmap::new());
-    for (pid, n) in counts.iter() {
-        seen.push(pid);
-        if count_holds(occ.count, u64::from(n)) {
-            held.push(pid);
-        }
-    }
+    let (seen, held) = counts.split(|n| count_holds(occ.count, u64::from(n)));
     Ok(if admits_zero(occ.count) {
         (within - &seen) | (within & &held)
     } else {

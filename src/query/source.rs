@@ -59,6 +59,9 @@ pub(crate) trait Source {
     fn range(&mut self, name: &str, op: CmpOp, x: f64) -> Result<RoaringBitmap>;
 }
 
+/// A visitor of the key and value of each record.
+pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<()> + 'v;
+
 /// Keyed record reads: the store (committed) or a staging transaction (as it would be
 /// after the commit).
 pub(crate) trait Records {
@@ -77,7 +80,7 @@ pub(crate) trait Records {
     fn each_between<F: Fam>(
         &mut self,
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-        each: &mut dyn FnMut(&[u8], F::Value) -> Result<()>,
+        each: &mut Visit<'_, F>,
     ) -> Result<()>;
 }
 
@@ -101,7 +104,7 @@ impl Records for &Store {
     fn each_between<F: Fam>(
         &mut self,
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-        each: &mut dyn FnMut(&[u8], F::Value) -> Result<()>,
+        each: &mut Visit<'_, F>,
     ) -> Result<()> {
         for item in self.kv().range(F::FAMILY, bounds, false) {
             let (k, v) = item?;
@@ -133,7 +136,7 @@ impl Records for &mut Txn<'_> {
     fn each_between<F: Fam>(
         &mut self,
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-        each: &mut dyn FnMut(&[u8], F::Value) -> Result<()>,
+        each: &mut Visit<'_, F>,
     ) -> Result<()> {
         for k in Txn::keys_between(self, F::FAMILY, bounds, None)? {
             if let Some(v) = Txn::get::<F>(self, &k)? {

@@ -390,6 +390,50 @@ mod tests {
     }
 
     #[test]
+    fn the_size_bound_holds_and_edits_round_trip() {
+        let mut x = 0x1234_5678_9ABC_DEF0u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..50 {
+            let mut b = EventBlock::default();
+            for _ in 0..(next() % 200) {
+                let mut m = Map::new();
+                for _ in 0..(next() % 6) {
+                    let v = match next() % 6 {
+                        0 => Value::Int(next() as i64),
+                        1 => Value::Float((next() % 1000) as f64 / 7.0),
+                        2 => Value::from("s".repeat((next() % 80) as usize)),
+                        3 => Value::Bool(next() % 2 == 0),
+                        4 => Value::Null,
+                        _ => Value::Array(vec![Value::Int(1)]),
+                    };
+                    m.insert(format!("p{}", next() % 50), v);
+                }
+                let seq = next() % 100_000;
+                b.insert(
+                    u32::MAX - (next() % 3) as u32,
+                    (next() % 86_400) as u32,
+                    seq,
+                    &Value::Map(m),
+                );
+            }
+            if round % 3 == 0 && !b.is_empty() {
+                b.remove((next() as usize) % b.len());
+            }
+            if b.is_empty() {
+                continue;
+            }
+            let bytes = codec::encode(23, b"k", &b).unwrap();
+            assert!(bytes.len() - 5 <= b.max_bytes(), "round {round}");
+            assert_eq!(codec::decode::<EventBlock>(23, b"k", &bytes).unwrap(), b);
+        }
+    }
+
+    #[test]
     fn broken_blocks_do_not_decode() {
         let mut b = EventBlock::default();
         b.insert(1, 1, 1, &data(&[("a", Value::from("s"))]));
