@@ -505,7 +505,7 @@ pub fn holds(cond: &Cond, pid: u32, src: &mut dyn Source, now: i64) -> Result<bo
 /// Records, for `explain`, how each atom was answered.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Explain {
-    /// One line per atom: `index` or `scan of N candidates`.
+    /// One line per atom: `index`, `scan of N candidates`, or `event blocks` (rows read).
     pub lines: Vec<String>,
     /// People checked one by one, in all.
     pub scanned: u64,
