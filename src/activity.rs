@@ -8,10 +8,11 @@ use crate::limits::Limits;
 use crate::model::Outcome;
 use crate::model::{kinds, Ident, IdentKind, Map, PersonId, TrackKind, Value};
 use crate::people;
+use crate::store::event_blocks::{EventBlock, BLOCK_TARGET_BYTES, DAY_SECS};
 use crate::store::records::ActivityRecord;
 use crate::store::{
-    ActivityF, AnonRelationshipsF, AnonymousF, EventIdsF, EventOwner, EventsByNameF, Family,
-    MembersF, RelationshipsF, Txn,
+    corrupted, ActivityF, AnonRelationshipsF, AnonymousF, EventBlocksF, EventIdsF, EventOwner,
+    EventsByNameF, Family, MembersF, RelationshipsF, Txn,
 };
 
 /// Longest event id, in bytes.
@@ -164,14 +165,22 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
             data,
             event_id: t.event_id.clone(),
         },
-    );
+    )?;
     Ok(Outcome::Recorded(Some(PersonId(pid))))
 }
 
-/// Writes a person's tracked event to the timeline, the name index and the id index.
-fn put_event(txn: &mut Txn<'_>, pid: u32, timestamp: i64, seq: u64, rec: ActivityRecord) {
+/// Writes a person's tracked event to the timeline, the name index, the event's blocks
+/// and the id index.
+fn put_event(
+    txn: &mut Txn<'_>,
+    pid: u32,
+    timestamp: i64,
+    seq: u64,
+    rec: ActivityRecord,
+) -> Result<()> {
     if let Some(name) = &rec.name {
         txn.put::<EventsByNameF>(EventsByNameF::key(pid, &rec.kind, name, timestamp, seq), ());
+        block_insert(txn, pid, &rec.kind, name, timestamp, seq, &rec.data)?;
     }
     if let Some(id) = &rec.event_id {
         txn.put::<EventIdsF>(
@@ -180,6 +189,111 @@ fn put_event(txn: &mut Txn<'_>, pid: u32, timestamp: i64, seq: u64, rec: Activit
         );
     }
     txn.put::<ActivityF>(ActivityF::key(pid, timestamp, seq), rec);
+    Ok(())
+}
+
+/// Adds a person's tracked event to the last block of its day in `event_blocks`, or to
+/// a new block when that one would grow past [`BLOCK_TARGET_BYTES`].
+pub(crate) fn block_insert(
+    txn: &mut Txn<'_>,
+    pid: u32,
+    kind: &str,
+    name: &str,
+    timestamp: i64,
+    seq: u64,
+    data: &Value,
+) -> Result<()> {
+    let day = timestamp.div_euclid(DAY_SECS);
+    // `rem_euclid` of a positive divisor lies in 0..86 400.
+    let sec = u32::try_from(timestamp.rem_euclid(DAY_SECS)).unwrap_or(0);
+    let prefix = EventBlocksF::day_prefix(kind, name, day);
+    let mut number = 0u32;
+    if let Some(key) = txn.last_key(Family::EventBlocks, &prefix)? {
+        let (_, _, _, last) = EventBlocksF::decode_key(&key)?;
+        if let Some(mut block) = txn.get::<EventBlocksF>(&key)? {
+            block.insert(pid, sec, seq, data);
+            if block.len() == 1 || block.max_bytes() <= BLOCK_TARGET_BYTES {
+                txn.put::<EventBlocksF>(key, block);
+                return Ok(());
+            }
+        }
+        number = last.checked_add(1).ok_or_else(|| {
+            corrupted(
+                Family::EventBlocks,
+                &key,
+                "the day's last block number is the largest",
+            )
+        })?;
+    }
+    let mut block = EventBlock::default();
+    block.insert(pid, sec, seq, data);
+    txn.put::<EventBlocksF>(EventBlocksF::key(kind, name, day, number), block);
+    Ok(())
+}
+
+/// One row of `event_blocks`: who, which event, when, and its activity `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct BlockRow {
+    /// The person the row belongs to now.
+    pub pid: u32,
+    /// `event`, `page` or `screen`.
+    pub kind: String,
+    /// The event name.
+    pub name: String,
+    /// When.
+    pub time: i64,
+    /// The activity sequence number.
+    pub seq: u64,
+}
+
+/// Removes `rows` from `event_blocks` (`to: None`), or gives them to person `to`; rows
+/// not found are skipped. Each day's blocks are read once.
+pub(crate) fn blocks_edit(txn: &mut Txn<'_>, rows: Vec<BlockRow>, to: Option<u32>) -> Result<()> {
+    type Day = (String, String, i64);
+    let mut by_day: std::collections::BTreeMap<Day, Vec<(u32, u64)>> = Default::default();
+    for r in rows {
+        by_day
+            .entry((r.kind, r.name, r.time.div_euclid(DAY_SECS)))
+            .or_default()
+            .push((r.pid, r.seq));
+    }
+    for ((kind, name, day), mut wanted) in by_day {
+        for key in txn.keys(
+            Family::EventBlocks,
+            &EventBlocksF::day_prefix(&kind, &name, day),
+        )? {
+            if wanted.is_empty() {
+                break;
+            }
+            let Some(mut block) = txn.get::<EventBlocksF>(&key)? else {
+                continue;
+            };
+            let before = wanted.len();
+            wanted.retain(|&(pid, seq)| match block.find(pid, seq) {
+                Some(at) => {
+                    match to {
+                        Some(to) => {
+                            if let Some(p) = block.pids.get_mut(at) {
+                                *p = to;
+                            }
+                        }
+                        None => block.remove(at),
+                    }
+                    false
+                }
+                None => true,
+            });
+            if wanted.len() == before {
+                continue;
+            }
+            if block.is_empty() {
+                txn.delete::<EventBlocksF>(key);
+            } else {
+                txn.put::<EventBlocksF>(key, block);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn track_anonymous(
@@ -242,7 +356,7 @@ pub(crate) fn merge_anonymous(cx: &mut Ctx<'_, '_>, pid: u32, anon: &str) -> Res
                 .events
                 .insert((rec.kind.clone(), name.clone(), hour_of(timestamp)));
         }
-        put_event(cx.txn, pid, timestamp, seq, rec);
+        put_event(cx.txn, pid, timestamp, seq, rec)?;
         moved += 1;
     }
     // Event ids of anonymous events already gone (expired) leave no dangling entries.
@@ -288,4 +402,140 @@ pub(crate) fn merge_anonymous(cx: &mut Ctx<'_, '_>, pid: u32, anon: &str) -> Res
         cx.record(pid, kinds::ANON_MERGE, None, Value::Map(data));
     }
     Ok(())
+}
+
+/// `verify`'s cross-check of `event_blocks` against `activity`: every row is a tracked
+/// event on record with the same person, kind, name, time and properties, held once;
+/// every tracked event with a name has its row. One sentence per problem.
+pub(crate) fn verify_blocks(store: &crate::store::Store) -> Result<Vec<String>> {
+    use crate::store::{day_start, decode_value, track_kind_code, track_kind_name};
+    use std::collections::HashSet;
+    let all = || {
+        (
+            std::ops::Bound::<Vec<u8>>::Unbounded,
+            std::ops::Bound::<Vec<u8>>::Unbounded,
+        )
+    };
+    let mut problems = Vec::new();
+    let mut rows: HashSet<(u32, u64)> = HashSet::new();
+    for item in store.kv().range(Family::EventBlocks, all(), false) {
+        let (key, value) = item?;
+        // Damage to the block itself is reported by the record checks.
+        let (Ok((code, name, day, _)), Ok(block)) = (
+            EventBlocksF::decode_key(&key),
+            decode_value::<EventBlocksF>(&key, &value),
+        ) else {
+            continue;
+        };
+        let start = day_start(day).unwrap_or_default();
+        for (at, ((&pid, &sec), &seq)) in block
+            .pids
+            .iter()
+            .zip(&block.secs)
+            .zip(&block.seqs)
+            .enumerate()
+        {
+            let what = || {
+                format!(
+                    "event_blocks row of {} {name:?} (person {pid}, seq {seq})",
+                    track_kind_name(code)
+                )
+            };
+            if !rows.insert((pid, seq)) {
+                problems.push(format!("{} is held twice", what()));
+                continue;
+            }
+            let time = start.saturating_add(i64::from(sec));
+            let matches = match store.get::<ActivityF>(&ActivityF::key(pid, time, seq)) {
+                Ok(Some(rec)) => {
+                    tracked(&rec.kind)
+                        && track_kind_code(&rec.kind) == code
+                        && rec.name.as_deref() == Some(name.as_str())
+                        && block.row_matches(at, &rec.data)
+                }
+                _ => false,
+            };
+            if !matches {
+                problems.push(format!("{} does not match the activity on record", what()));
+            }
+        }
+    }
+    for item in store.kv().range(Family::Activity, all(), false) {
+        let (key, value) = item?;
+        let (Ok((pid, _, seq)), Ok(rec)) = (
+            ActivityF::decode_key(&key),
+            decode_value::<ActivityF>(&key, &value),
+        ) else {
+            continue;
+        };
+        if tracked(&rec.kind) && rec.name.is_some() && !rows.contains(&(pid, seq)) {
+            problems.push(format!(
+                "tracked {} {:?} of person {pid} (seq {seq}) has no event_blocks row",
+                rec.kind,
+                rec.name.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Builds `event_blocks` from `activity` as tracking each event in key order would have
+/// (each row into its day's last block, a new block past [`BLOCK_TARGET_BYTES`]): for
+/// a restore from an export of a format without blocks (format 2). Holds every block in
+/// memory (tens of bytes a row) and returns them by key.
+pub(crate) fn build_blocks(
+    store: &crate::store::Store,
+) -> Result<std::collections::BTreeMap<Vec<u8>, EventBlock>> {
+    use crate::store::decode_value;
+    type Day = (String, String, i64);
+    let all = (
+        std::ops::Bound::<Vec<u8>>::Unbounded,
+        std::ops::Bound::<Vec<u8>>::Unbounded,
+    );
+    let mut open: std::collections::HashMap<Day, (u32, EventBlock)> = Default::default();
+    let mut out = std::collections::BTreeMap::new();
+    for item in store.kv().range(Family::Activity, all, false) {
+        let (key, value) = item?;
+        let (pid, time, seq) = ActivityF::decode_key(&key)?;
+        let rec = decode_value::<ActivityF>(&key, &value)?;
+        let Some(name) = rec.name.filter(|_| tracked(&rec.kind)) else {
+            continue;
+        };
+        let day = time.div_euclid(DAY_SECS);
+        // `rem_euclid` of a positive divisor lies in 0..86 400.
+        let sec = u32::try_from(time.rem_euclid(DAY_SECS)).unwrap_or(0);
+        let k = (rec.kind, name, day);
+        if !open.contains_key(&k) {
+            open.insert(k.clone(), (0, EventBlock::default()));
+        }
+        let Some((number, block)) = open.get_mut(&k) else {
+            continue;
+        };
+        block.insert(pid, sec, seq, &rec.data);
+        if block.len() > 1 && block.max_bytes() > BLOCK_TARGET_BYTES {
+            if let Some(at) = block.find(pid, seq) {
+                block.remove(at);
+            }
+            let full = std::mem::take(block);
+            out.insert(EventBlocksF::key(&k.0, &k.1, k.2, *number), full);
+            *number = number.checked_add(1).ok_or_else(|| {
+                corrupted(
+                    Family::Activity,
+                    &key,
+                    "a day holds more event blocks than fit",
+                )
+            })?;
+            block.insert(pid, sec, seq, &rec.data);
+        }
+    }
+    for ((kind, name, day), (number, block)) in open {
+        if !block.is_empty() {
+            out.insert(EventBlocksF::key(&kind, &name, day, number), block);
+        }
+    }
+    Ok(out)
+}
+
+fn tracked(kind: &str) -> bool {
+    matches!(kind, kinds::EVENT | kinds::PAGE | kinds::SCREEN)
 }

@@ -35,8 +35,8 @@ use crate::store::records::{
 };
 use crate::store::{
     ident_from_key, ident_key, pid_from_key, pid_key, track_kind_name, ActivityF,
-    AnonRelationshipsF, AnonymousF, BitmapLogF, DeliveriesF, EventIdsF, EventsByNameF, Family,
-    MembersF, ObjectsF, RelationshipsF,
+    AnonRelationshipsF, AnonymousF, BitmapLogF, DeliveriesF, EventBlocksF, EventIdsF,
+    EventsByNameF, Family, MembersF, ObjectsF, RelationshipsF,
 };
 use crate::{
     DeviceInput, Durability, Error, Faults, Identify, ManualClock, Metric, NewDelivery, Op,
@@ -156,6 +156,14 @@ fn key_laws(k: &[u8]) {
     }
     if let Ok((a, t, o)) = AnonRelationshipsF::decode_key(k) {
         key_law("anon_relationships", k, &AnonRelationshipsF::key(&a, t, &o));
+    }
+    if let Ok((code, name, day, block)) = EventBlocksF::decode_key(k) {
+        let kind = track_kind_name(code);
+        key_law(
+            "event_blocks",
+            k,
+            &EventBlocksF::key(kind, &name, day, block),
+        );
     }
     if let Ok((bk, chunk)) = BitmapKey::decode_chunk_key(k) {
         key_law("bitmaps", k, &bk.chunk_key(chunk));

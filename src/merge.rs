@@ -73,6 +73,7 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
 
     // Timeline: tracked events and delivery metrics move.
     let mut moved_events = 0i64;
+    let mut moved_rows = Vec::new();
     for key in cx.txn.keys(Family::Activity, &pid_key(s))? {
         let (_, timestamp, seq) = ActivityF::decode_key(&key)?;
         let Some(rec) = cx.txn.get::<ActivityF>(&key)? else {
@@ -95,6 +96,13 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
         if let Some(name) = &rec.name {
             cx.txn
                 .put::<EventsByNameF>(EventsByNameF::key(p, &rec.kind, name, timestamp, seq), ());
+            moved_rows.push(crate::activity::BlockRow {
+                pid: s,
+                kind: rec.kind.clone(),
+                name: name.clone(),
+                time: timestamp,
+                seq,
+            });
             cx.touches.of(p).events.insert((
                 rec.kind.clone(),
                 name.clone(),
@@ -105,6 +113,8 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
             .put::<ActivityF>(ActivityF::key(p, timestamp, seq), rec);
         moved_events += 1;
     }
+    // Their rows in the event blocks change hands in place.
+    crate::activity::blocks_edit(cx.txn, moved_rows, Some(p))?;
 
     // Deliveries move.
     let mut moved_ids = Vec::new();

@@ -679,9 +679,19 @@ pub(crate) fn delete_person(cx: &mut Ctx<'_, '_>, pid: u32) -> Result<Option<Per
     for key in txn.keys(Family::Activity, &prefix)? {
         txn.delete::<ActivityF>(key);
     }
+    let mut rows = Vec::new();
     for key in txn.keys(Family::EventsByName, &prefix)? {
+        let (_, code, name, time, seq) = EventsByNameF::decode_key(&key)?;
+        rows.push(crate::activity::BlockRow {
+            pid,
+            kind: crate::store::track_kind_name(code).to_owned(),
+            name,
+            time,
+            seq,
+        });
         txn.delete::<EventsByNameF>(key);
     }
+    crate::activity::blocks_edit(txn, rows, None)?;
     for key in txn.keys(
         Family::EventIds,
         &EventIdsF::prefix(&EventOwner::Person(pid)),

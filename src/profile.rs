@@ -441,6 +441,41 @@ impl ProfileDb {
                 }
             })?;
         }
+        // Rows of the event blocks: whole blocks of days before `before`, and the rows
+        // before it in its own day's blocks.
+        let mut blocks: Vec<(Vec<u8>, Option<crate::store::event_blocks::EventBlock>)> = Vec::new();
+        for item in store.kv().range(Family::EventBlocks, all(), false) {
+            let (key, value) = item?;
+            let (_, _, day, _) = crate::store::EventBlocksF::decode_key(&key)?;
+            let start = crate::store::day_start(day).unwrap_or(i64::MAX);
+            if start.saturating_add(crate::store::event_blocks::DAY_SECS) <= before {
+                blocks.push((key, None));
+            } else if start < before {
+                let mut block =
+                    crate::store::decode_value::<crate::store::EventBlocksF>(&key, &value)?;
+                let before_len = block.len();
+                while let Some(at) = block
+                    .secs
+                    .iter()
+                    .position(|s| start.saturating_add(i64::from(*s)) < before)
+                {
+                    block.remove(at);
+                }
+                if block.len() != before_len {
+                    blocks.push((key, (!block.is_empty()).then_some(block)));
+                }
+            }
+        }
+        for chunk in blocks.chunks(1_000) {
+            self.commit_raw(|txn| {
+                for (key, block) in chunk {
+                    match block {
+                        Some(b) => txn.put::<crate::store::EventBlocksF>(key.clone(), b.clone()),
+                        None => txn.delete::<crate::store::EventBlocksF>(key.clone()),
+                    }
+                }
+            })?;
+        }
         // The event index goes through the write path, so the per-hour event bitmaps and
         // the segments that read these events follow in the same commits.
         for chunk in gone.chunks(10_000) {

@@ -837,7 +837,10 @@ impl ProfileDb {
 
     /// The ordered-index bitmaps (existence and bit slices) of the attributes in
     /// `names`, computed from every person's attributes.
-    pub(crate) fn range_slices(&self, names: &BTreeSet<String>) -> Result<Vec<(BitmapKey, RoaringBitmap)>> {
+    pub(crate) fn range_slices(
+        &self,
+        names: &BTreeSet<String>,
+    ) -> Result<Vec<(BitmapKey, RoaringBitmap)>> {
         let mut built: BTreeMap<BitmapKey, RoaringBitmap> = BTreeMap::new();
         if names.is_empty() {
             return Ok(Vec::new());

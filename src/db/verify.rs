@@ -142,6 +142,10 @@ impl ProfileDb {
                 "the counts kept in meta/counters ({kept:?}) differ from the records ({walked:?})"
             ));
         }
+        match crate::activity::verify_blocks(&self.inner.store) {
+            Ok(found) => report.problems.extend(found),
+            Err(e) => report.problems.push(e.to_string()),
+        }
         drop(writer);
         let seq = self.inner.committed.load(Ordering::SeqCst);
         let durable = self

@@ -289,6 +289,7 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Topics => TopicsF,
         Segments => SegmentsF,
         BitmapLog => BitmapLogF,
+        EventBlocks => EventBlocksF,
     }
     Ok(())
 }
@@ -508,11 +509,31 @@ fn upgrade(db: &ProfileDb) -> std::sync::MutexGuard<'_, Upgrade> {
 
 impl ProfileDb {
     /// Rebuilds, from the records they derive from, the data a format-3 database keeps
-    /// that an older format's export does not carry: run at the end of restoring one.
+    /// that an older format's export does not carry (event blocks from `activity`, the
+    /// bit slices of ordered indexes from `attributes`): run at the end of restoring one.
     fn rebuild_derived(&self) -> Result<()> {
         use crate::index::chunk_of;
         use crate::store::bitmaps::encode_chunk;
-        use crate::store::BitmapsF;
+        use crate::store::{BitmapsF, EventBlocksF};
+        // Event blocks, new in format 3, from the activity restored: in batches of about
+        // 4 MiB (each block is at most about 8 KiB).
+        let mut blocks = crate::activity::build_blocks(&self.inner.store)?.into_iter();
+        loop {
+            let batch: Vec<_> = blocks.by_ref().take(512).collect();
+            if batch.is_empty() {
+                break;
+            }
+            self.commit_restore(
+                |txn| {
+                    for (key, block) in batch {
+                        txn.put::<EventBlocksF>(key, block);
+                    }
+                    Ok(())
+                },
+                None,
+                false,
+            )?;
+        }
         // Ordered indexes: format 2 kept them in `ranges`, format 3 in bitmaps.
         let ranged = self.catalog().ranged.clone();
         let slices = self.range_slices(&ranged)?;

@@ -22,6 +22,7 @@ use crate::error::{Error, InputError, Result};
 use crate::index::{eq_text, BitmapKey, Bitmaps};
 use crate::model::Value;
 use crate::query::{Atom, CmpOp, Expr, Filter, Literal, Occurrence, SegmentName};
+use crate::store::event_blocks::{Cell, EventBlock, DAY_SECS};
 use crate::store::records::DeliveryRecord;
 
 use super::source::Source;
@@ -523,7 +524,7 @@ pub fn holds(cond: &Cond, pid: u32, src: &mut dyn Source, now: i64) -> Result<bo
 /// Records, for `explain`, how each atom was answered.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Explain {
-    /// One line per atom: `index` or `scan of N candidates`.
+    /// One line per atom: `index`, `scan of N candidates`, or `event blocks` (rows read).
     pub lines: Vec<String>,
     /// People checked one by one, in all.
     pub scanned: u64,
@@ -757,6 +758,17 @@ pub fn eval(
             out
         }
         Cond::Scan(atom) => {
+            if let Atom::Event(occ) = atom {
+                // One person's timeline costs about what a block does, and the blocks
+                // hold everyone's rows: person by person only for a few people among
+                // many. The blocks need no candidate bitmap: their rows are the
+                // candidates.
+                let everyone = bitmaps.get(&BitmapKey::All).map_or(0, RoaringBitmap::len);
+                let few = |n: u64| n <= FEW_CANDIDATES && n * 16 < everyone;
+                if !within.is_empty() && !few(within.len()) {
+                    return from_blocks(occ, within, src, now, explain);
+                }
+            }
             let cands = match candidates(atom, bitmaps, now) {
                 Some(c) => within & c,
                 None => within.clone(),
@@ -768,6 +780,239 @@ pub fn eval(
             scan(atom, &cands, src, now, explain, progress, &mut out)?;
             out
         }
+    })
+}
+
+/// An event atom with at most this many candidates (and they a small part of everyone)
+/// is checked person by person; otherwise from the event's blocks.
+const FEW_CANDIDATES: u64 = 256;
+
+/// How one filter reads a block: its property's column, and the answer for each of the
+/// block's strings and for a missing property.
+struct FilterPlan<'f> {
+    filter: &'f Filter,
+    column: Option<usize>,
+    /// The path goes below the top-level property: a scalar there has nothing below it.
+    deep: bool,
+    absent: bool,
+    strings: Vec<bool>,
+    /// The literal as a number, when it is one and the operator orders: then a number
+    /// cell compares as `compare` would, without building a value.
+    number: Option<f64>,
+}
+
+impl<'f> FilterPlan<'f> {
+    fn new(filter: &'f Filter, block: &EventBlock, now: i64) -> FilterPlan<'f> {
+        let absent = compare(None, filter.op, &filter.value, now);
+        let first = filter.path.first();
+        let column = first.and_then(|n| block.names.binary_search(n).ok());
+        let deep = filter.path.len() > 1;
+        let strings = match (column, deep) {
+            (Some(_), false) => block
+                .strings
+                .iter()
+                .map(|s| {
+                    compare(
+                        Some(&Value::String(s.clone())),
+                        filter.op,
+                        &filter.value,
+                        now,
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let number = match (&filter.value, filter.op) {
+            (_, CmpOp::Contains | CmpOp::StartsWith) => None,
+            (Literal::Int(_) | Literal::Float(_) | Literal::Now(_), _) => {
+                literal_value(&filter.value, now).as_number()
+            }
+            _ => None,
+        };
+        FilterPlan {
+            filter,
+            column: if first.is_some() { column } else { None },
+            deep,
+            absent,
+            strings,
+            number,
+        }
+    }
+
+    /// Whether the filter holds for row `at`; `None` when only the `activity` record
+    /// can tell.
+    fn holds(&self, block: &EventBlock, at: usize, now: i64) -> Option<bool> {
+        if self.filter.path.is_empty() {
+            return Some(self.absent);
+        }
+        let cell = match self.column {
+            Some(c) => *block.columns.get(c)?.get(at)?,
+            None => Cell::Absent,
+        };
+        match cell {
+            Cell::Absent if *block.overflow.get(at)? => None,
+            Cell::Absent => Some(self.absent),
+            Cell::Opaque => None,
+            _ if self.deep => Some(self.absent),
+            Cell::Str(i) => self.strings.get(i as usize).copied(),
+            Cell::Int(i) if self.number.is_some() => Some(cmp_number(i as f64, self)),
+            Cell::Float(x) if self.number.is_some() => Some(cmp_number(x, self)),
+            other => Some(compare(
+                block.value(other).as_ref(),
+                self.filter.op,
+                &self.filter.value,
+                now,
+            )),
+        }
+    }
+}
+
+/// `compare` of a number cell with a plan's number literal (both finite).
+fn cmp_number(a: f64, plan: &FilterPlan<'_>) -> bool {
+    let b = plan.number.unwrap_or_default();
+    match plan.filter.op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+        CmpOp::Contains | CmpOp::StartsWith => false,
+    }
+}
+
+/// Occurrences counted per person: a dense array over small pids, a map beyond.
+#[derive(Default)]
+struct Counts {
+    dense: Vec<u32>,
+    sparse: BTreeMap<u32, u32>,
+}
+
+const DENSE_PIDS: u32 = 1 << 24;
+
+impl Counts {
+    fn add(&mut self, pid: u32) {
+        if pid < DENSE_PIDS {
+            let i = pid as usize;
+            if self.dense.len() <= i {
+                self.dense.resize(i + 1, 0);
+            }
+            if let Some(n) = self.dense.get_mut(i) {
+                *n = n.saturating_add(1);
+            }
+        } else {
+            let n = self.sparse.entry(pid).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+
+    /// Everyone counted, and those of them whose count passes `keep`. Built from byte
+    /// bitsets: pushing members one at a time costs far more.
+    fn split(&self, keep: impl Fn(u32) -> bool) -> (RoaringBitmap, RoaringBitmap) {
+        let bytes = self.dense.len().div_ceil(8);
+        let (mut seen, mut held) = (vec![0u8; bytes], vec![0u8; bytes]);
+        for (i, &n) in self.dense.iter().enumerate() {
+            if n > 0 {
+                let bit = 1u8 << (i % 8);
+                if let Some(b) = seen.get_mut(i / 8) {
+                    *b |= bit;
+                }
+                if keep(n) {
+                    if let Some(b) = held.get_mut(i / 8) {
+                        *b |= bit;
+                    }
+                }
+            }
+        }
+        let mut seen = RoaringBitmap::from_lsb0_bytes(0, &seen);
+        let mut held = RoaringBitmap::from_lsb0_bytes(0, &held);
+        for (&pid, &n) in &self.sparse {
+            seen.insert(pid);
+            if keep(n) {
+                held.insert(pid);
+            }
+        }
+        (seen, held)
+    }
+}
+
+/// An event atom (filters, a count, a window) answered set-at-a-time from the event's
+/// blocks of the days in its window, among `within`. Rows whose filtered properties a
+/// block does not hold are checked against their `activity` records.
+fn from_blocks(
+    occ: &Occurrence,
+    within: &RoaringBitmap,
+    src: &mut dyn Source,
+    now: i64,
+    explain: &mut Explain,
+) -> Result<RoaringBitmap> {
+    let since = occ.within.map(|w| now.saturating_sub(w));
+    let since_day = since.map(|t| t.div_euclid(DAY_SECS));
+    let mut counts = Counts::default();
+    let mut unsure: Vec<(u32, i64, u64)> = Vec::new();
+    let (mut rows, mut blocks) = (0u64, 0u64);
+    src.event_blocks("event", &occ.name, since, &mut |day, block| {
+        blocks += 1;
+        // The key's day was checked when it was decoded: its seconds fit an `i64`.
+        let start = crate::store::day_start(day).unwrap_or_default();
+        let first_sec = match since {
+            Some(t) if Some(day) == since_day => t.saturating_sub(start),
+            _ => 0,
+        };
+        let plans: Vec<FilterPlan<'_>> = occ
+            .filters
+            .iter()
+            .map(|f| FilterPlan::new(f, &block, now))
+            .collect();
+        for (at, ((&pid, &sec), &seq)) in block
+            .pids
+            .iter()
+            .zip(&block.secs)
+            .zip(&block.seqs)
+            .enumerate()
+        {
+            if i64::from(sec) < first_sec {
+                continue;
+            }
+            rows += 1;
+            let mut verdict = Some(true);
+            for plan in &plans {
+                match plan.holds(&block, at, now) {
+                    Some(true) => {}
+                    Some(false) => {
+                        verdict = Some(false);
+                        break;
+                    }
+                    None => verdict = None,
+                }
+            }
+            match verdict {
+                Some(true) => counts.add(pid),
+                Some(false) => {}
+                None => unsure.push((pid, start.saturating_add(i64::from(sec)), seq)),
+            }
+        }
+        Ok(())
+    })?;
+    let read = unsure.len();
+    for (pid, t, seq) in unsure {
+        if !within.contains(pid) {
+            continue;
+        }
+        let data = src.event_data(pid, t, seq)?.unwrap_or_default();
+        if filters_hold(&occ.filters, &data, now) {
+            counts.add(pid);
+        }
+    }
+    explain.lines.push(format!(
+        "{}: event blocks, {rows} rows in {blocks} blocks, {read} read from activity",
+        Atom::Event(occ.clone())
+    ));
+    let (seen, held) = counts.split(|n| count_holds(occ.count, u64::from(n)));
+    Ok(if admits_zero(occ.count) {
+        (within - &seen) | (within & &held)
+    } else {
+        within & &held
     })
 }
 

@@ -14,10 +14,11 @@ use crate::index::range::{self, Order};
 use crate::index::{BitmapKey, Bitmaps, Delta};
 use crate::model::Value;
 use crate::store::codec::time_bytes;
+use crate::store::event_blocks::{EventBlock, DAY_SECS};
 use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
 use crate::store::{
-    pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventsByNameF, Fam, Family,
-    PeopleF, Store, Txn,
+    decode_value, pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventBlocksF,
+    EventsByNameF, Fam, Family, PeopleF, Store, Txn,
 };
 
 use super::CmpOp;
@@ -44,6 +45,15 @@ pub(crate) trait Source {
     ) -> Result<Vec<(i64, u64)>>;
     /// An event's properties.
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
+    /// Every `event_blocks` block of `kind`/`name` from the day of `since` on (every day
+    /// when `None`), in key order, each with its day number.
+    fn event_blocks(
+        &mut self,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+    ) -> Result<()>;
     /// Membership in a bitmap.
     fn member(&self, key: &BitmapKey, pid: u32) -> bool;
     /// Everyone (among `within`, when given) whose ranged attribute `name` compares
@@ -59,6 +69,9 @@ pub(crate) trait Source {
     ) -> Result<RoaringBitmap>;
 }
 
+/// A visitor of the key and value of each record.
+pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<()> + 'v;
+
 /// Keyed record reads: the store (committed) or a staging transaction (as it would be
 /// after the commit).
 pub(crate) trait Records {
@@ -73,6 +86,12 @@ pub(crate) trait Records {
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>>;
+    /// Each key and value within `bounds`, ascending.
+    fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut Visit<'_, F>,
+    ) -> Result<()>;
 }
 
 impl Records for &Store {
@@ -91,6 +110,17 @@ impl Records for &Store {
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>> {
         Store::keys_between(self, family, bounds, limit)
+    }
+    fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut Visit<'_, F>,
+    ) -> Result<()> {
+        for item in self.kv().range(F::FAMILY, bounds, false) {
+            let (k, v) = item?;
+            each(&k, decode_value::<F>(&k, &v)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +142,18 @@ impl Records for &mut Txn<'_> {
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>> {
         Txn::keys_between(self, family, bounds, limit)
+    }
+    fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut Visit<'_, F>,
+    ) -> Result<()> {
+        for k in Txn::keys_between(self, F::FAMILY, bounds, None)? {
+            if let Some(v) = Txn::get::<F>(self, &k)? {
+                each(&k, v)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +224,25 @@ impl<R: Records> Source for Reader<'_, R> {
             .records
             .get::<ActivityF>(&ActivityF::key(pid, time, seq))?
             .map(|r| r.data))
+    }
+    fn event_blocks(
+        &mut self,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = EventBlocksF::prefix(kind, name);
+        let lower = match since {
+            Some(t) => EventBlocksF::day_prefix(kind, name, t.div_euclid(DAY_SECS)),
+            None => prefix.clone(),
+        };
+        let bounds = (Included(lower), prefix_end(&prefix));
+        self.records
+            .each_between::<EventBlocksF>(bounds, &mut |key, block| {
+                let (_, _, day, _) = EventBlocksF::decode_key(key)?;
+                each(day, block)
+            })
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
         match self.delta {
@@ -317,6 +378,15 @@ impl Source for Cached<'_> {
     }
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
         self.inner.event_data(pid, time, seq)
+    }
+    fn event_blocks(
+        &mut self,
+        kind: &str,
+        name: &str,
+        since: Option<i64>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+    ) -> Result<()> {
+        self.inner.event_blocks(kind, name, since, each)
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
         if let (BitmapKey::Segment(id), true) = (key, pid == self.pid) {

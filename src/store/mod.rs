@@ -5,6 +5,7 @@
 
 pub mod bitmaps;
 pub mod codec;
+pub mod event_blocks;
 pub mod kv;
 pub mod records;
 
@@ -67,6 +68,7 @@ families! {
     Topics "topics" "topic id → name and default.",
     Segments "segments" "segment id → definition.",
     Ranges "ranges" "Unused since format 3 (tag 22 stays reserved): ordered indexes are bit-sliced bitmaps in `bitmaps`. A key with this tag is damage.",
+    EventBlocks "event_blocks" "kind + name + day + block number → a block of that event's rows in column form.",
     BitmapLog "bitmap_log" "commit seq + part → the bitmap membership changes of that commit, not yet folded into `bitmaps`.",
 }
 
@@ -79,11 +81,7 @@ impl Family {
     /// The family's tag byte: the first byte of each of its keys in the shared sled
     /// tree (its position in [`Family::ALL`], from 1; see `FORMAT.md`).
     pub fn tag(self) -> u8 {
-        // Tag 23 is `event_blocks` (another branch of format 3); `bitmap_log` is 24.
-        if self == Family::BitmapLog {
-            return 24;
-        }
-        // At most 255 families; there are 23.
+        // At most 255 families; there are 24.
         u8::try_from(self.index() + 1).unwrap_or(u8::MAX)
     }
 
@@ -209,6 +207,11 @@ impl Family {
                 bitmaps::decode_log(key, entries)?;
                 None
             }
+            Family::EventBlocks => {
+                EventBlocksF::decode_key(key)?;
+                decode_value::<EventBlocksF>(key, value)?;
+                None
+            }
         })
     }
 }
@@ -252,6 +255,8 @@ pub fn decode_everything(bytes: &[u8]) {
     if let Ok(entries) = codec::decode_payload::<bitmaps::LogEntries>(bytes) {
         let _ = bitmaps::decode_log(bytes, entries);
     }
+    let _ = EventBlocksF::decode_key(bytes);
+    let _ = codec::decode_payload::<event_blocks::EventBlock>(bytes);
 }
 
 /// Builds keys: big-endian integers, sign-flipped times, length-prefixed strings.
@@ -421,6 +426,7 @@ family!(
 family!(BitmapsF, Family::Bitmaps, Vec<u8>);
 family!(TopicsF, Family::Topics, TopicRecord);
 family!(SegmentsF, Family::Segments, SegmentRecord);
+family!(EventBlocksF, Family::EventBlocks, event_blocks::EventBlock);
 family!(BitmapLogF, Family::BitmapLog, bitmaps::LogEntries);
 
 impl BitmapLogF {
@@ -536,6 +542,54 @@ impl EventsByNameF {
         r.end()?;
         Ok((pid, code, name, t, seq))
     }
+}
+
+impl EventBlocksF {
+    /// The key prefix of one event's blocks (kind code, `u16`-prefixed name).
+    pub fn prefix(kind: &str, name: &str) -> Vec<u8> {
+        KeyBuf::new().byte(track_kind_code(kind)).str16(name).done()
+    }
+    /// The key prefix of one event's blocks of day `day` (`unix_seconds.div_euclid(86400)`).
+    pub fn day_prefix(kind: &str, name: &str, day: i64) -> Vec<u8> {
+        KeyBuf::new()
+            .byte(track_kind_code(kind))
+            .str16(name)
+            .time(day)
+            .done()
+    }
+    /// Key: kind code, `u16`-prefixed name, day (sign-flipped like times), block number.
+    pub fn key(kind: &str, name: &str, day: i64, block: u32) -> Vec<u8> {
+        let mut k = Self::day_prefix(kind, name, day);
+        k.extend_from_slice(&block.to_be_bytes());
+        k
+    }
+    /// (kind code, name, day, block number) of a key; the code is 1..=3 and the day's
+    /// seconds all fit an `i64`.
+    pub fn decode_key(key: &[u8]) -> Result<(u8, String, i64, u32)> {
+        let (code, r) = KeyReader::new(Family::EventBlocks, key).byte()?;
+        if !(1..=3).contains(&code) {
+            return Err(corrupted(
+                Family::EventBlocks,
+                key,
+                "unknown event kind code",
+            ));
+        }
+        let (name, r) = r.str16()?;
+        let (day, r) = r.time()?;
+        let (block, r) = r.u32()?;
+        r.end()?;
+        if day_start(day).is_none() {
+            return Err(corrupted(Family::EventBlocks, key, "day out of range"));
+        }
+        Ok((code, name, day, block))
+    }
+}
+
+/// The first second of day `day`, when the day lies wholly within `i64` seconds.
+pub fn day_start(day: i64) -> Option<i64> {
+    let start = day.checked_mul(event_blocks::DAY_SECS)?;
+    start.checked_add(event_blocks::DAY_SECS - 1)?;
+    Some(start)
 }
 
 impl AnonymousF {
@@ -1071,6 +1125,31 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
+    /// The greatest key starting with `prefix` as it would be after this commit.
+    pub fn last_key(&mut self, family: Family, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let bounds = prefix_bounds(prefix);
+        let staged = self.slots(family);
+        let mut staged_last = None;
+        for (k, slot) in staged.range(bounds.clone()).rev() {
+            if slot.dirty && slot.value.is_some() {
+                staged_last = Some(k.clone());
+                break;
+            }
+        }
+        let mut stored_last = None;
+        for item in self.store.kv.range(family, bounds, true) {
+            let (k, _) = item?;
+            match self.slots(family).get(&k) {
+                Some(slot) if slot.dirty && slot.value.is_none() => continue,
+                _ => {
+                    stored_last = Some(k);
+                    break;
+                }
+            }
+        }
+        Ok(staged_last.max(stored_last))
+    }
+
     /// True when nothing has been staged for writing.
     pub fn is_clean(&self) -> bool {
         self.slots
@@ -1145,15 +1224,15 @@ mod family_tests {
             "topics",
             "segments",
             "ranges",
+            "event_blocks",
+            "bitmap_log",
         ];
-        assert_eq!(tags.len(), want.len() + 1);
-        for (i, (name, tag)) in tags.iter().take(want.len()).enumerate() {
+        assert_eq!(tags.len(), want.len());
+        for (i, (name, tag)) in tags.into_iter().enumerate() {
             assert_eq!(
-                (*name, usize::from(*tag)),
+                (name, usize::from(tag)),
                 (want.get(i).copied().unwrap_or(""), i + 1)
             );
         }
-        // 23 is `event_blocks` (another branch of format 3).
-        assert_eq!(tags.last(), Some(&("bitmap_log", 24)));
     }
 }
