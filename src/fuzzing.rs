@@ -220,7 +220,7 @@ pub fn record_decode(bytes: &[u8]) {
     let Some((&selector, rest)) = bytes.split_first() else {
         return;
     };
-    match selector % 21 {
+    match selector % 22 {
         0 => payload_laws::<MetaValue>(rest),
         1 => payload_laws::<PersonRecord>(rest),
         2 => payload_laws::<u32>(rest),
@@ -256,6 +256,7 @@ pub fn record_decode(bytes: &[u8]) {
         }
         18 => key_laws(rest),
         19 => log_laws(rest),
+        20 => payload_laws::<crate::store::event_blocks::EventBlock>(rest),
         _ => {
             let (chunk, rest) = match rest.split_first_chunk::<2>() {
                 Some((c, r)) => (u16::from_be_bytes(*c), r),

@@ -134,6 +134,8 @@ fn regenerate_seed_corpora() {
         ))
         .unwrap();
     }
+    // Fold the bitmap log into chunks; the writes below leave `bitmap_log` records.
+    db.checkpoint().unwrap();
     db.add_to_segment(2, &[profiledb::Ident::id(profiledb::synth::person_id(1))])
         .unwrap();
     db.add_delivery(
@@ -164,6 +166,8 @@ fn regenerate_seed_corpora() {
             Family::Topics => 13,
             Family::Segments => 14,
             Family::Bitmaps => 16,
+            Family::BitmapLog => 19,
+            Family::EventBlocks => 20,
             _ => return None,
         })
     };
@@ -190,7 +194,7 @@ fn regenerate_seed_corpora() {
         if family == Family::Bitmaps {
             let bytes: Vec<u8> =
                 profiledb::internal::codec::decode(family.tag(), key, value).unwrap();
-            let mut c = vec![19];
+            let mut c = vec![21];
             c.extend_from_slice(&key[key.len() - 2..]);
             c.extend_from_slice(&bytes);
             seed("record_decode", "bitmaps_chunk", &c);
