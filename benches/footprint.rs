@@ -9,7 +9,8 @@
 //! DIR already holds one, then, for each page-cache size in `--cache-mib` (default
 //! `64,8`: the default, and a small budget), opens it in a fresh child process and
 //! reports the process's resident memory (`VmRSS`) after open, after one profile read,
-//! and after three audience counts, with the peak (`VmHWM`) and the open time.
+//! and after three audience counts, with the peak (`VmHWM`), the open time, and the time
+//! of `counts()` (what `profiledb stats` prints: kept, not walked, since format 3).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
 use std::path::{Path, PathBuf};
@@ -55,10 +56,15 @@ fn child(dir: &Path, cache: u64, people: u64) {
         db.count(c).unwrap();
     }
     let after_counts = status("VmRSS:");
+    let t = Instant::now();
+    let kept = db.counts().unwrap();
+    let stats = t.elapsed();
+    assert!(kept.people >= people, "{kept:?}");
     println!(
-        "| {} | {:.0} ms | {} | {} | {} | {} |",
+        "| {} | {:.0} ms | {:.1} µs | {} | {} | {} | {} |",
         mib(cache),
         open.as_secs_f64() * 1e3,
+        stats.as_secs_f64() * 1e6,
         mib(after_open),
         mib(after_profile),
         mib(after_counts),
@@ -113,8 +119,10 @@ fn main() {
     }
     let people = ProfileDb::open(&dir).unwrap().stats().unwrap().people;
     println!("footprint of {} ({people} people)\n", dir.display());
-    println!("| page cache | open | RSS after open | after a profile | after 3 counts | peak |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| page cache | open | `counts()` | RSS after open | after a profile | after 3 counts | peak |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let caches = get("--cache-mib").unwrap_or_else(|| "64,8".to_owned());
     for c in caches.split(',') {
         let cache: u64 = c.trim().parse::<u64>().expect("--cache-mib M,M") << 20;

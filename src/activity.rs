@@ -428,13 +428,7 @@ pub(crate) fn verify_blocks(store: &crate::store::Store) -> Result<Vec<String>> 
             continue;
         };
         let start = day_start(day).unwrap_or_default();
-        for (at, ((&pid, &sec), &seq)) in block
-            .pids
-            .iter()
-            .zip(&block.secs)
-            .zip(&block.seqs)
-            .enumerate()
-        {
+        for (at, pid, sec, seq) in block.rows() {
             let what = || {
                 format!(
                     "event_blocks row of {} {name:?} (person {pid}, seq {seq})",

@@ -26,6 +26,19 @@ pub struct Counts {
     pub segments: u64,
 }
 
+impl From<crate::store::records::RecordCounts> for Counts {
+    fn from(c: crate::store::records::RecordCounts) -> Counts {
+        Counts {
+            people: c.people,
+            objects: c.objects,
+            events: c.events,
+            deliveries: c.deliveries,
+            devices: c.devices,
+            segments: c.segments,
+        }
+    }
+}
+
 impl ProfileDb {
     /// How many records of each kind the database holds: counts every commit keeps in
     /// `meta/counters`, so this reads no records ([`verify`](ProfileDb::verify) checks
@@ -46,15 +59,7 @@ impl ProfileDb {
     /// # Errors
     /// None today; kept for a store whose counts need reading.
     pub fn counts(&self) -> Result<Counts> {
-        let c = self.kept_counts();
-        Ok(Counts {
-            people: c.people,
-            objects: c.objects,
-            events: c.events,
-            deliveries: c.deliveries,
-            devices: c.devices,
-            segments: c.segments,
-        })
+        Ok(self.kept_counts().into())
     }
 
     /// Counts the records of each kind by walking the keys of their families (what

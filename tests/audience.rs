@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{input_field, open, T0};
+use common::{ids, input_field, open, T0};
 use profiledb::{
     ActivityFilter, Channel, DeviceInput, Durability, Faults, Ident, Identify, Metric, NewDelivery,
     ObjectRef, Op, Outcome, Platform, ProfileDb, PushResult, Track, TrackKind, Value,
@@ -14,18 +14,6 @@ use proptest::prelude::*;
 
 fn u(id: &str) -> Ident {
     Ident::id(id)
-}
-
-fn ids(db: &ProfileDb, condition: &str) -> Vec<String> {
-    let mut out: Vec<String> = db
-        .query(condition, 10_000, None)
-        .unwrap()
-        .people
-        .into_iter()
-        .filter_map(|p| p.id)
-        .collect();
-    out.sort();
-    out
 }
 
 #[test]

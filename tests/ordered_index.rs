@@ -6,23 +6,11 @@
 
 mod common;
 
-use common::{open, Rng, T0};
+use common::{ids, open, Rng, T0};
 use profiledb::{Family, Ident, Identify, Op, ProfileDb, Value};
 
 fn u(id: &str) -> Ident {
     Ident::id(id)
-}
-
-fn ids(db: &ProfileDb, condition: &str) -> Vec<String> {
-    let mut out: Vec<String> = db
-        .query(condition, 100_000, None)
-        .unwrap()
-        .people
-        .into_iter()
-        .filter_map(|p| p.id)
-        .collect();
-    out.sort();
-    out
 }
 
 /// The people whose attribute `name` compares true with the number `x`, read from

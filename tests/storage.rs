@@ -147,24 +147,29 @@ fn a_format_2_database_is_refused_unmodified_with_the_way_to_move_it() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format2/db");
     copy_tree(&fixture, dir.path());
-    let before = snapshot(dir.path());
-    let err = builder().open(dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Open(OpenError::UnsupportedFormat {
-                found: 2,
-                supported: profiledb::FORMAT_VERSION
-            })
-        ),
-        "{err}"
-    );
+    let err = refused_unmodified(dir.path(), 2);
     let text = err.to_string();
     assert!(
         text.contains("export") && text.contains("ingest"),
         "the refusal names the way to move it: {text}"
     );
-    assert_eq!(snapshot(dir.path()), before);
+}
+
+/// Opens `dir`, which holds a database in format `found`: the open must fail with
+/// `UnsupportedFormat` and leave every file as it was. Returns the error.
+fn refused_unmodified(dir: &Path, found: u32) -> Error {
+    let before = snapshot(dir);
+    let err = builder().open(dir).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Open(OpenError::UnsupportedFormat { found: f, supported })
+                if f == found && supported == profiledb::FORMAT_VERSION
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(dir), before);
+    err
 }
 
 #[test]
@@ -176,19 +181,7 @@ fn a_newer_format_is_refused_unmodified() {
         .identify(Identify::new(Ident::id("a")))
         .unwrap();
     std::fs::write(dir.path().join("PROFILEDB"), b"profiledb\nformat 99\n").unwrap();
-    let before = snapshot(dir.path());
-    let err = builder().open(dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Open(OpenError::UnsupportedFormat {
-                found: 99,
-                supported: profiledb::FORMAT_VERSION
-            })
-        ),
-        "{err}"
-    );
-    assert_eq!(snapshot(dir.path()), before);
+    refused_unmodified(dir.path(), 99);
 }
 
 #[test]

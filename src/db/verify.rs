@@ -129,14 +129,7 @@ impl ProfileDb {
             report.problems.push(e.to_string());
         }
         let walked = self.walk_counts()?;
-        let kept = crate::counts::Counts {
-            people: kept.people,
-            objects: kept.objects,
-            events: kept.events,
-            deliveries: kept.deliveries,
-            devices: kept.devices,
-            segments: kept.segments,
-        };
+        let kept = crate::counts::Counts::from(kept);
         if kept != walked {
             report.problems.push(format!(
                 "the counts kept in meta/counters ({kept:?}) differ from the records ({walked:?})"

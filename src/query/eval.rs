@@ -77,6 +77,11 @@ fn admits_zero(count: Option<(CmpOp, u64)>) -> bool {
 }
 
 fn cmp_u64(a: u64, op: CmpOp, b: u64) -> bool {
+    cmp_ordered(a, op, b)
+}
+
+/// `a op b` for an ordered comparison (`contains` and `starts_with` are false).
+fn cmp_ordered<T: PartialOrd>(a: T, op: CmpOp, b: T) -> bool {
     match op {
         CmpOp::Eq => a == b,
         CmpOp::Ne => a != b,
@@ -869,16 +874,7 @@ impl<'f> FilterPlan<'f> {
 
 /// `compare` of a number cell with a plan's number literal (both finite).
 fn cmp_number(a: f64, plan: &FilterPlan<'_>) -> bool {
-    let b = plan.number.unwrap_or_default();
-    match plan.filter.op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-        CmpOp::Contains | CmpOp::StartsWith => false,
-    }
+    cmp_ordered(a, plan.filter.op, plan.number.unwrap_or_default())
 }
 
 /// Occurrences counted per person: a dense array over small pids, a map beyond.
@@ -964,13 +960,7 @@ fn from_blocks(
             .iter()
             .map(|f| FilterPlan::new(f, &block, now))
             .collect();
-        for (at, ((&pid, &sec), &seq)) in block
-            .pids
-            .iter()
-            .zip(&block.secs)
-            .zip(&block.seqs)
-            .enumerate()
-        {
+        for (at, pid, sec, seq) in block.rows() {
             if i64::from(sec) < first_sec {
                 continue;
             }

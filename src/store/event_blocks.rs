@@ -121,6 +121,16 @@ impl EventBlock {
         }
     }
 
+    /// Each row's index, person, second of the day and activity `seq`.
+    pub fn rows(&self) -> impl Iterator<Item = (usize, u32, u32, u64)> + '_ {
+        self.pids
+            .iter()
+            .zip(&self.secs)
+            .zip(&self.seqs)
+            .enumerate()
+            .map(|(at, ((&pid, &sec), &seq))| (at, pid, sec, seq))
+    }
+
     /// Inserts a row at its place by `seq`; false (and no change) when the block holds
     /// that `seq` already.
     pub fn insert(&mut self, pid: u32, sec: u32, seq: u64, data: &Value) -> bool {

@@ -92,3 +92,16 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
     }
 }
+
+/// The ids of the people `condition` selects (up to 100,000), sorted.
+pub fn ids(db: &ProfileDb, condition: &str) -> Vec<String> {
+    let mut out: Vec<String> = db
+        .query(condition, 100_000, None)
+        .unwrap()
+        .people
+        .into_iter()
+        .filter_map(|p| p.id)
+        .collect();
+    out.sort();
+    out
+}
