@@ -77,7 +77,9 @@ impl Track {
         self.data = data;
         self
     }
-    /// When it happened, unix seconds (default: now). Past times backfill.
+    /// When it happened, unix seconds (default: now). Past times backfill. A time outside
+    /// [`EVENT_TIME_MIN`]..=[`EVENT_TIME_MAX`] (about ±292 billion years) is refused
+    /// with `Error::Input` naming `timestamp`.
     pub fn timestamp(mut self, unix_seconds: i64) -> Track {
         self.timestamp = Some(unix_seconds);
         self
@@ -117,9 +119,34 @@ fn check_event(limits: &Limits, t: &Track) -> Result<(String, Value), InputError
             ));
         }
     }
+    if let Some(time) = t.timestamp {
+        check_event_time(time)?;
+    }
     let data = Value::Map(t.data.clone());
     crate::limits::check_value("data", &data, limits.max_event_data_bytes)?;
     Ok((name, data))
+}
+
+/// The earliest time an event may have: the first second of the earliest day whose every
+/// second fits an `i64` (its `event_blocks` key needs the whole day).
+pub const EVENT_TIME_MIN: i64 = (i64::MIN / DAY_SECS) * DAY_SECS;
+/// The latest time an event may have: the last second of the latest day whose every
+/// second fits an `i64`.
+pub const EVENT_TIME_MAX: i64 = ((i64::MAX - (DAY_SECS - 1)) / DAY_SECS) * DAY_SECS + DAY_SECS - 1;
+
+/// Refuses an event time outside [`EVENT_TIME_MIN`]..=[`EVENT_TIME_MAX`].
+pub(crate) fn check_event_time(time: i64) -> Result<(), InputError> {
+    if (EVENT_TIME_MIN..=EVENT_TIME_MAX).contains(&time) {
+        Ok(())
+    } else {
+        Err(InputError::invalid(
+            "timestamp",
+            format!(
+                "{time} is out of range: an event's time is unix seconds from \
+                 {EVENT_TIME_MIN} to {EVENT_TIME_MAX}"
+            ),
+        ))
+    }
 }
 
 /// Track: records an event, page or screen view.
@@ -495,6 +522,7 @@ pub(crate) fn build_blocks(
         let Some(name) = rec.name.filter(|_| tracked(&rec.kind)) else {
             continue;
         };
+        check_event_time(time)?;
         let day = time.div_euclid(DAY_SECS);
         // `rem_euclid` of a positive divisor lies in 0..86 400.
         let sec = u32::try_from(time.rem_euclid(DAY_SECS)).unwrap_or(0);

@@ -68,7 +68,7 @@
 //!   `Config`, `Keys`, `ServeError`), which `profiledb serve` runs.
 //! - Limits of single inputs: [`MAX_DELIVERY_ID_BYTES`], [`MAX_EVENT_ID_BYTES`],
 //!   [`MAX_TOKEN_BYTES`], [`RESERVED_DEVICE_ATTRIBUTES`], [`MAX_SEGMENT_CHANGE`],
-//!   [`MAX_DEPTH`].
+//!   [`MAX_DEPTH`], [`EVENT_TIME_MIN`], [`EVENT_TIME_MAX`].
 //!
 //! The methods of [`ProfileDb`] are implemented beside what they serve: `db/` (open,
 //! the write path, [`Op`] and the single-operation writes, person reads, verify),
@@ -178,7 +178,7 @@ mod store;
 pub mod synth;
 mod workspace;
 
-pub use activity::{Track, MAX_EVENT_ID_BYTES};
+pub use activity::{Track, EVENT_TIME_MAX, EVENT_TIME_MIN, MAX_EVENT_ID_BYTES};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counts::Counts;
 pub use db::{Builder, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};

@@ -441,39 +441,46 @@ impl ProfileDb {
                 }
             })?;
         }
-        // Rows of the event blocks: whole blocks of days before `before`, and the rows
-        // before it in its own day's blocks.
-        let mut blocks: Vec<(Vec<u8>, Option<crate::store::event_blocks::EventBlock>)> = Vec::new();
+        // Rows of the event blocks: every block of a day that starts before `before` is
+        // edited (read, its earlier rows removed, written back or deleted) inside the
+        // write path, under the writer lock, so no commit in between is overwritten.
+        use crate::store::{event_blocks::EventBlock, EventBlocksF};
+        let mut blocks: Vec<(Vec<u8>, i64)> = Vec::new();
         for item in store.kv().range(Family::EventBlocks, all(), false) {
-            let (key, value) = item?;
-            let (_, _, day, _) = crate::store::EventBlocksF::decode_key(&key)?;
+            let (key, _) = item?;
+            let (_, _, day, _) = EventBlocksF::decode_key(&key)?;
             let start = crate::store::day_start(day).unwrap_or(i64::MAX);
-            if start.saturating_add(crate::store::event_blocks::DAY_SECS) <= before {
-                blocks.push((key, None));
-            } else if start < before {
-                let mut block =
-                    crate::store::decode_value::<crate::store::EventBlocksF>(&key, &value)?;
-                let before_len = block.len();
-                while let Some(at) = block
-                    .secs
-                    .iter()
-                    .position(|s| start.saturating_add(i64::from(*s)) < before)
-                {
-                    block.remove(at);
-                }
-                if block.len() != before_len {
-                    blocks.push((key, (!block.is_empty()).then_some(block)));
-                }
+            if start < before {
+                blocks.push((key, start));
             }
         }
         for chunk in blocks.chunks(1_000) {
-            self.commit_raw(|txn| {
-                for (key, block) in chunk {
-                    match block {
-                        Some(b) => txn.put::<crate::store::EventBlocksF>(key.clone(), b.clone()),
-                        None => txn.delete::<crate::store::EventBlocksF>(key.clone()),
+            self.run(|cx| {
+                for (key, start) in chunk {
+                    let Some(mut block) = cx.txn.get::<EventBlocksF>(key)? else {
+                        continue;
+                    };
+                    let len = block.len();
+                    let keep = |b: &EventBlock, at: usize| {
+                        b.secs
+                            .get(at)
+                            .is_some_and(|s| start.saturating_add(i64::from(*s)) >= before)
+                    };
+                    let mut at = 0;
+                    while at < block.len() {
+                        if keep(&block, at) {
+                            at += 1;
+                        } else {
+                            block.remove(at);
+                        }
+                    }
+                    if block.is_empty() {
+                        cx.txn.delete::<EventBlocksF>(key.clone());
+                    } else if block.len() != len {
+                        cx.txn.put::<EventBlocksF>(key.clone(), block);
                     }
                 }
+                Ok(())
             })?;
         }
         // The event index goes through the write path, so the per-hour event bitmaps and

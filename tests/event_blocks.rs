@@ -431,3 +431,54 @@ fn time_the_purchase_condition() {
     }
     eprintln!("{n} people; {:?} per count", start.elapsed() / reps);
 }
+
+/// An event's time must leave its whole day inside `i64` (its block's key holds the
+/// day): the last and first such times work everywhere, one second past them is refused
+/// naming `timestamp`, through the API and through ingest, and nothing is written.
+#[test]
+fn event_times_at_the_ends_of_the_range() {
+    let (_d, db, _c) = common::open();
+    let who = Ident::id("edge");
+    for t in [
+        profiledb::EVENT_TIME_MAX,
+        profiledb::EVENT_TIME_MAX - 5,
+        profiledb::EVENT_TIME_MIN,
+        profiledb::EVENT_TIME_MIN + 5,
+    ] {
+        db.track(Track::event(who.clone(), "buy").timestamp(t))
+            .unwrap();
+    }
+    assert_eq!(db.count("event:buy count >= 4").unwrap(), 1);
+    assert!(db.verify().unwrap().is_ok());
+    let before = db.raw_records(Family::Activity).unwrap();
+    for t in [
+        i64::MAX,
+        profiledb::EVENT_TIME_MAX + 1,
+        profiledb::EVENT_TIME_MIN - 1,
+        i64::MIN,
+    ] {
+        let err = db
+            .track(Track::event(who.clone(), "buy").timestamp(t))
+            .unwrap_err();
+        match &err {
+            Error::Input(e) => assert_eq!(e.field, "timestamp", "{err}"),
+            other => panic!("{t}: {other}"),
+        }
+        assert!(err.to_string().contains("out of range"), "{err}");
+    }
+    let line = format!(
+        r#"{{"type": "track", "userId": "edge", "event": "buy", "timestamp": {}}}"#,
+        i64::MAX
+    );
+    let report = db.ingest_str(&line).unwrap();
+    assert_eq!(report.applied, 0, "{report:?}");
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert!(
+        report.rejected[0].error.to_string().contains("timestamp"),
+        "{report:?}"
+    );
+    assert_eq!(db.raw_records(Family::Activity).unwrap(), before);
+    let mut out = Vec::new();
+    db.export(&mut out).unwrap();
+    assert!(db.verify().unwrap().is_ok());
+}
