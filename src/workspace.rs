@@ -5,9 +5,11 @@
 //! only for conditions no bitmap answers, and only on the candidates the bitmaps leave.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::MutexGuard;
 
 use roaring::RoaringBitmap;
 
+use crate::db::write::Writer;
 use crate::db::ProfileDb;
 use crate::error::{InputError, InputReason, Result};
 use crate::index::{attribute_keys, chunk_of, BitmapKey, Bitmaps, Delta};
@@ -365,6 +367,7 @@ impl ProfileDb {
     /// definition writes `stage` makes together with the rebuilt bitmaps' chunks.
     fn commit_catalog(
         &self,
+        writer: MutexGuard<'_, Writer>,
         catalog: Catalog,
         rebuilt: Vec<(BitmapKey, RoaringBitmap)>,
         stage: impl FnOnce(&mut crate::store::Txn<'_>),
@@ -394,6 +397,7 @@ impl ProfileDb {
             news
         };
         self.commit_with(
+            writer,
             |txn| {
                 stage(txn);
                 for (k, bytes) in new_chunks {
@@ -426,11 +430,15 @@ impl ProfileDb {
             name: name.to_owned(),
             default_subscribed,
         };
+        // The writer lock first: no commit lands between these reads and the commit.
+        let writer = self.writer()?;
         let mut catalog = self.catalog().clone();
         catalog.topics.insert(id, rec.clone());
         catalog.finish()?;
         let rebuilt = self.rebuild_all(&catalog)?;
-        self.commit_catalog(catalog, rebuilt, |txn| txn.put::<TopicsF>(id_key(id), rec))
+        self.commit_catalog(writer, catalog, rebuilt, |txn| {
+            txn.put::<TopicsF>(id_key(id), rec)
+        })
     }
 
     /// Recomputes every data-driven segment against `catalog`, in dependency order.
@@ -520,6 +528,8 @@ impl ProfileDb {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<u32> {
         check_name(name)?;
+        // The writer lock first: no commit lands between these reads and the commit.
+        let writer = self.writer()?;
         let mut catalog = self.catalog().clone();
         if catalog.segments.values().any(|s| s.name == name) {
             return Err(
@@ -567,7 +577,7 @@ impl ProfileDb {
         }
         drop(bitmaps);
         let ranged: Vec<String> = catalog.ranged.iter().cloned().collect();
-        self.commit_catalog(catalog, rebuilt, |txn| {
+        self.commit_catalog(writer, catalog, rebuilt, |txn| {
             txn.put::<SegmentsF>(id_key(id), rec);
             if !auto.is_empty() {
                 txn.put::<MetaF>(meta_keys::RANGED.to_vec(), MetaValue::Indexed(ranged));
@@ -582,6 +592,8 @@ impl ProfileDb {
     /// [`Error::Input`](crate::Error::Input) for an unknown segment or a duplicate name.
     pub fn rename_segment(&self, id: u32, name: &str) -> Result<()> {
         check_name(name)?;
+        // The writer lock first: no commit lands between these reads and the commit.
+        let writer = self.writer()?;
         let mut catalog = self.catalog().clone();
         if catalog
             .segments
@@ -598,7 +610,7 @@ impl ProfileDb {
         def.name = name.to_owned();
         let rec = record_of(def);
         catalog.finish()?;
-        self.commit_catalog(catalog, Vec::new(), |txn| {
+        self.commit_catalog(writer, catalog, Vec::new(), |txn| {
             txn.put::<SegmentsF>(id_key(id), rec)
         })
     }
@@ -610,6 +622,8 @@ impl ProfileDb {
     /// [`Error::Input`](crate::Error::Input) for an unknown segment, or naming the
     /// segments that reference it.
     pub fn delete_segment(&self, id: u32) -> Result<()> {
+        // The writer lock first: no commit lands between these reads and the commit.
+        let writer = self.writer()?;
         let mut catalog = self.catalog().clone();
         if !catalog.segments.contains_key(&id) {
             return Err(InputError::invalid("segment", format!("#{id} does not exist")).into());
@@ -633,6 +647,7 @@ impl ProfileDb {
         catalog.segments.remove(&id);
         catalog.finish()?;
         self.commit_catalog(
+            writer,
             catalog,
             vec![(BitmapKey::Segment(id), RoaringBitmap::new())],
             |txn| txn.delete::<SegmentsF>(id_key(id)),
@@ -777,6 +792,8 @@ impl ProfileDb {
             )
             .into());
         }
+        // The writer lock first: no commit lands between these reads and the commit.
+        let writer = self.writer()?;
         let mut catalog = self.catalog().clone();
         if !catalog.indexed.insert(attribute.to_owned()) {
             return Ok(());
@@ -794,7 +811,7 @@ impl ProfileDb {
         }
         catalog.finish()?;
         let names: Vec<String> = catalog.indexed.iter().cloned().collect();
-        self.commit_catalog(catalog, built.into_iter().collect(), |txn| {
+        self.commit_catalog(writer, catalog, built.into_iter().collect(), |txn| {
             txn.put::<MetaF>(meta_keys::INDEXED.to_vec(), MetaValue::Indexed(names));
         })
     }
@@ -822,6 +839,8 @@ impl ProfileDb {
             )
             .into());
         }
+        // The writer lock first: no commit lands between these reads and the commit.
+        let writer = self.writer()?;
         let mut catalog = self.catalog().clone();
         if !catalog.ranged.insert(attribute.to_owned()) {
             return Ok(());
@@ -830,7 +849,7 @@ impl ProfileDb {
         let built = self.range_slices(&only)?;
         catalog.finish()?;
         let names: Vec<String> = catalog.ranged.iter().cloned().collect();
-        self.commit_catalog(catalog, built, |txn| {
+        self.commit_catalog(writer, catalog, built, |txn| {
             txn.put::<MetaF>(meta_keys::RANGED.to_vec(), MetaValue::Indexed(names));
         })
     }

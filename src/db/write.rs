@@ -485,13 +485,15 @@ impl ProfileDb {
     /// Commits what `stage` stages under the writer lock; then, inside the commit gate,
     /// `bitmaps` changes the in-memory bitmaps, and after it `catalog` the catalog.
     /// `stage` may write whole chunks (a rebuild): the log is folded in the same batch,
-    /// first, so no older log record is replayed over those chunks.
+    /// first, so no older log record is replayed over those chunks. `writer` is the
+    /// writer lock, taken by the caller before it read what it stages (the catalog,
+    /// every person's attributes), so no commit lands between that read and this one.
     pub(crate) fn commit_with(
         &self,
+        mut writer: MutexGuard<'_, Writer>,
         stage: impl FnOnce(&mut Txn<'_>),
         after: impl FnOnce(&mut Bitmaps, &mut Catalog),
     ) -> Result<()> {
-        let mut writer = self.writer()?;
         let counters = writer.counters;
         let mut txn = Txn::new(&self.inner.store);
         self.stage_fold(&writer, &mut txn);
