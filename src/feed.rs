@@ -1129,8 +1129,9 @@ impl ProfileDb {
         }))
     }
 
-    /// The end of the feed now: after the last commit. A full export taken under the
-    /// same snapshot (as [`export_parquet`](crate::ProfileDb) does) pairs with it.
+    /// The end of the feed now: after the last commit. A full copy taken with no commit
+    /// in between (an export holds writers off while it runs) pairs with it: follow the
+    /// feed from here.
     pub fn change_cursor(&self) -> Cursor {
         Cursor::after_commit(self.committed_seq())
     }
