@@ -594,3 +594,41 @@ fn a_changes_record_is_byte_exact_as_format_md_says() {
     p.push(u8::try_from(commit - 1).unwrap());
     assert_eq!(&feed[5..], &p[..]);
 }
+
+#[test]
+fn a_damaged_change_is_reported_never_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = ProfileDb::builder()
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Buffered)
+        .change_feed(Some(ChangeFeed::keep_seconds(3600).unwrap()))
+        .open(dir.path())
+        .unwrap();
+    let start = db.change_cursor();
+    db.identify(Identify::new(id(1)).set("plan", "a")).unwrap();
+    let (key, value) = db
+        .raw_records(profiledb::Family::Changes)
+        .unwrap()
+        .remove(0);
+    let mut bad = value.clone();
+    *bad.last_mut().unwrap() ^= 0x10;
+    db.raw_put(profiledb::Family::Changes, &key, &bad).unwrap();
+    match db.changes(start, 10) {
+        Err(Error::Corrupted { family, .. }) => assert_eq!(family, "changes"),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    let report = db.verify().unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("changes")));
+    // Dropping old changes meets the damage: the writes and the checkpoint asking for
+    // it stand, and the damage stays where readers and verify see it.
+    clock.advance(7200);
+    for n in 2..300 {
+        db.identify(Identify::new(id(n))).unwrap();
+    }
+    db.checkpoint().unwrap();
+    assert!(matches!(
+        db.changes(start, 10).unwrap_err(),
+        Error::Corrupted { .. }
+    ));
+}
