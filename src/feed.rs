@@ -39,9 +39,9 @@ use crate::model::{
 use crate::store::bitmaps::BitmapKey;
 use crate::store::records::{ChangeRecord, ChangesRecord, MetaValue, PersonRecord};
 use crate::store::{
-    codec, corrupted, decode_value, ident_kind, meta_keys, pid_from_key, ActivityF, AttributesF,
-    ChangesF, DeliveriesF, DevicesF, Fam, Family, KeyReader, MetaF, ObjectTypesF, ObjectsF,
-    PeopleF, RelationshipsF, SegmentsF, Store, SuppressedF, TopicsF, Txn,
+    codec, corrupted, decode_value, ident_kind, member_bitmap, meta_keys, pid_from_key, ActivityF,
+    AttributesF, ChangesF, DeliveriesF, DevicesF, Fam, Family, KeyReader, MetaF, ObjectTypesF,
+    ObjectsF, PeopleF, RelationshipsF, SegmentsF, Store, SuppressedF, TopicsF, Txn,
 };
 
 /// How long changes are kept unless configured: 7 days.
@@ -568,12 +568,14 @@ pub(crate) fn collect(
         let pid = pid_from_key(Family::Attributes, key)?;
         let fresh = fresh_pids.contains(&u64::from(pid));
         let old = before::<AttributesF>(store, key, base, fresh)?.unwrap_or_default();
-        let empty = Map::new();
-        let new = new.map_or(&empty, |n| &n.values);
-        let names: BTreeSet<&String> = old.values.keys().chain(new.keys()).collect();
+        let empty = crate::store::records::AttributesRecord::default();
+        let new = new.unwrap_or(&empty);
+        let names: BTreeSet<&String> = old.values.keys().chain(new.values.keys()).collect();
         for name in names {
-            let (o, n) = (old.values.get(name), new.get(name));
-            if o != n {
+            let (o, n) = (old.values.get(name), new.values.get(name));
+            // Set again to the same value: reported too, its last-set time changed.
+            let reset = n.is_some() && old.timestamps.get(name) != new.timestamps.get(name);
+            if o != n || reset {
                 out.push(ChangeRecord::Attribute {
                     pid,
                     name: name.clone(),
@@ -802,11 +804,6 @@ pub(crate) fn records(
     out
 }
 
-fn bitmap(key: &[u8], bytes: &[u8]) -> Result<RoaringBitmap> {
-    RoaringBitmap::deserialize_from(bytes)
-        .map_err(|e| corrupted(Family::Changes, key, format!("bad member bitmap: {e}")))
-}
-
 /// The public changes one stored entry stands for (a `Members` entry: one per person).
 fn expand(key: &[u8], entry: ChangeRecord, out: &mut Vec<ChangeKind>) -> Result<()> {
     let person = PersonId;
@@ -961,13 +958,13 @@ fn expand(key: &[u8], entry: ChangeRecord, out: &mut Vec<ChangeKind>) -> Result<
             entered,
             exited,
         } => {
-            for pid in &bitmap(key, &entered)? {
+            for pid in &member_bitmap(key, &entered)? {
                 out.push(ChangeKind::SegmentEntered {
                     segment: id,
                     person: person(pid),
                 });
             }
-            for pid in &bitmap(key, &exited)? {
+            for pid in &member_bitmap(key, &exited)? {
                 out.push(ChangeKind::SegmentExited {
                     segment: id,
                     person: person(pid),
@@ -1030,37 +1027,67 @@ impl ProfileDb {
         writer: &mut Writer,
         feed: Option<ChangeFeed>,
     ) -> Result<()> {
-        match (writer.feed, feed) {
-            (None, None) => Ok(()),
-            (Some(state), Some(f)) if state.keep_seconds == f.keep_seconds => Ok(()),
-            (Some(state), Some(f)) => {
-                let state = FeedState {
-                    keep_seconds: f.keep_seconds,
-                    ..state
-                };
-                self.commit_meta(writer, meta_keys::FEED, Some(state.record()))?;
-                writer.feed = Some(state);
-                Ok(())
-            }
-            (None, Some(f)) => {
-                // The commit that turns the feed on is its `since`: not in the feed.
-                let state = FeedState {
-                    keep_seconds: f.keep_seconds,
-                    since: writer.commit_seq + 1,
-                };
-                self.commit_meta(writer, meta_keys::FEED, Some(state.record()))?;
-                writer.feed = Some(state);
-                self.inner.feed_since.store(state.since, Ordering::SeqCst);
-                Ok(())
-            }
+        let old = writer.feed;
+        let new = match (old, feed) {
+            (None, None) => return Ok(()),
+            (Some(state), Some(f)) if state.keep_seconds == f.keep_seconds => return Ok(()),
+            (Some(state), Some(f)) => FeedState {
+                keep_seconds: f.keep_seconds,
+                ..state
+            },
+            // The commit that turns the feed on is its `since`: not in the feed. On a
+            // database that has had no commit but its creation, nothing came before:
+            // the feed reaches back to the start (`Cursor::START`).
+            (None, Some(f)) => FeedState {
+                keep_seconds: f.keep_seconds,
+                since: if writer.commit_seq <= 1 {
+                    0
+                } else {
+                    writer.commit_seq + 1
+                },
+            },
             (Some(_), None) => {
                 self.prune_feed(writer, i64::MAX)?;
                 self.inner.feed_since.store(OFF, Ordering::SeqCst);
-                self.commit_meta(writer, meta_keys::FEED, None)?;
                 writer.feed = None;
+                let done = self.commit_meta(writer, meta_keys::FEED, None);
+                if done.is_err() {
+                    writer.feed = old;
+                }
+                return done;
+            }
+        };
+        // The writer sees the new state during its own commit, so dropping old changes
+        // right after it (every 256th commit, a checkpoint) writes the new record.
+        writer.feed = Some(new);
+        match self.commit_meta(writer, meta_keys::FEED, Some(new.record())) {
+            Ok(()) => {
+                let since = writer.feed.map_or(new.since, |s| s.since);
+                self.inner.feed_since.store(since, Ordering::SeqCst);
                 Ok(())
             }
+            Err(e) => {
+                writer.feed = old;
+                Err(e)
+            }
         }
+    }
+
+    /// Starts the feed afresh at the next commit (when it is on): every earlier cursor
+    /// expires. For a salvage, whose lost commits the feed may have served.
+    pub(crate) fn restart_feed(&self, writer: &mut Writer) -> Result<()> {
+        let Some(state) = writer.feed else {
+            return Ok(());
+        };
+        let new = FeedState {
+            since: writer.commit_seq + 1,
+            ..state
+        };
+        writer.feed = Some(new);
+        self.commit_meta(writer, meta_keys::FEED, Some(new.record()))?;
+        let since = writer.feed.map_or(new.since, |s| s.since);
+        self.inner.feed_since.store(since, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Drops the changes committed before `cutoff` (commit time), in batches; each
@@ -1078,8 +1105,11 @@ impl ProfileDb {
             for item in self.inner.store.kv().range(Family::Changes, all, false) {
                 let (key, value) = item?;
                 let (commit, _) = ChangesF::decode_key(&key)?;
-                let old =
-                    commit <= state.since || decode_value::<ChangesF>(&key, &value)?.at < cutoff;
+                // Dropping everything (the feed turned off) decodes nothing, so damage
+                // cannot keep the feed from being turned off.
+                let old = cutoff == i64::MAX
+                    || commit <= state.since
+                    || decode_value::<ChangesF>(&key, &value)?.at < cutoff;
                 if !old {
                     break;
                 }
@@ -1142,11 +1172,16 @@ impl ProfileDb {
         }))
     }
 
-    /// The end of the feed now: after the last commit. A full copy taken with no commit
-    /// in between (an export holds writers off while it runs) pairs with it: follow the
-    /// feed from here.
-    pub fn change_cursor(&self) -> Cursor {
-        Cursor::after_commit(self.committed_seq())
+    /// The end of the feed now: after the last commit, made durable first (so no crash
+    /// can take back a commit the cursor is past). A full copy taken with no commit in
+    /// between pairs with it: follow the feed from here. `profiledb export --format
+    /// parquet` prints the cursor its snapshot pairs with.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when making the commits durable fails.
+    pub fn change_cursor(&self) -> Result<Cursor> {
+        self.make_durable()?;
+        Ok(Cursor::after_commit(self.durable_seq()))
     }
 
     /// The changes after `after`, at most `limit` of them, in commit order; see the
@@ -1159,7 +1194,7 @@ impl ProfileDb {
     /// use profiledb::{ChangeFeed, ChangeKind, Cursor, Ident, Identify, ProfileDb};
     /// let dir = tempfile::tempdir().unwrap();
     /// let db = ProfileDb::builder().change_feed(Some(ChangeFeed::keep_days(7))).open(dir.path())?;
-    /// let start = db.change_cursor();
+    /// let start = db.change_cursor()?;
     /// db.identify(Identify::new(Ident::id("u-1")).set("plan", "pro"))?;
     /// let page = db.changes(start, 100)?;
     /// assert!(matches!(page.changes[0].kind, ChangeKind::PersonCreated { .. }));
@@ -1241,7 +1276,13 @@ impl ProfileDb {
                 expand(&key, entry, &mut kinds)?;
                 for kind in kinds.drain(..) {
                     let skip = c == after.commit && index < after.index;
-                    index = index.saturating_add(1);
+                    // `u32::MAX` marks a whole commit: no commit may hold that many.
+                    index = index
+                        .checked_add(1)
+                        .filter(|&i| i < u32::MAX)
+                        .ok_or_else(|| {
+                            corrupted(Family::Changes, &key, "a commit with 2^32 changes")
+                        })?;
                     if skip {
                         continue;
                     }

@@ -234,7 +234,7 @@ fn acknowledged_writes_survive_sigkill() {
     let (segment, mut consumer) = {
         let db = builder().open(dir.path()).unwrap();
         let consumer = Consumer {
-            cursor: db.change_cursor(),
+            cursor: db.change_cursor().unwrap(),
             people: BTreeMap::new(),
             counter: None,
             last: None,

@@ -320,7 +320,7 @@ fn a_copy_built_from_the_feed_equals_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let db = open_with_feed(dir.path(), &clock);
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     workload(&db, &clock);
     let (changes, end) = read_all(&db, start, 1000);
     let mut copy = Copy::default();
@@ -328,7 +328,8 @@ fn a_copy_built_from_the_feed_equals_the_database() {
         copy.apply(&c.kind);
     }
     same(&copy, &Copy::of(&db));
-    assert_eq!(end, db.change_cursor());
+    assert!(db.verify().unwrap().is_ok());
+    assert_eq!(end, db.change_cursor().unwrap());
     // Every kind the workload makes is there.
     let kinds: BTreeSet<&str> = changes
         .iter()
@@ -373,7 +374,7 @@ fn resuming_from_any_cursor_sees_nothing_twice_and_misses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let db = open_with_feed(dir.path(), &clock);
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     workload(&db, &clock);
     let (whole, _) = read_all(&db, start, usize::MAX);
     for page in [1, 3, 7, 64] {
@@ -414,9 +415,9 @@ fn old_changes_expire_with_a_typed_error_never_a_gap() {
         .change_feed(Some(ChangeFeed::keep_seconds(3600).unwrap()))
         .open(dir.path())
         .unwrap();
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     db.identify(Identify::new(id(1)).set("plan", "a")).unwrap();
-    let middle = db.change_cursor();
+    let middle = db.change_cursor().unwrap();
     clock.advance(7200);
     db.identify(Identify::new(id(2)).set("plan", "b")).unwrap();
     // Nothing is dropped before a checkpoint (or 256 commits). Each identify is 4
@@ -450,8 +451,65 @@ fn old_changes_expire_with_a_typed_error_never_a_gap() {
         db.changes(middle, 1).unwrap_err(),
         Error::CursorExpired { .. }
     ));
-    let now = db.change_cursor();
+    let now = db.change_cursor().unwrap();
     assert!(db.changes(now, 1).unwrap().changes.is_empty());
+}
+
+#[test]
+fn a_feed_on_from_creation_reaches_back_to_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = open_with_feed(dir.path(), &clock);
+    db.identify(Identify::new(id(1))).unwrap();
+    let (all, _) = read_all(&db, Cursor::START, 10);
+    assert!(matches!(all[0].kind, ChangeKind::PersonCreated { .. }));
+    // Turned on later, it starts at that moment.
+    let other = tempfile::tempdir().unwrap();
+    let db = ProfileDb::builder()
+        .clock(Arc::new(clock.clone()))
+        .open(other.path())
+        .unwrap();
+    db.identify(Identify::new(id(1))).unwrap();
+    db.set_change_feed(Some(ChangeFeed::default())).unwrap();
+    assert!(matches!(
+        db.changes(Cursor::START, 10).unwrap_err(),
+        Error::CursorExpired { .. }
+    ));
+}
+
+#[test]
+fn big_segment_moves_are_read_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = open_with_feed(dir.path(), &clock);
+    let ops: Vec<Op> = (0..5000)
+        .map(|n| Op::Identify(Identify::new(id(n)).set("plan", "pro")))
+        .collect();
+    db.write_batch(&ops).unwrap();
+    let start = db.change_cursor().unwrap();
+    // 5000 people enter at once: a bitmap container, not an array.
+    db.create_segment("pros", Some(r#"attr.plan = "pro""#))
+        .unwrap();
+    assert!(db.verify().unwrap().is_ok());
+    let (changes, _) = read_all(&db, start, 777);
+    let entered = changes
+        .iter()
+        .filter(|c| matches!(c.kind, ChangeKind::SegmentEntered { .. }))
+        .count();
+    assert_eq!(entered, 5000);
+    // Turning the feed off drops everything, even past a damaged record.
+    let (key, value) = db
+        .raw_records(profiledb::Family::Changes)
+        .unwrap()
+        .remove(0);
+    let mut bad = value;
+    *bad.last_mut().unwrap() ^= 1;
+    db.raw_put(profiledb::Family::Changes, &key, &bad).unwrap();
+    db.set_change_feed(None).unwrap();
+    assert!(db
+        .raw_records(profiledb::Family::Changes)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -459,7 +517,7 @@ fn the_setting_is_kept_by_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let db = open_with_feed(dir.path(), &clock);
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     db.identify(Identify::new(id(1))).unwrap();
     db.close().unwrap();
     // Opened without saying: still on, nothing lost.
@@ -488,10 +546,10 @@ fn bad_cursors_and_limits_are_refused_by_name() {
         assert_eq!(e.field, "cursor", "{text}");
     }
     assert_eq!(
-        input_field(&db.changes(db.change_cursor(), 0).unwrap_err()),
+        input_field(&db.changes(db.change_cursor().unwrap(), 0).unwrap_err()),
         "limit"
     );
-    let ahead = Cursor::after_commit(db.change_cursor().commit() + 5);
+    let ahead = Cursor::after_commit(db.change_cursor().unwrap().commit() + 5);
     assert_eq!(input_field(&db.changes(ahead, 1).unwrap_err()), "cursor");
     assert_eq!(
         ChangeFeed::keep_seconds(0).unwrap_err().field,
@@ -506,7 +564,7 @@ fn a_restored_copy_starts_its_own_feed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let db = open_with_feed(dir.path(), &clock);
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     db.write_batch(&synth::person_ops(1, 3, T0)).unwrap();
     let mut dump = Vec::new();
     db.export(&mut dump).unwrap();
@@ -522,7 +580,41 @@ fn a_restored_copy_starts_its_own_feed() {
         copy.changes(start, 10).unwrap_err(),
         Error::CursorExpired { .. }
     ));
-    let now = copy.change_cursor();
+    // A source with more commits than its restore takes: the copy numbers its commits
+    // on from the source's. A cursor from before the export expires on the copy however
+    // many commits the copy makes; the cursor at the export follows the copy's own new
+    // commits (the copy is the source as of that cursor).
+    let source = tempfile::tempdir().unwrap();
+    let db = open_with_feed(source.path(), &clock);
+    for n in 0..30 {
+        db.identify(Identify::new(id(n))).unwrap();
+    }
+    let before = db.change_cursor().unwrap();
+    db.identify(Identify::new(id(99))).unwrap();
+    let mut dump = Vec::new();
+    db.export(&mut dump).unwrap();
+    let at_export = db.change_cursor().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let copy = open_with_feed(other.path(), &clock);
+    for line in String::from_utf8(dump).unwrap().lines() {
+        assert!(copy.ingest_str(line).unwrap().rejected.is_empty());
+    }
+    assert_eq!(copy.change_cursor().unwrap(), at_export);
+    for n in 0..40 {
+        copy.identify(Identify::new(id(50 + n))).unwrap();
+    }
+    assert!(matches!(
+        copy.changes(before, 10).unwrap_err(),
+        Error::CursorExpired { .. }
+    ));
+    let (next, _) = read_all(&copy, at_export, 100);
+    assert_eq!(
+        next.iter()
+            .filter(|c| matches!(c.kind, ChangeKind::PersonCreated { .. }))
+            .count(),
+        40
+    );
+    let now = copy.change_cursor().unwrap();
     copy.identify(Identify::new(id(1)).set("plan", "x"))
         .unwrap();
     let (after, _) = read_all(&copy, now, 10);
@@ -537,7 +629,7 @@ fn writes_in_one_batch_are_one_commit_of_the_feed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let db = open_with_feed(dir.path(), &clock);
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     let ops: Vec<Op> = (0..300).flat_map(|n| synth::person_ops(n, 1, T0)).collect();
     db.write_batch(&ops).unwrap();
     let (changes, _) = read_all(&db, start, 10_000);
@@ -565,7 +657,7 @@ fn a_changes_record_is_byte_exact_as_format_md_says() {
     let clock = ManualClock::new(T0);
     let db = open_with_feed(dir.path(), &clock);
     db.define_topic(7, "news", true).unwrap();
-    let commit = db.change_cursor().commit();
+    let commit = db.change_cursor().unwrap().commit();
     let records = db.raw_records(profiledb::Family::Changes).unwrap();
     assert_eq!(records.len(), 1);
     let (key, value) = &records[0];
@@ -586,12 +678,12 @@ fn a_changes_record_is_byte_exact_as_format_md_says() {
     want.extend_from_slice(&payload);
     assert_eq!(value, &want);
     // And `meta/feed`: variant 3, keep_seconds 7 days (zig-zag 1 209 600: 252 + u32 LE),
-    // since: the commit that turned the feed on (one before the topic's).
+    // since 0: turned on as the database was created, the feed reaches back to the start.
     let meta = db.raw_records(profiledb::Family::Meta).unwrap();
     let (_, feed) = meta.iter().find(|(k, _)| k.as_slice() == b"feed").unwrap();
     let mut p = vec![3, 252];
     p.extend_from_slice(&(7u32 * 86_400 * 2).to_le_bytes());
-    p.push(u8::try_from(commit - 1).unwrap());
+    p.push(0);
     assert_eq!(&feed[5..], &p[..]);
 }
 
@@ -605,7 +697,7 @@ fn a_damaged_change_is_reported_never_skipped() {
         .change_feed(Some(ChangeFeed::keep_seconds(3600).unwrap()))
         .open(dir.path())
         .unwrap();
-    let start = db.change_cursor();
+    let start = db.change_cursor().unwrap();
     db.identify(Identify::new(id(1)).set("plan", "a")).unwrap();
     let (key, value) = db
         .raw_records(profiledb::Family::Changes)
@@ -631,4 +723,41 @@ fn a_damaged_change_is_reported_never_skipped() {
         db.changes(start, 10).unwrap_err(),
         Error::Corrupted { .. }
     ));
+}
+
+#[test]
+fn a_salvage_over_lost_commits_expires_every_earlier_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let seen = {
+        let db = open_with_feed(dir.path(), &clock);
+        db.identify(Identify::new(id(1))).unwrap();
+        db.change_cursor().unwrap()
+    };
+    // Pretend three more commits were acknowledged (and served by the feed) than sled
+    // holds: a consumer may hold a cursor past what is left.
+    let claimed = seen.commit() + 3;
+    let mut bytes = common::commit_slot(claimed);
+    bytes.extend_from_slice(&common::commit_slot(0));
+    std::fs::write(dir.path().join("COMMIT"), &bytes).unwrap();
+    let db = ProfileDb::builder()
+        .clock(Arc::new(clock.clone()))
+        .salvage(true)
+        .open(dir.path())
+        .unwrap();
+    for n in 2..10 {
+        db.identify(Identify::new(id(n))).unwrap();
+    }
+    for old in [seen, Cursor::after_commit(claimed)] {
+        assert!(
+            matches!(
+                db.changes(old, 10).unwrap_err(),
+                Error::CursorExpired { .. }
+            ),
+            "{old}"
+        );
+    }
+    let now = db.change_feed().unwrap().unwrap().oldest;
+    assert!(now.commit() > claimed);
+    assert_eq!(read_all(&db, now, 100).0.len(), 16);
 }

@@ -274,6 +274,14 @@ impl ProfileDb {
             durable.file.reset(commit_seq).map_err(|e| io_err(dir, e))?;
             durable.seq = commit_seq;
         }
+        if lost {
+            // Commits up to `durable_seq` were acknowledged (and the change feed may have
+            // served them) but are gone: number on after them, and start the feed
+            // afresh, so a cursor into what was lost expires.
+            let mut writer = db.restore_writer()?;
+            writer.commit_seq = writer.commit_seq.max(durable_seq);
+            db.restart_feed(&mut writer)?;
+        }
         if let Some(setting) = db.inner.config.change_feed {
             db.set_change_feed(setting)?;
         }

@@ -404,9 +404,12 @@ impl ProfileDb {
         self.commit(writer, txn, counters, &Delta::default())
     }
 
-    /// The sequence number of the last commit applied.
-    pub(crate) fn committed_seq(&self) -> u64 {
-        self.inner.committed.load(Ordering::SeqCst)
+    /// Numbers the next commits after `floor` at least (a restore continues its
+    /// source's numbering; a salvage numbers on after the commits it lost).
+    pub(crate) fn raise_commit_seq(&self, floor: u64) -> Result<()> {
+        let mut writer = self.restore_writer()?;
+        writer.commit_seq = writer.commit_seq.max(floor);
+        Ok(())
     }
 
     /// The sequence number of the last commit known durable.
@@ -590,8 +593,11 @@ impl ProfileDb {
         let mut writer = self.writer()?;
         let mut counters = writer.counters;
         let mut txn = Txn::new(&self.inner.store);
+        let mut delta = delta;
         {
             let bitmaps = self.read_gate();
+            // Planned before the writer lock: someone deleted since then joins nothing.
+            delta.drop_absent(&bitmaps);
             stage(&mut txn, &mut counters, &bitmaps, &delta);
         }
         self.commit(&mut writer, txn, counters, &delta)?;
@@ -616,11 +622,13 @@ impl ProfileDb {
         let mut loaded = Ok(LogState::default());
         let seq = writer.commit_seq + 1;
         // What a restore writes is not in the change feed: a cursor from before it has
-        // expired.
+        // expired. The writer sees the new state during the commit (a drop of old changes
+        // right after it writes the new record).
         let feed = writer.feed.map(|state| FeedState {
             since: seq,
             ..state
         });
+        writer.feed = feed;
         if let Some(state) = feed {
             txn.put::<MetaF>(
                 meta_keys::FEED.to_vec(),
@@ -643,8 +651,7 @@ impl ProfileDb {
                 }
             }
         })?;
-        if let Some(state) = feed {
-            writer.feed = Some(state);
+        if let Some(state) = writer.feed {
             self.inner.feed_since.store(state.since, Ordering::SeqCst);
         }
         let log = loaded?;
@@ -710,6 +717,7 @@ impl ProfileDb {
             {
                 let mut writer = self.restore_writer()?;
                 self.fold_locked(&mut writer)?;
+                self.prune_expired(&mut writer)?;
             }
             self.inner.store.kv().checkpoint().map_err(|e| {
                 self.poison();

@@ -84,17 +84,18 @@ impl ProfileDb {
         let kv = self.inner.store.kv();
         let all = || (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
         let mut meta = Vec::new();
-        let (mut next_pid, mut next_seq) = (1, 1);
+        let (mut next_pid, mut next_seq, mut commit_seq) = (1, 1, 0);
         for item in kv.range(Family::Meta, all(), false) {
             let (k, v) = item?;
             if k == meta_keys::COUNTERS {
                 if let MetaValue::Counters {
                     next_pid: p,
                     next_seq: s,
+                    commit_seq: c,
                     ..
                 } = store::decode_value::<store::MetaF>(&k, &v)?
                 {
-                    (next_pid, next_seq) = (p, s);
+                    (next_pid, next_seq, commit_seq) = (p, s, c);
                 }
                 continue;
             }
@@ -113,6 +114,7 @@ impl ProfileDb {
                 "format": FORMAT_VERSION,
                 "next_pid": next_pid,
                 "next_seq": next_seq,
+                "commit_seq": commit_seq,
                 "records": meta,
             }),
         )?;
@@ -177,6 +179,8 @@ pub(crate) struct Upgrade {
     from: Option<u32>,
     /// Records of retired families skipped so far.
     skipped: u64,
+    /// The exported database's last commit (`restore_begin`'s `commit_seq`).
+    commit_seq: u64,
 }
 
 /// Parses `records` into (family, key, value), refusing with the field's path.
@@ -409,6 +413,12 @@ pub(crate) fn apply(
                 (Ok(p), Ok(s)) => (p, s),
                 (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
             };
+            // Optional (exports before the change feed have none).
+            let commit_seq = match m.get("commit_seq").map(|_| count(m, "commit_seq")) {
+                None => 0,
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Ok(Err(e)),
+            };
             let records = match parse_records(m, from, &mut skipped) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
@@ -444,7 +454,11 @@ pub(crate) fn apply(
                 true,
             );
             if staged.is_ok() {
-                *upgrade(db) = Upgrade { from, skipped };
+                *upgrade(db) = Upgrade {
+                    from,
+                    skipped,
+                    commit_seq,
+                };
                 db.inner.restoring.store(true, Ordering::SeqCst);
             }
             into_refusal(staged)
@@ -486,9 +500,9 @@ pub(crate) fn apply(
                 Ok(n) => n,
                 Err(e) => return Ok(Err(e)),
             };
-            let (from, skipped) = {
+            let (from, skipped, commit_seq) = {
                 let u = upgrade(db);
-                (u.from, u.skipped)
+                (u.from, u.skipped, u.commit_seq)
             };
             let held = data_records(db)? + skipped;
             if held != expected {
@@ -500,10 +514,16 @@ pub(crate) fn apply(
                     ),
                 )));
             }
+            // The restore's last commit takes the exported database's last commit number
+            // (when the restore has not passed it already): a restored database numbers
+            // its commits on from its source's, so a cursor of the source's change feed
+            // is before the restored feed's start and expires instead of naming other
+            // commits, and an export of the restored database says the same number.
             let done = match from {
                 Some(_) => db.rebuild_derived(),
                 None => Ok(()),
             }
+            .and_then(|()| db.raise_commit_seq(commit_seq.saturating_sub(1)))
             .and_then(|()| db.commit_restore(|_| Ok(()), None, true));
             if done.is_ok() {
                 *upgrade(db) = Upgrade::default();

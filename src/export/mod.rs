@@ -33,9 +33,12 @@
 //! # Format
 //! One JSON object per line, in this order:
 //! 1. `{"type": "profiledb", "action": "restore_begin", "format": <FORMAT_VERSION>,
-//!    "next_pid": N, "next_seq": N, "records": [...]}`: the database-wide counters (the
-//!    next person id and activity sequence number) and the `meta` records (format
-//!    record, declared indexes). Accepted only by a database that holds no records yet
+//!    "next_pid": N, "next_seq": N, "commit_seq": N, "records": [...]}`: the
+//!    database-wide counters (the next person id and activity sequence number; the
+//!    sequence number of the last commit, which the restore's last commit takes when it
+//!    has not passed it, so a cursor of the source's change feed from before the export
+//!    expires on the copy; optional) and
+//!    the `meta` records (format record, declared indexes; never the change feed's). Accepted only by a database that holds no records yet
 //!    (a fresh one). `format` is the format of the database exported: this build's, or
 //!    an older one from [`OLDEST_RESTORABLE`] on, which is how a database moves to this
 //!    format (export it with the build that wrote it, ingest the export with this one).

@@ -276,6 +276,15 @@ impl Delta {
         out
     }
 
+    /// Drops the additions of people who are not in `bitmaps` (deleted since the delta
+    /// was planned, outside the writer lock).
+    pub fn drop_absent(&mut self, bitmaps: &Bitmaps) {
+        for members in self.changes.values_mut() {
+            members.retain(|pid, add| !*add || bitmaps.contains(&BitmapKey::All, *pid));
+        }
+        self.changes.retain(|_, m| !m.is_empty());
+    }
+
     /// Drops changes that change nothing against `bitmaps`.
     pub fn prune(&mut self, bitmaps: &Bitmaps) {
         for (key, members) in self.changes.iter_mut() {

@@ -455,30 +455,42 @@ impl ChangesF {
 }
 
 /// What decoding alone does not check in a `changes` record: each `Members` entry's
-/// bitmaps are valid roaring bitmaps within their chunk.
+/// bitmaps are valid (see [`member_bitmap`]).
 fn check_changes(key: &[u8], record: &ChangesRecord) -> Result<()> {
     for entry in &record.entries {
         if let ChangeRecord::Members {
             entered, exited, ..
         } = entry
         {
-            for bytes in [entered, exited] {
-                let bitmap =
-                    roaring::RoaringBitmap::deserialize_from(bytes.as_slice()).map_err(|e| {
-                        corrupted(Family::Changes, key, format!("bad member bitmap: {e}"))
-                    })?;
-                let (lo, hi) = (bitmap.min(), bitmap.max());
-                if lo.map(|p| p >> 16) != hi.map(|p| p >> 16) {
-                    return Err(corrupted(
-                        Family::Changes,
-                        key,
-                        "a member bitmap spans more than one chunk",
-                    ));
-                }
-            }
+            member_bitmap(key, entered)?;
+            member_bitmap(key, exited)?;
         }
     }
     Ok(())
+}
+
+/// A `Members` bitmap of a `changes` record: a roaring bitmap in the portable
+/// serialization, exactly as this build writes it (no run containers, containers in
+/// ascending order: re-serializing gives the same bytes), of at most 65 536 people, all
+/// in one chunk (`pid >> 16`). Anything else is damage: a bitmap that claimed more would
+/// make a reader expand billions of changes.
+pub(crate) fn member_bitmap(key: &[u8], bytes: &[u8]) -> Result<roaring::RoaringBitmap> {
+    let bad = |why: String| corrupted(Family::Changes, key, format!("bad member bitmap: {why}"));
+    let bitmap = roaring::RoaringBitmap::deserialize_from(bytes).map_err(|e| bad(e.to_string()))?;
+    if bitmap.len() > 1 << 16 {
+        return Err(bad(format!("{} members in one chunk", bitmap.len())));
+    }
+    if bitmap.min().map(|p| p >> 16) != bitmap.max().map(|p| p >> 16) {
+        return Err(bad("it spans more than one chunk".into()));
+    }
+    let mut again = Vec::with_capacity(bitmap.serialized_size());
+    bitmap
+        .serialize_into(&mut again)
+        .map_err(|e| bad(e.to_string()))?;
+    if again != bytes {
+        return Err(bad("not in the form this format writes".into()));
+    }
+    Ok(bitmap)
 }
 
 impl BitmapLogF {

@@ -51,7 +51,7 @@ pub fn feed(ctx: &Context, command: FeedCommand) -> CmdResult {
             let db = ctx.open_or_create()?;
             db.set_change_feed(Some(ChangeFeed::keep_days(keep_days)))?;
             outln!("change feed on, keeping {keep_days} days of changes");
-            outln!("starts after cursor {}", db.change_cursor());
+            outln!("starts after cursor {}", db.change_cursor()?);
             context::close(db)
         }
         FeedCommand::Off => {
