@@ -1,0 +1,1 @@
+//! Parquet export tests (being written).
