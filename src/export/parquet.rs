@@ -1390,3 +1390,28 @@ fn write_manifest(
     publish(&tmp, &dest)?;
     Ok(dest)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_onto_a_taken_name_is_refused_and_leaves_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, dest) = (
+            dir.path().join(".new.tmp"),
+            dir.path().join("000001-full-1.parquet"),
+        );
+        std::fs::write(&tmp, b"new").unwrap();
+        std::fs::write(&dest, b"old").unwrap();
+        let e = publish(&tmp, &dest).unwrap_err();
+        assert_eq!(e.input().map(|i| i.field.as_str()), Some("dir"), "{e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+        assert!(!tmp.exists(), "the temporary file is removed");
+        std::fs::write(&tmp, b"new").unwrap();
+        let fresh = dir.path().join("000002-full-1.parquet");
+        publish(&tmp, &fresh).unwrap();
+        assert_eq!(std::fs::read(&fresh).unwrap(), b"new");
+    }
+}
