@@ -654,3 +654,95 @@ fn an_empty_database_exports_empty_tables_and_progress_reaches_the_end() {
     assert!(last.total > 0);
     assert!(seen.windows(2).all(|w| w[0].done <= w[1].done), "monotone");
 }
+
+/// Says loudly why the DuckDB check did not run; a failure when
+/// `PROFILEDB_REQUIRE_DUCKDB=1` (as `.ci/run` sets it where python3 is present).
+fn skip_duckdb(why: &str) {
+    if std::env::var("PROFILEDB_REQUIRE_DUCKDB").as_deref() == Ok("1") {
+        panic!("the DuckDB check cannot run because {why}, and PROFILEDB_REQUIRE_DUCKDB=1");
+    }
+    // Straight to stderr, past the test harness's capture: a skip must be seen under
+    // plain `cargo test`.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: tests/parquet.rs duckdb_reads_the_export_as_profiledb_answers because {why} \
+         (pip install duckdb; PROFILEDB_REQUIRE_DUCKDB=1 makes this a failure)"
+    );
+}
+
+/// Runs tests/duckdb/check_export.py over `export`, made from the database at `db`.
+/// Returns false when it was skipped.
+fn duckdb_check(db: &Path, export: &Path) -> bool {
+    let Some(binary) = option_env!("CARGO_BIN_EXE_profiledb") else {
+        skip_duckdb("the profiledb binary is not built (feature `cli` is off)");
+        return false;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/duckdb/check_export.py");
+    let out = match std::process::Command::new("python3")
+        .arg(&script)
+        .arg(binary)
+        .arg(db)
+        .arg(export)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            skip_duckdb(&format!("python3 cannot be run ({e})"));
+            return false;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        skip_duckdb(&format!(
+            "the duckdb Python package is missing ({})",
+            stderr.trim()
+        ));
+        return false;
+    }
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the DuckDB check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    true
+}
+
+/// Runs the built `profiledb` binary.
+fn cli(db: &Path, args: &[&str]) -> String {
+    let binary = option_env!("CARGO_BIN_EXE_profiledb").unwrap();
+    let out = std::process::Command::new(binary)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "profiledb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn duckdb_reads_the_export_as_profiledb_answers() {
+    let (dir, db, _clock) = common::open();
+    build(&db);
+    db.close().unwrap();
+    if option_env!("CARGO_BIN_EXE_profiledb").is_none() {
+        skip_duckdb("the profiledb binary is not built (feature `cli` is off)");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let export = out.path().join("export");
+    let printed = cli(
+        dir.path(),
+        &["export", "--format", "parquet", export.to_str().unwrap()],
+    );
+    assert!(printed.contains("next cursor: "), "{printed}");
+    assert!(printed.contains("segment_memberships"), "{printed}");
+    duckdb_check(dir.path(), &export);
+}
