@@ -746,3 +746,50 @@ fn duckdb_reads_the_export_as_profiledb_answers() {
     assert!(printed.contains("segment_memberships"), "{printed}");
     duckdb_check(dir.path(), &export);
 }
+
+/// The README's table of tables, from [`TABLES`].
+fn schema_markdown() -> String {
+    use profiledb::export::parquet::BOOKKEEPING;
+    let mut out = String::new();
+    for t in TABLES {
+        let keys: Vec<String> = t.columns[..t.key]
+            .iter()
+            .map(|c| format!("`{}`", c.name))
+            .collect();
+        out.push_str(&format!(
+            "**`{}`**: {}; key {}.\n\n| column | Arrow type | meaning |\n|---|---|---|\n",
+            t.name,
+            t.doc,
+            keys.join(", ")
+        ));
+        for c in t.columns.iter().chain(BOOKKEEPING) {
+            out.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                c.name,
+                c.ty.arrow(),
+                c.doc
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_readme_shows_every_table_as_the_code_defines_it() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let want = schema_markdown();
+    if !readme.contains(&want) {
+        let _ = std::fs::write(
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("parquet-schema.md"),
+            &want,
+        );
+        panic!(
+            "README.md's Parquet tables differ from the code's; the code's are in {}",
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("parquet-schema.md")
+                .display()
+        );
+    }
+}
