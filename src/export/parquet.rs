@@ -23,7 +23,7 @@
 //! Like [`ProfileDb::export`], a run holds the writer lock (writers wait) and the commit
 //! gate for reading, so every table is the same snapshot.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,9 +46,9 @@ use crate::store::records::{
     RelationshipRecord,
 };
 use crate::store::{
-    ident_from_key, ident_key, pid_from_key, ActivityF, AnonymousF, AttributesF, DeliveriesF,
-    DevicesF, Family, KeyReader, ObjectTypesF, ObjectsF, PeopleF, RelationshipsF, Store,
-    SuppressedF,
+    ident_from_key, ident_key, pid_from_key, pid_key, ActivityF, AnonymousF, AttributesF,
+    DeliveriesF, DeliveryIdsF, DevicesF, Family, KeyReader, ObjectTypesF, ObjectsF, PeopleF,
+    RelationshipsF, Store, SuppressedF,
 };
 
 /// Rows in one row group, at most: about a million rows makes row groups of tens of
@@ -1088,9 +1088,33 @@ fn decode_device_key(key: &[u8]) -> Result<(u32, String)> {
 /// The run's open files, one per table.
 struct Outs {
     outs: Vec<Option<TableOut>>,
+    done: Vec<Option<ParquetFile>>,
 }
 
 impl Outs {
+    /// Finishes the files of `tables` now: a table's last row group is held in memory
+    /// until its file ends.
+    fn close(&mut self, tables: &[&Table]) -> Result<()> {
+        for table in tables {
+            let i = TABLES.iter().position(|t| t.name == table.name);
+            let out = i.and_then(|i| self.outs.get_mut(i)).and_then(Option::take);
+            if let (Some(i), Some(out)) = (i, out) {
+                let file = out.finish()?;
+                if let Some(slot) = self.done.get_mut(i) {
+                    *slot = Some(file);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes every file still open; every table's file, in [`TABLES`] order.
+    fn finish(mut self) -> Result<Vec<ParquetFile>> {
+        let all: Vec<&Table> = TABLES.iter().collect();
+        self.close(&all)?;
+        Ok(self.done.into_iter().flatten().collect())
+    }
+
     fn get(&mut self, table: &Table) -> Result<&mut TableOut> {
         TABLES
             .iter()
@@ -1119,6 +1143,259 @@ impl Outs {
             _ => Err(pq("table is not open")),
         }
     }
+}
+
+/// Who an activity row belongs to, where an incremental run may find it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Person(u32),
+    Anonymous(String),
+}
+
+/// The keys an incremental run rewrites, per table: each is written as it is now, or,
+/// gone, as a `_deleted` row holding only the key.
+#[derive(Debug, Default)]
+struct Touched {
+    people: BTreeSet<u32>,
+    attributes: BTreeSet<(u32, String)>,
+    topic_preferences: BTreeSet<(u32, u32)>,
+    /// seq → every (owner, time) the entry was seen at.
+    activities: BTreeMap<u64, BTreeSet<(Owner, i64)>>,
+    deliveries: BTreeSet<String>,
+    metrics: BTreeSet<(String, String)>,
+    devices: BTreeSet<(u32, String)>,
+    relationships: BTreeSet<(u32, u32, String)>,
+    objects: BTreeSet<(u32, String)>,
+    object_types: BTreeSet<u32>,
+    segment_memberships: BTreeSet<(u32, u32)>,
+    segments: BTreeSet<u32>,
+    topics: BTreeSet<u32>,
+    suppressions: BTreeSet<(IdentKind, String)>,
+}
+
+impl Touched {
+    /// Every topic named in a change to `cio_subscription_preferences` (the whole value,
+    /// its `topics` map, or one dotted `topics.topic_<n>` path) of `pid`.
+    fn topic_change(&mut self, pid: u32, name: &str, values: &[Option<&Value>]) {
+        let mut path = name.split('.');
+        if path.next() != Some("cio_subscription_preferences") {
+            return;
+        }
+        match (path.next(), path.next()) {
+            (Some("topics"), Some(topic)) => {
+                if let Some(n) = topic_number(topic) {
+                    self.topic_preferences.insert((pid, n));
+                }
+            }
+            (Some("topics"), None) => {
+                for m in values.iter().flatten().filter_map(|v| v.as_map()) {
+                    for n in m.keys().filter_map(|k| topic_number(k)) {
+                        self.topic_preferences.insert((pid, n));
+                    }
+                }
+            }
+            (None, _) => {
+                for v in values.iter().flatten() {
+                    if let Value::Map(m) = v {
+                        for n in topic_prefs(m).into_keys() {
+                            self.topic_preferences.insert((pid, n));
+                        }
+                    }
+                    let wrapped: crate::model::Map =
+                        [("cio_subscription_preferences".to_owned(), (*v).clone())]
+                            .into_iter()
+                            .collect();
+                    for n in topic_prefs(&wrapped).into_keys() {
+                        self.topic_preferences.insert((pid, n));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Rows<'_> {
+    /// Writes each touched key's row as it is now, or a `_deleted` row of its key.
+    fn write_touched(
+        &self,
+        outs: &mut Outs,
+        touched: &Touched,
+        catalog: &crate::segments::Catalog,
+    ) -> Result<()> {
+        let store = self.store;
+        let t = outs.get(&PEOPLE)?;
+        for pid in &touched.people {
+            match store.get::<PeopleF>(&pid_key(*pid))? {
+                Some(rec) => self.person(t, *pid, &rec)?,
+                None => t.push(&[V::U32(*pid)], true)?,
+            }
+        }
+        let attrs_of = |pid: u32| store.get::<AttributesF>(&pid_key(pid));
+        let t = outs.get(&ATTRIBUTES)?;
+        let mut cached: Option<(u32, Option<AttributesRecord>)> = None;
+        for (pid, name) in &touched.attributes {
+            if cached.as_ref().is_none_or(|(p, _)| p != pid) {
+                cached = Some((*pid, attrs_of(*pid)?));
+            }
+            let rec = cached.as_ref().and_then(|(_, r)| r.as_ref());
+            match rec.and_then(|r| r.values.get(name).map(|v| (v, r))) {
+                Some((value, rec)) => Rows::attribute(t, *pid, name, value, rec)?,
+                None => t.push(&[V::U32(*pid), V::Str(name)], true)?,
+            }
+        }
+        let t = outs.get(&TOPIC_PREFERENCES)?;
+        let mut cached: Option<(u32, BTreeMap<u32, bool>)> = None;
+        for (pid, topic) in &touched.topic_preferences {
+            if cached.as_ref().is_none_or(|(p, _)| p != pid) {
+                let prefs = attrs_of(*pid)?
+                    .map(|r| topic_prefs(&r.values))
+                    .unwrap_or_default();
+                cached = Some((*pid, prefs));
+            }
+            match cached.as_ref().and_then(|(_, m)| m.get(topic)) {
+                Some(yes) => t.row(&[V::U32(*pid), V::U32(*topic), V::Bool(*yes)])?,
+                None => t.push(&[V::U32(*pid), V::U32(*topic)], true)?,
+            }
+        }
+        let t = outs.get(&ACTIVITIES)?;
+        'seq: for (seq, places) in &touched.activities {
+            for (owner, ts) in places {
+                match owner {
+                    Owner::Person(pid) => {
+                        if let Some(rec) =
+                            store.get::<ActivityF>(&ActivityF::key(*pid, *ts, *seq))?
+                        {
+                            Rows::activity(t, *seq, (Some(*pid), None), *ts, &rec)?;
+                            continue 'seq;
+                        }
+                    }
+                    Owner::Anonymous(anon) => {
+                        if let Some(rec) =
+                            store.get::<AnonymousF>(&AnonymousF::key(anon, *ts, *seq))?
+                        {
+                            Rows::activity(t, *seq, (None, Some(anon)), *ts, &rec)?;
+                            continue 'seq;
+                        }
+                    }
+                }
+            }
+            t.push(&[V::U64(*seq)], true)?;
+        }
+        let (d, m) = outs.pair(&DELIVERIES, &METRICS)?;
+        let delivery = |id: &str| -> Result<Option<(u32, i64, DeliveryRecord)>> {
+            let Some((pid, created)) = store.get::<DeliveryIdsF>(id.as_bytes())? else {
+                return Ok(None);
+            };
+            Ok(store
+                .get::<DeliveriesF>(&DeliveriesF::key(pid, created, id))?
+                .map(|rec| (pid, created, rec)))
+        };
+        for id in &touched.deliveries {
+            match delivery(id)? {
+                Some((pid, created, rec)) => {
+                    d.row(&[
+                        V::Str(id),
+                        V::U32(pid),
+                        V::I64(created),
+                        V::Str(&rec.channel),
+                        opt(&rec.message_id),
+                        opt(&rec.campaign_id),
+                        opt(&rec.broadcast_id),
+                        opt(&rec.newsletter_id),
+                        opt(&rec.recipient),
+                        opt(&rec.subject),
+                        V::Str(&rec.status),
+                    ])?;
+                }
+                None => d.push(&[V::Str(id)], true)?,
+            }
+        }
+        for (id, metric) in &touched.metrics {
+            match delivery(id)?
+                .and_then(|(pid, _, rec)| rec.metrics.get(metric).map(|at| (pid, *at)))
+            {
+                Some((pid, at)) => m.row(&[V::Str(id), V::Str(metric), V::U32(pid), V::I64(at)])?,
+                None => m.push(&[V::Str(id), V::Str(metric)], true)?,
+            }
+        }
+        let t = outs.get(&DEVICES)?;
+        for (pid, token) in &touched.devices {
+            match store.get::<DevicesF>(&DevicesF::key(*pid, token))? {
+                Some(rec) => Rows::device(t, *pid, token, &rec)?,
+                None => t.push(&[V::U32(*pid), V::Str(token)], true)?,
+            }
+        }
+        let t = outs.get(&RELATIONSHIPS)?;
+        for (pid, type_id, object_id) in &touched.relationships {
+            match store.get::<RelationshipsF>(&RelationshipsF::key(*pid, *type_id, object_id))? {
+                Some(rec) => Rows::relationship(t, *pid, *type_id, object_id, &rec)?,
+                None => t.push(&[V::U32(*pid), V::U32(*type_id), V::Str(object_id)], true)?,
+            }
+        }
+        let t = outs.get(&OBJECTS)?;
+        for (type_id, object_id) in &touched.objects {
+            match store.get::<ObjectsF>(&ObjectsF::key(*type_id, object_id))? {
+                Some(rec) => Rows::object(t, *type_id, object_id, &rec)?,
+                None => t.push(&[V::U32(*type_id), V::Str(object_id)], true)?,
+            }
+        }
+        let t = outs.get(&OBJECT_TYPES)?;
+        for id in &touched.object_types {
+            match store.get::<ObjectTypesF>(&pid_key(*id))? {
+                Some(rec) => t.row(&[V::U32(*id), V::Str(&rec.name), V::I64(rec.created)])?,
+                None => t.push(&[V::U32(*id)], true)?,
+            }
+        }
+        let t = outs.get(&SEGMENT_MEMBERSHIPS)?;
+        for (segment, pid) in &touched.segment_memberships {
+            let member = catalog.segments.contains_key(segment)
+                && self.bitmaps.contains(&BitmapKey::Segment(*segment), *pid);
+            t.push(&[V::U32(*segment), V::U32(*pid)], !member)?;
+        }
+        let t = outs.get(&SEGMENTS)?;
+        for id in &touched.segments {
+            match catalog.segments.get(id) {
+                Some(def) => segment_row(t, def)?,
+                None => t.push(&[V::U32(*id)], true)?,
+            }
+        }
+        let t = outs.get(&TOPICS)?;
+        for id in &touched.topics {
+            match catalog.topics.get(id) {
+                Some(topic) => t.row(&[
+                    V::U32(*id),
+                    V::Str(&topic.name),
+                    V::Bool(topic.default_subscribed),
+                ])?,
+                None => t.push(&[V::U32(*id)], true)?,
+            }
+        }
+        let t = outs.get(&SUPPRESSIONS)?;
+        for (kind, value) in &touched.suppressions {
+            match store.get::<SuppressedF>(&ident_key(*kind, value))? {
+                Some(rec) => t.row(&[V::Str(kind.as_str()), V::Str(value), V::I64(rec.at)])?,
+                None => t.push(&[V::Str(kind.as_str()), V::Str(value)], true)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn segment_row(t: &mut TableOut, def: &crate::segments::SegmentDef) -> Result<()> {
+    let condition = def.expr.as_ref().map(ToString::to_string);
+    let kind = if def.data_driven() {
+        "data_driven"
+    } else {
+        "manual"
+    };
+    t.row(&[
+        V::U32(def.id),
+        V::Str(&def.name),
+        V::Str(kind),
+        opt(&condition),
+        V::I64(def.created),
+    ])
 }
 
 impl ProfileDb {
@@ -1170,7 +1447,10 @@ impl ProfileDb {
             suppressed,
         };
 
-        let mut outs = Outs { outs: Vec::new() };
+        let mut outs = Outs {
+            outs: Vec::new(),
+            done: vec![None; TABLES.len()],
+        };
         for t in TABLES {
             outs.outs.push(Some(TableOut::create(
                 t,
@@ -1203,6 +1483,7 @@ impl ProfileDb {
             }
             meter.scan_done();
         }
+        outs.close(&[&PEOPLE])?;
         // attributes and topic preferences
         {
             let (a, tp) = outs.pair(&ATTRIBUTES, &TOPIC_PREFERENCES)?;
@@ -1219,6 +1500,7 @@ impl ProfileDb {
             }
             meter.scan_done();
         }
+        outs.close(&[&ATTRIBUTES, &TOPIC_PREFERENCES])?;
         // activities: people's, then anonymous ids'
         {
             let t = outs.get(&ACTIVITIES)?;
@@ -1235,6 +1517,7 @@ impl ProfileDb {
             }
             meter.scan_done();
         }
+        outs.close(&[&ACTIVITIES])?;
         // deliveries and their metrics
         {
             let (d, m) = outs.pair(&DELIVERIES, &METRICS)?;
@@ -1246,6 +1529,7 @@ impl ProfileDb {
             }
             meter.scan_done();
         }
+        outs.close(&[&DELIVERIES, &METRICS])?;
         // devices
         {
             let t = outs.get(&DEVICES)?;
@@ -1257,6 +1541,7 @@ impl ProfileDb {
             }
             meter.scan_done();
         }
+        outs.close(&[&DEVICES])?;
         // relationships
         {
             let t = outs.get(&RELATIONSHIPS)?;
@@ -1268,6 +1553,7 @@ impl ProfileDb {
             }
             meter.scan_done();
         }
+        outs.close(&[&RELATIONSHIPS])?;
         // objects and their types
         {
             let t = outs.get(&OBJECTS)?;
@@ -1324,12 +1610,7 @@ impl ProfileDb {
             }
         }
 
-        let mut files = Vec::new();
-        for out in outs.outs.iter_mut() {
-            if let Some(out) = out.take() {
-                files.push(out.finish()?);
-            }
-        }
+        let files = outs.finish()?;
         let manifest = write_manifest(&plan, "full", None, commit, &files)?;
         drop(catalog);
         drop(bitmaps);
