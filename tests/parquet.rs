@@ -710,9 +710,11 @@ fn duckdb_check(db: &Path, export: &Path) -> bool {
     true
 }
 
-/// Runs the built `profiledb` binary.
+/// Runs the built `profiledb` binary (the caller checked it is built).
 fn cli(db: &Path, args: &[&str]) -> String {
-    let binary = option_env!("CARGO_BIN_EXE_profiledb").unwrap();
+    let Some(binary) = option_env!("CARGO_BIN_EXE_profiledb") else {
+        panic!("the profiledb binary is not built");
+    };
     let out = std::process::Command::new(binary)
         .arg("--db")
         .arg(db)
