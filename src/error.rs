@@ -50,6 +50,15 @@ pub enum Error {
     },
     /// An earlier I/O failure left this handle unable to write; reopen the database.
     Poisoned,
+    /// The change feed no longer holds the changes right after this cursor (they were
+    /// dropped as older than the feed keeps, or the feed was turned on, or the database
+    /// restored, after it): take a full export and resume from its cursor.
+    CursorExpired {
+        /// The cursor asked for.
+        cursor: String,
+        /// The oldest cursor the feed still accepts.
+        oldest: String,
+    },
     /// Operation `index` of a batch failed; nothing of the batch was written.
     InBatch {
         /// Zero-based position of the failing operation in the batch.
@@ -90,6 +99,12 @@ impl fmt::Display for Error {
             Error::Poisoned => write!(
                 f,
                 "an earlier storage failure left this handle unable to write; reopen the database"
+            ),
+            Error::CursorExpired { cursor, oldest } => write!(
+                f,
+                "the change feed no longer holds what follows cursor {cursor} (the oldest \
+                 cursor it accepts is {oldest}): take a full export and resume from the \
+                 cursor it gives"
             ),
             Error::InBatch { index, source } => {
                 write!(f, "operation {index} of the batch: {source}")

@@ -171,6 +171,9 @@ fn key_laws(k: &[u8]) {
     if let Ok((seq, part)) = BitmapLogF::decode_key(k) {
         key_law("bitmap_log", k, &BitmapLogF::key(seq, part));
     }
+    if let Ok((seq, part)) = crate::store::ChangesF::decode_key(k) {
+        key_law("changes", k, &crate::store::ChangesF::key(seq, part));
+    }
 }
 
 fn chunk_laws(chunk: u16, bytes: &[u8]) {
@@ -220,7 +223,7 @@ pub fn record_decode(bytes: &[u8]) {
     let Some((&selector, rest)) = bytes.split_first() else {
         return;
     };
-    match selector % 22 {
+    match selector % 23 {
         0 => payload_laws::<MetaValue>(rest),
         1 => payload_laws::<PersonRecord>(rest),
         2 => payload_laws::<u32>(rest),
@@ -257,13 +260,14 @@ pub fn record_decode(bytes: &[u8]) {
         18 => key_laws(rest),
         19 => log_laws(rest),
         20 => payload_laws::<crate::store::event_blocks::EventBlock>(rest),
-        _ => {
+        21 => {
             let (chunk, rest) = match rest.split_first_chunk::<2>() {
                 Some((c, r)) => (u16::from_be_bytes(*c), r),
                 None => (0, rest),
             };
             chunk_laws(chunk, rest);
         }
+        _ => payload_laws::<crate::store::records::ChangesRecord>(rest),
     }
 }
 
@@ -304,10 +308,49 @@ fn open_ingest_db() -> IngestDb {
 }
 
 fn fuzz_builder() -> crate::Builder {
+    // The change feed is on, so every write also runs its collection, and damage and
+    // crashes reach its records.
     ProfileDb::builder()
         .durability(Durability::Buffered)
         .cache_bytes(4 << 20)
         .clock(Arc::new(ManualClock::new(T0)))
+        .change_feed(Some(crate::ChangeFeed::default()))
+}
+
+/// The change feed reads whole from its oldest cursor, and the people it created minus
+/// those it deleted are the people the database holds (the clock never moves, so
+/// nothing has expired).
+fn feed_law(db: &ProfileDb, step: usize) {
+    let status = match db.change_feed() {
+        Ok(Some(s)) => s,
+        other => panic!("step {step}: the change feed is not on: {other:?}"),
+    };
+    let mut at = status.oldest;
+    let mut people = 0i64;
+    loop {
+        let page = db
+            .changes(at, 4096)
+            .unwrap_or_else(|e| panic!("step {step}: reading the change feed failed: {e}"));
+        for c in &page.changes {
+            match c.kind {
+                crate::ChangeKind::PersonCreated { .. } => people += 1,
+                crate::ChangeKind::PersonDeleted { .. } => people -= 1,
+                _ => {}
+            }
+        }
+        at = page.next;
+        if !page.more {
+            break;
+        }
+    }
+    let held = db
+        .counts()
+        .unwrap_or_else(|e| panic!("step {step}: counts failed: {e}"))
+        .people;
+    assert!(
+        i64::try_from(held).is_ok_and(|h| h == people),
+        "step {step}: the change feed created {people} people net, the database holds {held}"
+    );
 }
 
 thread_local! {
@@ -1212,6 +1255,7 @@ pub fn ops_model(bytes: &[u8]) {
             Step::Reopen => {
                 db.close().unwrap_or_else(|e| panic!("close failed: {e}"));
                 db = open_model_db(dir.path(), &faults);
+                feed_law(&db, i);
             }
             Step::Write(w) => {
                 let mut next = model.clone();

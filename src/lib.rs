@@ -155,6 +155,7 @@ mod deliveries;
 mod devices;
 mod error;
 pub mod export;
+pub mod feed;
 #[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -188,6 +189,7 @@ pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError}
 pub use export::{
     Broken, LineOutcome, LineRejection, Refusal, Restore, RestoreError, RestoreReport,
 };
+pub use feed::{Change, ChangeFeed, ChangeKind, ChangePage, Cursor, FeedStatus, Identifiers};
 pub use ingest::{Rejection, Report};
 pub use limits::Limits;
 pub use model::{

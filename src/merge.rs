@@ -49,6 +49,7 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
     let Some(srec) = cx.txn.get::<PeopleF>(&pid_key(s))? else {
         return Ok(Outcome::NotFound);
     };
+    cx.txn.note_merge(p, s);
 
     // Attributes the primary lacks or has empty.
     let mut pattrs = cx.txn.get::<AttributesF>(&pid_key(p))?.unwrap_or_default();

@@ -24,9 +24,11 @@ use profiledb::{
 const T0: i64 = 1_767_225_600;
 
 fn builder() -> profiledb::Builder {
+    // The change feed is on: its records are damaged like any other.
     ProfileDb::builder()
         .clock(Arc::new(ManualClock::new(T0)))
         .durability(Durability::Buffered)
+        .change_feed(Some(profiledb::ChangeFeed::default()))
 }
 
 fn people() -> Vec<Ident> {
@@ -133,6 +135,11 @@ fn read_everything(db: &ProfileDb) -> BTreeSet<&'static str> {
     keep(db.object_people(&acme).map(drop));
     keep(db.object_types().map(drop));
     keep(db.anonymous_events("anon-1", 10).map(drop));
+    match db.change_feed() {
+        Ok(Some(status)) => keep(db.changes(status.oldest, usize::MAX).map(drop)),
+        Ok(None) => {}
+        Err(e) => keep(Err(e)),
+    }
     for q in [
         r#"attr.plan = "pro""#,
         "attr.age > 20",

@@ -120,6 +120,7 @@ fn regenerate_seed_corpora() {
         .clock(std::sync::Arc::new(profiledb::ManualClock::new(
             1_767_225_600,
         )))
+        .change_feed(Some(profiledb::ChangeFeed::default()))
         .open(dir.path())
         .unwrap();
     db.create_segment("pro", Some("attr.plan = \"pro\""))
@@ -168,6 +169,7 @@ fn regenerate_seed_corpora() {
             Family::Bitmaps => 16,
             Family::BitmapLog => 19,
             Family::EventBlocks => 20,
+            Family::Changes => 22,
             _ => return None,
         })
     };

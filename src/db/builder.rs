@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Result;
+use crate::feed::ChangeFeed;
 use crate::limits::Limits;
 use crate::store::kv::Faults;
 
@@ -48,6 +49,8 @@ pub struct Builder {
     pub(crate) identity: IdentityOptions,
     pub(crate) retention: Option<i64>,
     pub(crate) checkpoint_bytes: u64,
+    /// `None`: as the database has it.
+    pub(crate) change_feed: Option<Option<ChangeFeed>>,
 }
 
 impl Default for Builder {
@@ -62,6 +65,7 @@ impl Default for Builder {
             identity: IdentityOptions::default(),
             retention: None,
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+            change_feed: None,
         }
     }
 }
@@ -120,6 +124,15 @@ impl Builder {
     /// [`ProfileDb::apply_retention`] runs. Default: unset, keep everything.
     pub fn retention(mut self, seconds: Option<i64>) -> Builder {
         self.retention = seconds;
+        self
+    }
+
+    /// Turns the [change feed](crate::feed) on (`Some`, keeping changes as the
+    /// [`ChangeFeed`] says) or off (`None`) at open; the setting is stored in the
+    /// database, so a later open without this call keeps it. Default: as the database
+    /// has it (off for a new one). Same as [`ProfileDb::set_change_feed`] after open.
+    pub fn change_feed(mut self, feed: Option<ChangeFeed>) -> Builder {
+        self.change_feed = Some(feed);
         self
     }
 

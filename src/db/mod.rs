@@ -52,6 +52,9 @@ pub(crate) struct Inner {
     pub(crate) catalog: RwLock<Catalog>,
     /// The sequence number of the last commit applied to sled.
     committed: AtomicU64,
+    /// The last commit not in the change feed, as readers of the feed check it;
+    /// [`crate::feed::OFF`] when the feed is off. Set before old changes are dropped.
+    pub(crate) feed_since: AtomicU64,
     /// The last commit known durable, and the `COMMIT` file that records it.
     durable: Mutex<Durable>,
     poisoned: AtomicBool,

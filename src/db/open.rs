@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::commit_file::CommitFile;
 use crate::error::{Error, OpenError, Result};
+use crate::feed::FeedState;
 use crate::index::{Bitmaps, Delta};
 use crate::segments::Catalog;
 use crate::store::kv::{is_lock_error, FaultKv, Kv, SledKv};
@@ -198,6 +199,7 @@ impl ProfileDb {
         // The chunks, then the log replayed over them.
         let (bitmaps, log) = Bitmaps::load(&store, commit_seq)?;
         let catalog = Catalog::load(&store)?;
+        let feed = FeedState::load(&store)?;
         let durable_seq = durable_seq.unwrap_or(0);
         let lost = durable_seq > commit_seq;
         let salvaged = lost || commit_damaged.is_some();
@@ -215,10 +217,12 @@ impl ProfileDb {
                     counters,
                     commit_seq,
                     log,
+                    feed,
                 }),
                 gate: RwLock::new(bitmaps),
                 catalog: RwLock::new(catalog),
                 committed: AtomicU64::new(commit_seq),
+                feed_since: AtomicU64::new(feed.map_or(crate::feed::OFF, |f| f.since)),
                 durable: Mutex::new(Durable {
                     seq: if salvaged { 0 } else { durable_seq },
                     file: commit_file,
@@ -269,6 +273,9 @@ impl ProfileDb {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             durable.file.reset(commit_seq).map_err(|e| io_err(dir, e))?;
             durable.seq = commit_seq;
+        }
+        if let Some(setting) = db.inner.config.change_feed {
+            db.set_change_feed(setting)?;
         }
         Ok(db)
     }

@@ -13,14 +13,15 @@ use std::sync::MutexGuard;
 
 use crate::commit_file::CommitFile;
 use crate::error::{Error, InputError, Result, StorageError};
+use crate::feed::{self, FeedState, SegmentMove};
 use crate::index::{BitmapKey, Bitmaps, Delta, LogState, Touches};
 use crate::limits::Limits;
 use crate::model::{Ident, IdentKind, PersonId, Value};
 use crate::segments::Catalog;
 use crate::store::records::{ActivityRecord, MetaValue};
 use crate::store::{
-    ident_key, meta_keys, pid_key, ActivityF, BitmapLogF, BitmapsF, Counters, Family, IdentifiersF,
-    MetaF, PeopleF, Txn,
+    ident_key, meta_keys, pid_key, ActivityF, BitmapLogF, BitmapsF, ChangesF, Counters, Family,
+    IdentifiersF, MetaF, PeopleF, Txn,
 };
 
 use super::{Durability, ProfileDb};
@@ -34,6 +35,8 @@ pub(crate) struct Writer {
     pub(crate) commit_seq: u64,
     /// The `bitmap_log` records not yet folded into the chunks, and the chunks they dirty.
     pub(crate) log: LogState,
+    /// The change feed, when it is on.
+    pub(crate) feed: Option<FeedState>,
 }
 
 /// The last durable commit and the file recording it.
@@ -174,6 +177,7 @@ impl ProfileDb {
         delta: &Delta,
     ) -> Result<()> {
         let mut dirty = Vec::new();
+        let mut moves = Vec::new();
         if !delta.is_empty() {
             let bitmaps = self.read_gate();
             let (records, touched) = delta.log_records(writer.commit_seq + 1, &bitmaps);
@@ -181,8 +185,11 @@ impl ProfileDb {
                 txn.put::<BitmapLogF>(key, entries);
             }
             dirty = touched;
+            if writer.feed.is_some() {
+                moves = delta.segment_moves(&bitmaps);
+            }
         }
-        self.commit_inner(writer, txn, counters, true, dirty, |bitmaps| {
+        self.commit_inner(writer, txn, counters, Some(moves), dirty, |bitmaps| {
             if !delta.is_empty() {
                 bitmaps.apply(delta);
             }
@@ -191,30 +198,34 @@ impl ProfileDb {
 
     /// Commits `txn` (plus the counters and a new commit sequence number), then runs
     /// `change` on the in-memory bitmaps inside the gate, so readers see both or neither.
+    /// `moves`: who enters and leaves which segment (for the change feed).
     pub(crate) fn commit_then(
         &self,
         writer: &mut Writer,
         txn: Txn<'_>,
         counters: Counters,
+        moves: Vec<SegmentMove>,
         change: impl FnOnce(&mut Bitmaps),
     ) -> Result<()> {
-        self.commit_inner(writer, txn, counters, true, Vec::new(), change)
+        self.commit_inner(writer, txn, counters, Some(moves), Vec::new(), change)
     }
 
-    /// The commit itself. `fresh`: pids and seqs between the writer's counters and
-    /// `counters` were allocated by this commit (so keys holding them are new, for the
-    /// kept counts); `dirty`: the chunks this commit's `bitmap_log` records touch.
+    /// The commit itself. `moves`: the segment membership changes, for the change
+    /// feed; `None` for a restore's commits, which are not operations: nothing is
+    /// freshly allocated (pids and seqs between the writer's counters and `counters`
+    /// are, otherwise: keys holding them are new, for the kept counts) and nothing goes
+    /// to the feed. `dirty`: the chunks this commit's `bitmap_log` records touch.
     fn commit_inner(
         &self,
         writer: &mut Writer,
         mut txn: Txn<'_>,
         mut counters: Counters,
-        fresh: bool,
+        moves: Option<Vec<SegmentMove>>,
         dirty: Vec<(BitmapKey, u16)>,
         change: impl FnOnce(&mut Bitmaps),
     ) -> Result<()> {
         let seq = writer.commit_seq + 1;
-        let (pids, seqs) = if fresh {
+        let (pids, seqs) = if moves.is_some() {
             (
                 writer.counters.next_pid..counters.next_pid,
                 writer.counters.next_seq..counters.next_seq,
@@ -222,6 +233,14 @@ impl ProfileDb {
         } else {
             (0..0, 0..0)
         };
+        if let (Some(_), Some(moves)) = (writer.feed, moves) {
+            let entries = feed::collect(&txn, pids.clone(), seqs.clone(), moves)
+                .map_err(|e| self.poison_on_io(e))?;
+            let now = self.inner.config.clock.now();
+            for (key, record) in feed::records(seq, now, entries) {
+                txn.put::<ChangesF>(key, record);
+            }
+        }
         let diff = txn
             .count_changes(pids, seqs)
             .map_err(|e| self.poison_on_io(e))?;
@@ -267,6 +286,7 @@ impl ProfileDb {
         if writer.log.over_bound() {
             self.fold_locked(writer)?;
         }
+        self.after_commit_feed(writer, seq)?;
         let every = self.inner.config.checkpoint_bytes;
         let since = self.inner.store.kv().since_checkpoint();
         if every > 0 && since >= every {
@@ -307,6 +327,10 @@ impl ProfileDb {
     /// proves. `Ok(false)` when a read in progress kept it from running.
     pub(crate) fn checkpoint_locked(&self, writer: &mut Writer) -> Result<bool> {
         self.fold_locked(writer)?;
+        if let Some(state) = writer.feed {
+            let cutoff = self.now().saturating_sub(state.keep_seconds);
+            self.prune_feed(writer, cutoff)?;
+        }
         self.make_durable()?;
         match self.inner.store.kv().checkpoint() {
             Ok(done) => {
@@ -358,6 +382,43 @@ impl ProfileDb {
             txn.delete::<BitmapLogF>(key);
         }
         self.fold_batch(txn)
+    }
+
+    /// Writes a batch that is not a commit (a fold's, or dropping old changes): it
+    /// changes no data and no counter, so lost in a crash it leaves everything agreeing.
+    /// A failure poisons the handle.
+    pub(crate) fn write_batch_uncommitted(&self, txn: Txn<'_>) -> Result<()> {
+        self.fold_batch(txn)
+    }
+
+    /// Commits one `meta` record (`None`: deletes it) as a commit of its own.
+    pub(crate) fn commit_meta(
+        &self,
+        writer: &mut Writer,
+        key: &[u8],
+        value: Option<MetaValue>,
+    ) -> Result<()> {
+        let mut txn = Txn::new(&self.inner.store);
+        match value {
+            Some(v) => txn.put::<MetaF>(key.to_vec(), v),
+            None => txn.delete::<MetaF>(key.to_vec()),
+        }
+        let counters = writer.counters;
+        self.commit(writer, txn, counters, &Delta::default())
+    }
+
+    /// The sequence number of the last commit applied.
+    pub(crate) fn committed_seq(&self) -> u64 {
+        self.inner.committed.load(Ordering::SeqCst)
+    }
+
+    /// The sequence number of the last commit known durable.
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.inner
+            .durable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .seq
     }
 
     /// Writes one batch of a fold; a failure poisons the handle.
@@ -501,8 +562,14 @@ impl ProfileDb {
         let mut new_catalog = self.catalog().clone();
         let mut bitmaps = self.read_gate().clone();
         after(&mut bitmaps, &mut new_catalog);
+        let moves = if writer.feed.is_some() {
+            let old = self.read_gate();
+            feed::segment_moves(&old, &bitmaps)
+        } else {
+            Vec::new()
+        };
         let log = std::mem::take(&mut writer.log);
-        let done = self.commit_then(&mut writer, txn, counters, |gate| *gate = bitmaps);
+        let done = self.commit_then(&mut writer, txn, counters, moves, |gate| *gate = bitmaps);
         if done.is_err() {
             writer.log = log;
         }
@@ -551,9 +618,24 @@ impl ProfileDb {
         let store = &self.inner.store;
         let mut loaded = Ok(LogState::default());
         let seq = writer.commit_seq + 1;
+        // What a restore writes is not in the change feed: a cursor from before it has
+        // expired.
+        let feed = writer.feed.map(|state| FeedState {
+            since: seq,
+            ..state
+        });
+        if let Some(state) = feed {
+            txn.put::<MetaF>(
+                meta_keys::FEED.to_vec(),
+                MetaValue::Feed {
+                    keep_seconds: state.keep_seconds,
+                    since: state.since,
+                },
+            );
+        }
         // A restore writes chunks whole and no log (its database held no records, so no
         // log, when it began): nothing here is freshly allocated.
-        self.commit_inner(&mut writer, txn, counters, false, Vec::new(), |gate| {
+        self.commit_inner(&mut writer, txn, counters, None, Vec::new(), |gate| {
             if reload {
                 match Bitmaps::load(store, seq) {
                     Ok((b, log)) => {
@@ -564,6 +646,10 @@ impl ProfileDb {
                 }
             }
         })?;
+        if let Some(state) = feed {
+            writer.feed = Some(state);
+            self.inner.feed_since.store(state.since, Ordering::SeqCst);
+        }
         let log = loaded?;
         if reload {
             writer.log = log;

@@ -98,6 +98,10 @@ impl ProfileDb {
                 }
                 continue;
             }
+            if k == meta_keys::FEED {
+                // The change feed is this database's own history: not exported.
+                continue;
+            }
             Family::Meta.check_record(&k, &v)?;
             meta.push(record(Family::Meta, &k, &v));
         }
@@ -127,7 +131,10 @@ impl ProfileDb {
             }
             Ok(())
         };
-        for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
+        for &family in Family::ALL
+            .iter()
+            .filter(|f| !matches!(f, Family::Meta | Family::Changes))
+        {
             for item in kv.range(family, all(), false) {
                 let (k, v) = item?;
                 // A damaged record stops the export: it is never copied on silently.
@@ -252,6 +259,14 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         )
         .into());
     }
+    if family == Family::Changes || (family == Family::Meta && key == meta_keys::FEED) {
+        // The change feed is this database's own history: an export leaves it out.
+        return Err(InputError::invalid(
+            "records",
+            "a restore carries no change feed record (an export leaves the feed out)",
+        )
+        .into());
+    }
     macro_rules! put {
         ($($variant:ident => $fam:ty,)*) => {
             match family {
@@ -290,6 +305,7 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Segments => SegmentsF,
         BitmapLog => BitmapLogF,
         EventBlocks => EventBlocksF,
+        Changes => ChangesF,
     }
     Ok(())
 }
@@ -298,7 +314,10 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
 fn data_records(db: &ProfileDb) -> Result<u64> {
     let kv = db.inner.store.kv();
     let mut n = 0u64;
-    for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
+    for &family in Family::ALL
+        .iter()
+        .filter(|f| !matches!(f, Family::Meta | Family::Changes))
+    {
         for item in kv.range(
             family,
             (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
@@ -320,11 +339,14 @@ fn is_empty(db: &ProfileDb) -> Result<bool> {
         false,
     ) {
         let (key, _) = item?;
-        if key.as_slice() != meta_keys::FORMAT && key.as_slice() != meta_keys::COUNTERS {
+        if ![meta_keys::FORMAT, meta_keys::COUNTERS, meta_keys::FEED].contains(&key.as_slice()) {
             return Ok(false);
         }
     }
-    for &family in Family::ALL.iter().filter(|f| **f != Family::Meta) {
+    for &family in Family::ALL
+        .iter()
+        .filter(|f| !matches!(f, Family::Meta | Family::Changes))
+    {
         if kv
             .range(
                 family,

@@ -250,6 +250,32 @@ impl Delta {
         (!b.is_empty()).then_some(Cow::Owned(b))
     }
 
+    /// Who enters and who leaves each segment, against `bitmaps` (the committed state),
+    /// for the change feed.
+    pub fn segment_moves(&self, bitmaps: &Bitmaps) -> Vec<crate::feed::SegmentMove> {
+        let mut out: Vec<crate::feed::SegmentMove> = Vec::new();
+        for (key, members) in &self.changes {
+            let BitmapKey::Segment(id) = key else {
+                continue;
+            };
+            let (mut entered, mut exited) = (RoaringBitmap::new(), RoaringBitmap::new());
+            for (&pid, &add) in members {
+                if bitmaps.contains(key, pid) != add {
+                    if add {
+                        entered.insert(pid);
+                    } else {
+                        exited.insert(pid);
+                    }
+                }
+            }
+            if !entered.is_empty() || !exited.is_empty() {
+                out.push((*id, entered, exited));
+            }
+        }
+        out.sort_by_key(|m| m.0);
+        out
+    }
+
     /// Drops changes that change nothing against `bitmaps`.
     pub fn prune(&mut self, bitmaps: &Bitmaps) {
         for (key, members) in self.changes.iter_mut() {

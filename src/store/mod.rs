@@ -17,9 +17,9 @@ use crate::error::{Error, Result};
 use crate::model::IdentKind;
 use kv::{Kv, WriteSet};
 use records::{
-    ActivityRecord, AttributesRecord, DeliveryRecord, DeviceRecord, MetaValue, ObjectRecord,
-    ObjectTypeRecord, PersonRecord, RelationshipRecord, SegmentRecord, SuppressedRecord,
-    TopicRecord,
+    ActivityRecord, AttributesRecord, ChangeRecord, ChangesRecord, DeliveryRecord, DeviceRecord,
+    MetaValue, ObjectRecord, ObjectTypeRecord, PersonRecord, RelationshipRecord, SegmentRecord,
+    SuppressedRecord, TopicRecord,
 };
 
 macro_rules! families {
@@ -70,6 +70,7 @@ families! {
     Ranges "ranges" "Unused since format 3 (tag 22 stays reserved): ordered indexes are bit-sliced bitmaps in `bitmaps`. A key with this tag is damage.",
     EventBlocks "event_blocks" "kind + name + day + block number → a block of that event's rows in column form.",
     BitmapLog "bitmap_log" "commit seq + part → the bitmap membership changes of that commit, not yet folded into `bitmaps`.",
+    Changes "changes" "commit seq + part → the change feed's entries for that commit (written only while the feed is on).",
 }
 
 impl Family {
@@ -81,7 +82,7 @@ impl Family {
     /// The family's tag byte: the first byte of each of its keys in the shared sled
     /// tree (its position in [`Family::ALL`], from 1; see `FORMAT.md`).
     pub fn tag(self) -> u8 {
-        // At most 255 families; there are 24.
+        // At most 255 families; there are 25.
         u8::try_from(self.index() + 1).unwrap_or(u8::MAX)
     }
 
@@ -212,6 +213,12 @@ impl Family {
                 decode_value::<EventBlocksF>(key, value)?;
                 None
             }
+            Family::Changes => {
+                ChangesF::decode_key(key)?;
+                let record = decode_value::<ChangesF>(key, value)?;
+                check_changes(key, &record)?;
+                None
+            }
         })
     }
 }
@@ -227,6 +234,9 @@ pub fn decode_everything(bytes: &[u8]) {
     }
     let _ = codec::decode_payload::<MetaValue>(bytes);
     let _ = codec::decode_payload::<PersonRecord>(bytes);
+    if let Ok(record) = codec::decode_payload::<ChangesRecord>(bytes) {
+        let _ = check_changes(bytes, &record);
+    }
     let _ = codec::decode_payload::<u32>(bytes);
     let _ = codec::decode_payload::<AttributesRecord>(bytes);
     let _ = codec::decode_payload::<ActivityRecord>(bytes);
@@ -428,6 +438,48 @@ family!(TopicsF, Family::Topics, TopicRecord);
 family!(SegmentsF, Family::Segments, SegmentRecord);
 family!(EventBlocksF, Family::EventBlocks, event_blocks::EventBlock);
 family!(BitmapLogF, Family::BitmapLog, bitmaps::LogEntries);
+family!(ChangesF, Family::Changes, ChangesRecord);
+
+impl ChangesF {
+    /// Key: the commit's sequence number (u64) and the part (u32), big-endian.
+    pub fn key(commit_seq: u64, part: u32) -> Vec<u8> {
+        KeyBuf::new().u64(commit_seq).u32(part).done()
+    }
+    /// (commit seq, part) of a key.
+    pub fn decode_key(key: &[u8]) -> Result<(u64, u32)> {
+        let (seq, r) = KeyReader::new(Family::Changes, key).u64()?;
+        let (part, r) = r.u32()?;
+        r.end()?;
+        Ok((seq, part))
+    }
+}
+
+/// What decoding alone does not check in a `changes` record: each `Members` entry's
+/// bitmaps are valid roaring bitmaps within their chunk.
+fn check_changes(key: &[u8], record: &ChangesRecord) -> Result<()> {
+    for entry in &record.entries {
+        if let ChangeRecord::Members {
+            entered, exited, ..
+        } = entry
+        {
+            for bytes in [entered, exited] {
+                let bitmap =
+                    roaring::RoaringBitmap::deserialize_from(bytes.as_slice()).map_err(|e| {
+                        corrupted(Family::Changes, key, format!("bad member bitmap: {e}"))
+                    })?;
+                let (lo, hi) = (bitmap.min(), bitmap.max());
+                if lo.map(|p| p >> 16) != hi.map(|p| p >> 16) {
+                    return Err(corrupted(
+                        Family::Changes,
+                        key,
+                        "a member bitmap spans more than one chunk",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
 impl BitmapLogF {
     /// Key: the commit's sequence number (u64) and the part (u16), big-endian.
@@ -645,7 +697,6 @@ impl ObjectsF {
         KeyBuf::new().u32(type_id).tail(object_id).done()
     }
     /// (type id, object id) of a key.
-    #[cfg(feature = "__internal")]
     pub fn decode_key(key: &[u8]) -> Result<(u32, String)> {
         let (t, r) = KeyReader::new(Family::Objects, key).u32()?;
         Ok((t, r.tail_str()?))
@@ -736,6 +787,8 @@ pub mod meta_keys {
     pub const INDEXED: &[u8] = b"indexed";
     /// The attributes declared range-indexed (the `ranges` family).
     pub const RANGED: &[u8] = b"ranged";
+    /// The change feed's settings and how far back it reaches (absent: the feed is off).
+    pub const FEED: &[u8] = b"feed";
 }
 
 /// Key of the `people` and `attributes` families: the pid, 4 bytes big-endian.
@@ -936,6 +989,8 @@ struct Slot {
 pub struct Txn<'a> {
     store: &'a Store,
     slots: Vec<BTreeMap<Vec<u8>, Slot>>,
+    /// (primary, secondary) of each merge staged, for the change feed.
+    merges: Vec<(u32, u32)>,
 }
 
 impl<'a> Txn<'a> {
@@ -944,6 +999,7 @@ impl<'a> Txn<'a> {
         Txn {
             store,
             slots: Family::ALL.iter().map(|_| BTreeMap::new()).collect(),
+            merges: Vec::new(),
         }
     }
 
@@ -1125,6 +1181,46 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
+    /// The staged writes of family `F`, in key order: (key, the value before this commit
+    /// when it was read — `None` when it was not — and the value staged, `None` for a
+    /// delete).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn dirty<F: Fam>(
+        &self,
+    ) -> Vec<(&[u8], Option<Option<&F::Value>>, Option<&F::Value>)> {
+        let Some(slots) = self.slots.get(F::FAMILY.index()) else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, s)| {
+                let base = s
+                    .base
+                    .as_ref()
+                    .map(|b| b.as_ref().and_then(|v| v.downcast_ref::<F::Value>()));
+                let new = s.value.as_ref().and_then(|v| v.downcast_ref::<F::Value>());
+                (k.as_slice(), base, new)
+            })
+            .collect()
+    }
+
+    /// Notes that this commit merges `secondary` into `primary` (the change feed reports
+    /// it; the records say only that `secondary` is gone).
+    pub(crate) fn note_merge(&mut self, primary: u32, secondary: u32) {
+        self.merges.push((primary, secondary));
+    }
+
+    /// The merges noted, in order.
+    pub(crate) fn merges(&self) -> &[(u32, u32)] {
+        &self.merges
+    }
+
+    /// The store this staging area reads.
+    pub(crate) fn store(&self) -> &Store {
+        self.store
+    }
+
     /// The greatest key starting with `prefix` as it would be after this commit.
     pub fn last_key(&mut self, family: Family, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
         let bounds = prefix_bounds(prefix);
@@ -1226,6 +1322,7 @@ mod family_tests {
             "ranges",
             "event_blocks",
             "bitmap_log",
+            "changes",
         ];
         assert_eq!(tags.len(), want.len());
         for (i, (name, tag)) in tags.into_iter().enumerate() {

@@ -212,6 +212,205 @@ pub enum MetaValue {
     },
     /// Key `indexed`: the attributes with equality bitmaps.
     Indexed(Vec<String>),
+    /// Key `feed`: the change feed is on (no record: off). Written when it is turned on
+    /// and whenever old changes are dropped.
+    Feed {
+        /// How long changes are kept, in seconds of commit time.
+        keep_seconds: i64,
+        /// Every commit up to and including this one is no longer (or was never) in the
+        /// feed: a cursor before it is expired.
+        since: u64,
+    },
+}
+
+/// `changes` family: one part of the change feed's record of one commit.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct ChangesRecord {
+    /// When the commit was made (the database clock), unix seconds.
+    pub at: i64,
+    /// The changes, in the order the feed reports them.
+    pub entries: Vec<ChangeRecord>,
+}
+
+/// One entry of the change feed, as stored. Each names the records it changed by their
+/// keys' parts and carries the values a consumer needs (the new record, or what an
+/// attribute was and is).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum ChangeRecord {
+    /// A `people` record was written: `created` when there was none.
+    Person {
+        /// The person.
+        pid: u32,
+        /// True when the person is new.
+        created: bool,
+        /// The record written.
+        record: PersonRecord,
+    },
+    /// A `people` record was deleted; `record` is what it held.
+    PersonDeleted {
+        /// The person.
+        pid: u32,
+        /// The record as it was.
+        record: PersonRecord,
+    },
+    /// `secondary` was merged into `primary` (its identifiers now name `primary`).
+    Merged {
+        /// The person kept.
+        primary: u32,
+        /// The person merged away.
+        secondary: u32,
+    },
+    /// Identifiers were suppressed together, as (kind code, normalized value).
+    Suppressed(Vec<(u8, String)>),
+    /// Identifiers were unsuppressed together.
+    Unsuppressed(Vec<(u8, String)>),
+    /// A top-level attribute changed from `old` to `new` (`None`: absent).
+    Attribute {
+        /// The person.
+        pid: u32,
+        /// The attribute.
+        name: String,
+        /// Its value before.
+        old: Option<Value>,
+        /// Its value after.
+        new: Option<Value>,
+    },
+    /// An `activity` record was written.
+    Activity {
+        /// The person.
+        pid: u32,
+        /// Its time.
+        timestamp: i64,
+        /// Its sequence number.
+        seq: u64,
+        /// The entry.
+        record: ActivityRecord,
+    },
+    /// An `activity` record was deleted.
+    ActivityRemoved {
+        /// The person.
+        pid: u32,
+        /// Its time.
+        timestamp: i64,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A delivery was created.
+    Delivery {
+        /// The person.
+        pid: u32,
+        /// When it was created.
+        created: i64,
+        /// Its id.
+        id: String,
+        /// The record.
+        record: DeliveryRecord,
+    },
+    /// A delivery gained (or changed the time of) a metric.
+    Metric {
+        /// The person.
+        pid: u32,
+        /// The delivery's id.
+        id: String,
+        /// The metric.
+        metric: String,
+        /// Its time.
+        at: i64,
+    },
+    /// A delivery was deleted, with the metrics it had.
+    DeliveryRemoved {
+        /// The person.
+        pid: u32,
+        /// Its id.
+        id: String,
+        /// The metrics it had.
+        metrics: Vec<String>,
+    },
+    /// A device was written.
+    Device {
+        /// The person.
+        pid: u32,
+        /// Its token.
+        token: String,
+        /// The record.
+        record: DeviceRecord,
+    },
+    /// A device was deleted.
+    DeviceRemoved {
+        /// The person.
+        pid: u32,
+        /// Its token.
+        token: String,
+    },
+    /// A relationship was written.
+    Relationship {
+        /// The person.
+        pid: u32,
+        /// The object's type.
+        type_id: u32,
+        /// The object's id.
+        object_id: String,
+        /// The record.
+        record: RelationshipRecord,
+    },
+    /// A relationship was deleted.
+    RelationshipRemoved {
+        /// The person.
+        pid: u32,
+        /// The object's type.
+        type_id: u32,
+        /// The object's id.
+        object_id: String,
+    },
+    /// An object was written.
+    Object {
+        /// Its type.
+        type_id: u32,
+        /// Its id.
+        object_id: String,
+        /// The record.
+        record: ObjectRecord,
+    },
+    /// An object was deleted.
+    ObjectRemoved {
+        /// Its type.
+        type_id: u32,
+        /// Its id.
+        object_id: String,
+    },
+    /// People entered and left segment `id`, within one chunk (pid >> 16) of pids:
+    /// roaring bitmaps in their portable serialization.
+    Members {
+        /// The segment.
+        id: u32,
+        /// Who entered.
+        entered: Vec<u8>,
+        /// Who left.
+        exited: Vec<u8>,
+    },
+    /// A segment was defined or changed.
+    Segment {
+        /// Its id.
+        id: u32,
+        /// The record.
+        record: SegmentRecord,
+    },
+    /// A segment was deleted.
+    SegmentRemoved(u32),
+    /// A topic was defined or changed.
+    Topic {
+        /// Its id.
+        id: u32,
+        /// The record.
+        record: TopicRecord,
+    },
+    /// An object type was defined or renamed.
+    ObjectType {
+        /// Its id.
+        id: u32,
+        /// The record.
+        record: ObjectTypeRecord,
+    },
 }
 
 // The model types a caller sees are built from these records here, in one place, so a

@@ -19,6 +19,7 @@ mod output;
 mod admin;
 mod context;
 mod demo;
+mod feed;
 mod person;
 mod segment;
 #[cfg(feature = "server")]
@@ -38,9 +39,9 @@ IDENT is inferred as Track API v1 does: `cio_<cio_id>`, an email if it contains 
 else an `id`.
 
 Commands that only read (person, people, activity, query, segment list/show/add/remove/
-delete, topic list, attributes, refresh, verify, stats, export) refuse a --db directory
-that is missing or empty; commands that define things (segment create, topic create,
-index), ingest and demo create the database.
+delete, topic list, attributes, refresh, verify, stats, export, feed off/status/read)
+refuse a --db directory that is missing or empty; commands that define things (segment
+create, topic create, index, feed on), ingest and demo create the database.
 
 Exit status:
   0  success
@@ -152,6 +153,9 @@ enum Command {
     /// DIR/manifests/, never overwriting a file; prints each file's rows and bytes and
     /// `next cursor: <commit>`.
     Export(transfer::ExportArgs),
+    /// The change feed: every commit's changes in order, for a copy kept elsewhere.
+    #[command(subcommand)]
+    Feed(feed::FeedCommand),
     /// Build a sample workspace, show a profile and time a few audience queries.
     ///
     /// Synthetic people with attributes, topic preferences, events, devices and
@@ -188,6 +192,7 @@ fn run(ctx: &Context, command: Command) -> CmdResult {
         Command::Demo(a) => demo::demo(ctx, a),
         Command::Ingest(a) => transfer::ingest(ctx, a),
         Command::Export(a) => transfer::export(ctx, a),
+        Command::Feed(c) => feed::feed(ctx, c),
         #[cfg(feature = "server")]
         Command::Serve(a) => serve::serve(ctx, a),
     }
