@@ -39,6 +39,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::db::ProfileDb;
 use crate::error::{Error, InputError, Result, StorageError};
+use crate::feed::{ChangeKind, Cursor};
 use crate::index::{topic_number, BitmapKey, Bitmaps};
 use crate::model::{IdentKind, Value};
 use crate::store::records::{
@@ -46,8 +47,8 @@ use crate::store::records::{
     RelationshipRecord,
 };
 use crate::store::{
-    ident_from_key, ident_key, pid_from_key, pid_key, ActivityF, AnonymousF, AttributesF,
-    DeliveriesF, DeliveryIdsF, DevicesF, Family, KeyReader, ObjectTypesF, ObjectsF, PeopleF,
+    ident_from_key, ident_key, pid_from_key, pid_key, ActivityF, AttributesF, DeliveriesF,
+    DeliveryIdsF, DevicesF, Family, IdentifiersF, KeyReader, ObjectTypesF, ObjectsF, PeopleF,
     RelationshipsF, Store, SuppressedF,
 };
 
@@ -178,20 +179,11 @@ const ATTRIBUTES: Table = Table {
 
 const ACTIVITIES: Table = Table {
     name: "activities",
-    doc: "one row per timeline entry, and per event of an anonymous id not yet identified",
+    doc: "one row per entry of a person's timeline",
     key: 1,
     columns: &[
         col("seq", U64, "the entry's sequence number (unique)"),
-        col(
-            "person",
-            U32,
-            "`people.pid`; null for an anonymous id's event",
-        ),
-        col(
-            "anonymous_id",
-            Str,
-            "the anonymous id of an event not yet identified",
-        ),
+        col("person", U32, "`people.pid`"),
         col("timestamp", I64, "when it happened"),
         col(
             "kind",
@@ -413,6 +405,7 @@ pub struct ParquetProgress {
 /// How to run [`ProfileDb::export_parquet`].
 #[derive(Clone, Copy)]
 pub struct ParquetOptions<'a> {
+    since: Option<Cursor>,
     row_group_rows: usize,
     progress: Option<&'a (dyn Fn(ParquetProgress) + Sync)>,
 }
@@ -420,6 +413,7 @@ pub struct ParquetOptions<'a> {
 impl Default for ParquetOptions<'_> {
     fn default() -> Self {
         ParquetOptions {
+            since: None,
             row_group_rows: ROW_GROUP_ROWS,
             progress: None,
         }
@@ -429,6 +423,7 @@ impl Default for ParquetOptions<'_> {
 impl std::fmt::Debug for ParquetOptions<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParquetOptions")
+            .field("since", &self.since)
             .field("row_group_rows", &self.row_group_rows)
             .field("progress", &self.progress.is_some())
             .finish()
@@ -436,9 +431,16 @@ impl std::fmt::Debug for ParquetOptions<'_> {
 }
 
 impl<'a> ParquetOptions<'a> {
-    /// A full export with row groups of [`ROW_GROUP_ROWS`] and no progress reports.
+    /// A full run with row groups of [`ROW_GROUP_ROWS`] and no progress reports.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// An incremental run: only what changed after `cursor` (a cursor an earlier run
+    /// printed, or any cursor of the change feed), read from the change feed, which must
+    /// have been on since then.
+    pub fn since(mut self, cursor: Cursor) -> Self {
+        self.since = Some(cursor);
+        self
     }
     /// Row groups of at most `rows` rows (at least 1).
     pub fn row_group_rows(mut self, rows: usize) -> Self {
@@ -470,8 +472,12 @@ pub struct ParquetFile {
 pub struct ParquetReport {
     /// The run's number.
     pub run: u64,
+    /// Where an incremental run started (`None`: a full run).
+    pub since: Option<Cursor>,
     /// The commit the snapshot ends at (every row's `_commit`).
     pub commit: u64,
+    /// The cursor the next incremental run passes as `since`: after `commit`.
+    pub cursor: Cursor,
     /// One file per table, in [`TABLES`] order.
     pub files: Vec<ParquetFile>,
     /// The run's manifest.
@@ -989,15 +995,14 @@ impl Rows<'_> {
     fn activity(
         t: &mut TableOut,
         seq: u64,
-        owner: (Option<u32>, Option<&str>),
+        pid: u32,
         timestamp: i64,
         rec: &ActivityRecord,
     ) -> Result<()> {
         let data = json(&rec.data);
         t.row(&[
             V::U64(seq),
-            owner.0.map_or(V::Null, V::U32),
-            owner.1.map_or(V::Null, V::Str),
+            V::U32(pid),
             V::I64(timestamp),
             V::Str(&rec.kind),
             opt(&rec.name),
@@ -1145,13 +1150,6 @@ impl Outs {
     }
 }
 
-/// Who an activity row belongs to, where an incremental run may find it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Owner {
-    Person(u32),
-    Anonymous(String),
-}
-
 /// The keys an incremental run rewrites, per table: each is written as it is now, or,
 /// gone, as a `_deleted` row holding only the key.
 #[derive(Debug, Default)]
@@ -1159,8 +1157,8 @@ struct Touched {
     people: BTreeSet<u32>,
     attributes: BTreeSet<(u32, String)>,
     topic_preferences: BTreeSet<(u32, u32)>,
-    /// seq → every (owner, time) the entry was seen at.
-    activities: BTreeMap<u64, BTreeSet<(Owner, i64)>>,
+    /// seq → every (person, time) the entry was seen at.
+    activities: BTreeMap<u64, BTreeSet<(u32, i64)>>,
     deliveries: BTreeSet<String>,
     metrics: BTreeSet<(String, String)>,
     devices: BTreeSet<(u32, String)>,
@@ -1215,6 +1213,159 @@ impl Touched {
     }
 }
 
+/// Changes read from the feed at a time.
+const CHANGES_PER_PAGE: usize = 4096;
+
+impl Touched {
+    /// Records the keys `kind` touches.
+    fn add(&mut self, store: &Store, kind: &ChangeKind) -> Result<()> {
+        match kind {
+            ChangeKind::PersonCreated { person, .. }
+            | ChangeKind::PersonUpdated { person, .. }
+            | ChangeKind::PersonDeleted { person, .. } => {
+                self.people.insert(person.0);
+            }
+            ChangeKind::PersonMerged { primary, secondary } => {
+                self.people.insert(primary.0);
+                self.people.insert(secondary.0);
+            }
+            ChangeKind::Suppressed { identifiers } | ChangeKind::Unsuppressed { identifiers } => {
+                for ident in identifiers {
+                    self.suppressions.insert((ident.kind, ident.value.clone()));
+                    // Whoever holds the identifier now: their `suppressed` column.
+                    if ident.kind != IdentKind::CioId {
+                        let key = ident_key(ident.kind, &ident.value);
+                        if let Some(pid) = store.get::<IdentifiersF>(&key)? {
+                            self.people.insert(pid);
+                        }
+                    }
+                }
+            }
+            ChangeKind::AttributeChanged {
+                person,
+                name,
+                old,
+                new,
+            } => {
+                self.attributes.insert((person.0, name.clone()));
+                if name == "unsubscribed" {
+                    self.people.insert(person.0);
+                }
+                self.topic_change(person.0, name, &[old.as_ref(), new.as_ref()]);
+            }
+            ChangeKind::ActivityAdded {
+                person, activity, ..
+            } => {
+                self.activities
+                    .entry(activity.cursor.seq)
+                    .or_default()
+                    .insert((person.0, activity.cursor.timestamp));
+            }
+            ChangeKind::ActivityRemoved {
+                person,
+                seq,
+                timestamp,
+            } => {
+                self.activities
+                    .entry(*seq)
+                    .or_default()
+                    .insert((person.0, *timestamp));
+            }
+            ChangeKind::DeliveryCreated { delivery, .. } => {
+                self.deliveries.insert(delivery.id.clone());
+                for metric in delivery.metrics.keys() {
+                    self.metrics.insert((delivery.id.clone(), metric.clone()));
+                }
+            }
+            ChangeKind::DeliveryMetric {
+                delivery_id,
+                metric,
+                ..
+            } => {
+                // The delivery's status is its latest metric.
+                self.deliveries.insert(delivery_id.clone());
+                self.metrics.insert((delivery_id.clone(), metric.clone()));
+            }
+            ChangeKind::DeliveryRemoved {
+                delivery_id,
+                metrics,
+                ..
+            } => {
+                self.deliveries.insert(delivery_id.clone());
+                for metric in metrics {
+                    self.metrics.insert((delivery_id.clone(), metric.clone()));
+                }
+            }
+            ChangeKind::DeviceChanged { person, device } => {
+                self.devices.insert((person.0, device.token.clone()));
+            }
+            ChangeKind::DeviceRemoved { person, token } => {
+                self.devices.insert((person.0, token.clone()));
+            }
+            ChangeKind::RelationshipChanged { person, object, .. }
+            | ChangeKind::RelationshipRemoved { person, object } => {
+                self.relationships
+                    .insert((person.0, object.type_id, object.object_id.clone()));
+            }
+            ChangeKind::ObjectChanged { object } => {
+                self.objects
+                    .insert((object.object.type_id, object.object.object_id.clone()));
+            }
+            ChangeKind::ObjectRemoved { object } => {
+                self.objects
+                    .insert((object.type_id, object.object_id.clone()));
+            }
+            ChangeKind::SegmentEntered { segment, person }
+            | ChangeKind::SegmentExited { segment, person } => {
+                self.segment_memberships.insert((*segment, person.0));
+            }
+            ChangeKind::SegmentDefined { segment, .. } | ChangeKind::SegmentRemoved { segment } => {
+                self.segments.insert(*segment);
+            }
+            ChangeKind::TopicDefined { topic, .. } => {
+                self.topics.insert(*topic);
+            }
+            ChangeKind::ObjectTypeDefined { type_id, .. } => {
+                self.object_types.insert(*type_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key touched by the changes after `since` up to the end of the feed.
+    fn since(db: &ProfileDb, since: Cursor) -> Result<Touched> {
+        let mut touched = Touched::default();
+        let mut at = since;
+        loop {
+            let page = db.changes(at, CHANGES_PER_PAGE)?;
+            for change in &page.changes {
+                touched.add(&db.inner.store, &change.kind)?;
+            }
+            at = page.next;
+            if !page.more {
+                return Ok(touched);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.people.len()
+            + self.attributes.len()
+            + self.topic_preferences.len()
+            + self.activities.len()
+            + self.deliveries.len()
+            + self.metrics.len()
+            + self.devices.len()
+            + self.relationships.len()
+            + self.objects.len()
+            + self.object_types.len()
+            + self.segment_memberships.len()
+            + self.segments.len()
+            + self.topics.len()
+            + self.suppressions.len()
+    }
+}
+
 impl Rows<'_> {
     /// Writes each touched key's row as it is now, or a `_deleted` row of its key.
     fn write_touched(
@@ -1260,24 +1411,10 @@ impl Rows<'_> {
         }
         let t = outs.get(&ACTIVITIES)?;
         'seq: for (seq, places) in &touched.activities {
-            for (owner, ts) in places {
-                match owner {
-                    Owner::Person(pid) => {
-                        if let Some(rec) =
-                            store.get::<ActivityF>(&ActivityF::key(*pid, *ts, *seq))?
-                        {
-                            Rows::activity(t, *seq, (Some(*pid), None), *ts, &rec)?;
-                            continue 'seq;
-                        }
-                    }
-                    Owner::Anonymous(anon) => {
-                        if let Some(rec) =
-                            store.get::<AnonymousF>(&AnonymousF::key(anon, *ts, *seq))?
-                        {
-                            Rows::activity(t, *seq, (None, Some(anon)), *ts, &rec)?;
-                            continue 'seq;
-                        }
-                    }
+            for (pid, ts) in places {
+                if let Some(rec) = store.get::<ActivityF>(&ActivityF::key(*pid, *ts, *seq))? {
+                    Rows::activity(t, *seq, *pid, *ts, &rec)?;
+                    continue 'seq;
                 }
             }
             t.push(&[V::U64(*seq)], true)?;
@@ -1430,7 +1567,16 @@ impl ProfileDb {
         let commit = writer.commit_seq;
         let bitmaps = self.read_gate();
         let catalog = self.catalog();
-        let plan = plan(dir, "full", commit)?;
+        // An incremental run reads the feed first: a cursor it cannot serve fails the run
+        // before anything is written.
+        let touched = match options.since {
+            Some(since) => Some(Touched::since(self, since)?),
+            None => None,
+        };
+        let from = options
+            .since
+            .map_or_else(|| "full".to_owned(), |c| c.to_string());
+        let plan = plan(dir, &from, commit)?;
         let store = &self.inner.store;
 
         let mut suppressed = HashSet::new();
@@ -1460,12 +1606,58 @@ impl ProfileDb {
                 options.row_group_rows,
             )?));
         }
+        if let Some(touched) = &touched {
+            let total = touched.len() as u64;
+            let report = |done| {
+                if let Some(f) = options.progress {
+                    f(ParquetProgress { done, total });
+                }
+            };
+            report(0);
+            rows.write_touched(&mut outs, touched, &catalog)?;
+            report(total);
+        } else {
+            rows.write_full(&mut outs, &catalog, suppression_rows, options.progress)?;
+        }
+        let files = outs.finish()?;
+        let cursor = Cursor::after_commit(commit);
+        let since = options.since.map(|c| c.to_string());
+        let kind = if since.is_some() {
+            "incremental"
+        } else {
+            "full"
+        };
+        let manifest = write_manifest(&plan, kind, since.as_deref(), cursor, &files)?;
+        drop(catalog);
+        drop(bitmaps);
+        drop(writer);
+        Ok(ParquetReport {
+            run: plan.run,
+            since: options.since,
+            commit,
+            cursor,
+            files,
+            manifest,
+        })
+    }
+}
+
+impl Rows<'_> {
+    /// Writes every table whole.
+    fn write_full(
+        &self,
+        outs: &mut Outs,
+        catalog: &crate::segments::Catalog,
+        suppression_rows: Vec<(IdentKind, String, i64)>,
+        progress: Option<&(dyn Fn(ParquetProgress) + Sync)>,
+    ) -> Result<()> {
+        let (rows, store, bitmaps) = (self, self.store, self.bitmaps);
         let next_pid = bitmaps
             .get(&BitmapKey::All)
             .and_then(roaring::RoaringBitmap::max)
             .map_or(0, |m| u64::from(m) + 1);
         let mut meter = Meter {
-            f: options.progress,
+            f: progress,
             per_scan: next_pid,
             total: next_pid * PERSON_SCANS,
             base: 0,
@@ -1501,19 +1693,14 @@ impl ProfileDb {
             meter.scan_done();
         }
         outs.close(&[&ATTRIBUTES, &TOPIC_PREFERENCES])?;
-        // activities: people's, then anonymous ids'
+        // activities
         {
             let t = outs.get(&ACTIVITIES)?;
             for item in store.scan::<ActivityF>(&[], false, None) {
                 let (key, rec) = item?;
                 let (pid, ts, seq) = ActivityF::decode_key(&key)?;
-                Rows::activity(t, seq, (Some(pid), None), ts, &rec)?;
+                Rows::activity(t, seq, pid, ts, &rec)?;
                 meter.at(pid);
-            }
-            for item in store.scan::<AnonymousF>(&[], false, None) {
-                let (key, rec) = item?;
-                let (anon, ts, seq) = AnonymousF::decode_key(&key)?;
-                Rows::activity(t, seq, (None, Some(&anon)), ts, &rec)?;
             }
             meter.scan_done();
         }
@@ -1610,17 +1797,7 @@ impl ProfileDb {
             }
         }
 
-        let files = outs.finish()?;
-        let manifest = write_manifest(&plan, "full", None, commit, &files)?;
-        drop(catalog);
-        drop(bitmaps);
-        drop(writer);
-        Ok(ParquetReport {
-            run: plan.run,
-            commit,
-            files,
-            manifest,
-        })
+        Ok(())
     }
 }
 
@@ -1629,7 +1806,7 @@ fn write_manifest(
     plan: &Plan,
     kind: &str,
     since: Option<&str>,
-    commit: u64,
+    cursor: Cursor,
     files: &[ParquetFile],
 ) -> Result<PathBuf> {
     let list: Vec<serde_json::Value> = files
@@ -1650,8 +1827,8 @@ fn write_manifest(
         "run": plan.run,
         "kind": kind,
         "since": since,
-        "commit": commit,
-        "cursor": commit.to_string(),
+        "commit": cursor.commit(),
+        "cursor": cursor.to_string(),
         "files": list,
     });
     let text = serde_json::to_vec_pretty(&doc).map_err(|e| pq(e.to_string()))?;

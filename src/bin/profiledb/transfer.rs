@@ -45,6 +45,11 @@ pub struct ExportArgs {
     /// table, for a warehouse (the README's "Data out: Parquet" lists the tables).
     #[arg(long, value_enum, default_value = "jsonl")]
     format: ExportFormat,
+    /// Parquet only: write only what changed after this cursor (the `next cursor` an
+    /// earlier run printed), from the change feed, which must have been on since then
+    /// (`profiledb feed on`).
+    #[arg(long, value_name = "CURSOR")]
+    since: Option<String>,
 }
 
 /// What `export` writes.
@@ -267,6 +272,11 @@ pub fn export(ctx: &Context, args: ExportArgs) -> CmdResult {
     if args.format == ExportFormat::Parquet {
         return export_parquet(ctx, args);
     }
+    if args.since.is_some() {
+        return Err(Failure::new(
+            "--since is for --format parquet: the JSON-lines export is always whole",
+        ));
+    }
     let db = ctx.open_existing()?;
     if is_dash(&args.output) {
         let mut out = Watched {
@@ -334,23 +344,48 @@ fn export_parquet(ctx: &Context, args: ExportArgs) -> CmdResult {
             "export --format parquet writes a directory of files: name one (DIR), not `-`",
         ));
     }
+    let since = match &args.since {
+        Some(text) => Some(
+            text.parse::<profiledb::Cursor>()
+                .map_err(|e| Failure::new(format!("--since: {e}")))?,
+        ),
+        None => None,
+    };
     let db = ctx.open_existing()?;
     let bar = progress_bar(0, "exporting to Parquet");
     let show = |p: ParquetProgress| {
         bar.set_length(p.total);
         bar.set_position(p.done);
     };
-    let options = ParquetOptions::new().progress(&show);
+    let mut options = ParquetOptions::new().progress(&show);
+    if let Some(since) = since {
+        options = options.since(since);
+    }
     let started = std::time::Instant::now();
     let report = db.export_parquet(&args.output, options);
     bar.finish_and_clear();
-    let report = report.map_err(|e| {
-        Failure::new(format!(
+    let report = report.map_err(|e| match &e {
+        // The feed cannot serve the cursor: never a silent gap.
+        profiledb::Error::CursorExpired { .. } => Failure::new(format!(
+            "cannot export what changed since {}: {e}",
+            args.since.as_deref().unwrap_or_default()
+        )),
+        e if e
+            .input()
+            .is_some_and(|i| i.field == "change_feed" || i.field == "cursor") =>
+        {
+            Failure::new(format!(
+                "cannot export what changed since {}: {e}",
+                args.since.as_deref().unwrap_or_default()
+            ))
+        }
+        e => Failure::new(format!(
             "cannot export to {} as Parquet: {e}",
             args.output.display()
-        ))
+        )),
     })?;
     let seconds = started.elapsed().as_secs_f64();
+    let feed_on = db.change_feed()?.is_some();
     context::close(db)?;
     for f in &report.files {
         outln!(
@@ -361,8 +396,13 @@ fn export_parquet(ctx: &Context, args: ExportArgs) -> CmdResult {
             f.path.display()
         );
     }
+    let what = match report.since {
+        Some(c) => format!("changes after {c}"),
+        None => "full".to_owned(),
+    };
     outln!(
-        "run {}: {} rows, {} bytes in {} files at commit {} in {seconds:.1} s; manifest {}",
+        "run {} ({what}): {} rows, {} bytes in {} files at commit {} in {seconds:.1} s; \
+         manifest {}",
         report.run,
         report.rows(),
         report.bytes(),
@@ -370,6 +410,13 @@ fn export_parquet(ctx: &Context, args: ExportArgs) -> CmdResult {
         report.commit,
         report.manifest.display()
     );
-    outln!("next cursor: {}", report.commit);
+    outln!("next cursor: {}", report.cursor);
+    if !feed_on {
+        outln!(
+            "the change feed is off: `--since {}` needs `profiledb feed on` first (and then \
+             a full export, whose cursor the feed starts from)",
+            report.cursor
+        );
+    }
     Ok(())
 }
