@@ -1,5 +1,5 @@
 //! The database as Parquet files, one per table, for a warehouse
-//! ([`ProfileDb::export_parquet`], feature `parquet`).
+//! ([`ProfileDb::export_parquet`](crate::ProfileDb::export_parquet), feature `parquet`).
 //!
 //! # Layout
 //! A run writes every table, each as one file `DIR/<table>/<run>-<from>-<to>.parquet`
@@ -12,7 +12,7 @@
 //! a run without one did not finish.
 //!
 //! # Tables
-//! [`TABLES`] lists every table with its columns (name, Arrow type, meaning); the README
+//! [`TABLES`](crate::export::parquet::TABLES) lists every table with its columns (name, Arrow type, meaning); the README
 //! shows them. Every table ends with two bookkeeping columns: `_commit` (the commit the
 //! run's snapshot ends at) and `_deleted` (false in a full export; true on a row of an
 //! incremental run saying the key no longer exists, with only the key columns filled).
@@ -20,7 +20,7 @@
 //! event data and object attributes are compact JSON text.
 //!
 //! # Consistency
-//! Like [`ProfileDb::export`], a run holds the writer lock (writers wait) and the commit
+//! Like [`ProfileDb::export`](crate::ProfileDb::export), a run holds the writer lock (writers wait) and the commit
 //! gate for reading, so every table is the same snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -59,6 +59,10 @@ pub const ROW_GROUP_ROWS: usize = 1024 * 1024;
 
 /// Rows handed to the Parquet writer at a time (one Arrow record batch).
 const BATCH_ROWS: usize = 64 * 1024;
+
+/// Text bytes after which a batch is handed over early: an Arrow string column holds at
+/// most 2 GiB (32-bit offsets), and large event data would pass that in 64k rows.
+const BATCH_BYTES: usize = 64 << 20;
 
 /// What a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -605,6 +609,7 @@ struct TableOut {
     tmp: PathBuf,
     dest: PathBuf,
     buffered: usize,
+    buffered_bytes: usize,
     rows: u64,
     commit: u64,
 }
@@ -643,6 +648,7 @@ impl TableOut {
             tmp,
             dest,
             buffered: 0,
+            buffered_bytes: 0,
             rows: 0,
             commit,
         })
@@ -663,6 +669,9 @@ impl TableOut {
             } else {
                 tail.get(i - n).copied().unwrap_or(V::Null)
             };
+            if let V::Str(text) = v {
+                self.buffered_bytes += text.len();
+            }
             if !b.push(v) {
                 return Err(pq(format!(
                     "table {}: column {i} given a value of another type",
@@ -672,7 +681,7 @@ impl TableOut {
         }
         self.buffered += 1;
         self.rows += 1;
-        if self.buffered >= BATCH_ROWS {
+        if self.buffered >= BATCH_ROWS || self.buffered_bytes >= BATCH_BYTES {
             self.write_batch()?;
         }
         Ok(())
@@ -688,6 +697,7 @@ impl TableOut {
         }
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
         self.buffered = 0;
+        self.buffered_bytes = 0;
         let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(pq)?;
         match self.writer.as_mut() {
             Some(w) => w.write(&batch).map_err(pq),
@@ -1563,6 +1573,26 @@ impl ProfileDb {
     /// [`Error::Corrupted`] for a damaged record. Files written before a failure stay,
     /// but no manifest names them.
     pub fn export_parquet(&self, dir: &Path, options: ParquetOptions<'_>) -> Result<ParquetReport> {
+        // The Arrow and Parquet crates are not ours: a panic inside them becomes an
+        // error here (the writer lock's guard is released as it unwinds).
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.export_parquet_inner(dir, options)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".to_owned());
+            Err(pq(format!("the Parquet writer panicked ({what})")))
+        })
+    }
+
+    fn export_parquet_inner(
+        &self,
+        dir: &Path,
+        options: ParquetOptions<'_>,
+    ) -> Result<ParquetReport> {
         let writer = self.writer()?;
         let commit = writer.commit_seq;
         let bitmaps = self.read_gate();
