@@ -19,6 +19,15 @@
 //! Times are unix seconds (`Int64`), as everywhere in profiledb; values of attributes,
 //! event data and object attributes are compact JSON text.
 //!
+//! # Incremental runs
+//! With [`ParquetOptions::since`], a run reads the change feed from that cursor to the
+//! snapshot's end, collects every key a change touched (the first columns of each
+//! table, [`Table::key`]), and writes each once as it is at the snapshot, or, gone, as a
+//! `_deleted` row of its key. Applying runs in order (for each key, the row with the
+//! highest `_commit`, dropped when `_deleted`) gives the tables a full run at the last
+//! one's commit writes. A cursor the feed cannot serve fails the run before anything
+//! is written.
+//!
 //! # Consistency
 //! Like [`ProfileDb::export`](crate::ProfileDb::export), a run holds the writer lock (writers wait) and the commit
 //! gate for reading, so every table is the same snapshot.
