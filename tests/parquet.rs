@@ -1068,3 +1068,100 @@ fn an_increment_the_feed_cannot_serve_is_refused_and_writes_nothing() {
     assert_eq!(common::input_field(&e), "cursor", "{e}");
     assert!(!target.exists(), "nothing written");
 }
+
+/// Runs the built `profiledb` binary, expecting it to fail; returns its stderr.
+fn cli_fails(db: &Path, args: &[&str]) -> String {
+    let Some(binary) = option_env!("CARGO_BIN_EXE_profiledb") else {
+        panic!("the profiledb binary is not built");
+    };
+    let out = std::process::Command::new(binary)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "profiledb {args:?} should fail");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn the_command_line_prints_files_rows_and_the_cursor_and_refuses_what_cannot_work() {
+    if option_env!("CARGO_BIN_EXE_profiledb").is_none() {
+        return; // the CLI is not built without feature `cli`
+    }
+    let (dir, db, _clock) = common::open();
+    build(&db);
+    db.close().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("w");
+    let t = target.to_str().unwrap();
+    let printed = cli(dir.path(), &["export", "--format", "parquet", t]);
+    for table in TABLES {
+        assert!(
+            printed.contains(&format!("{}/{}/000001-full-", t, table.name)),
+            "{printed}"
+        );
+    }
+    let cursor = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("next cursor: "))
+        .unwrap()
+        .to_owned();
+    assert!(cursor.parse::<Cursor>().is_ok(), "{cursor}");
+    assert!(printed.contains("needs `profiledb feed on`"), "{printed}");
+
+    // --since with the feed off: refused, nothing written.
+    let e = cli_fails(
+        dir.path(),
+        &["export", "--format", "parquet", t, "--since", &cursor],
+    );
+    assert!(e.contains("change_feed"), "{e}");
+    assert_eq!(walk(&target).len(), TABLES.len() + 1);
+    let e = cli_fails(
+        dir.path(),
+        &["export", "--format", "parquet", t, "--since", "x"],
+    );
+    assert!(e.starts_with("error: --since:"), "{e}");
+    let e = cli_fails(dir.path(), &["export", "--format", "parquet", "-"]);
+    assert!(e.contains("not `-`"), "{e}");
+    let e = cli_fails(dir.path(), &["export", "--since", "3"]);
+    assert!(e.contains("--format parquet"), "{e}");
+    let file = out.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let e = cli_fails(
+        dir.path(),
+        &["export", "--format", "parquet", file.to_str().unwrap()],
+    );
+    assert!(e.contains("`dir`") && e.contains("is a file"), "{e}");
+
+    // With the feed on: a full run, a change, an increment from its cursor.
+    cli(dir.path(), &["feed", "on"]);
+    let printed = cli(dir.path(), &["export", "--format", "parquet", t]);
+    assert!(!printed.contains("feed on"), "{printed}");
+    let cursor = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("next cursor: "))
+        .unwrap()
+        .to_owned();
+    let db = ProfileDb::open(dir.path()).unwrap();
+    db.identify(Identify::new(Ident::id("late")).set("plan", "pro"))
+        .unwrap();
+    db.close().unwrap();
+    let printed = cli(
+        dir.path(),
+        &["export", "--format", "parquet", t, "--since", &cursor],
+    );
+    assert!(
+        printed.contains(&format!("(changes after {cursor})")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("{t}/people/000003-{cursor}-")),
+        "{printed}"
+    );
+}
