@@ -11,6 +11,9 @@
 //!   segments live, so the difference to `ingest` is the maintenance overhead;
 //! - `durable_write/single/*`: one event, durable before the call returns (profiledb
 //!   write + flush, as `Durability::Flush`; SQLite `synchronous=FULL`).
+//!
+//! Each case also runs profiledb with the change feed on (`profiledb_feed`): the feed's
+//! cost on a write.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
 mod peer;
@@ -25,7 +28,8 @@ use profiledb::synth;
 /// average), the batch size of `peer_scale`.
 const BATCH_PEOPLE: u64 = 300;
 
-const KINDS: [Kind; 2] = [Kind::Profiledb, Kind::Sqlite];
+/// profiledb with the change feed on is measured beside it: the feed's cost.
+const KINDS: [Kind; 3] = [Kind::Profiledb, Kind::ProfiledbFeed, Kind::Sqlite];
 
 fn bench(c: &mut Criterion) {
     let people = peer::people_from_env(20_000);

@@ -1111,11 +1111,24 @@ impl ProfileDb {
     /// After commit `seq`: drops expired changes every [`PRUNE_EVERY`] commits.
     pub(crate) fn after_commit_feed(&self, writer: &mut Writer, seq: u64) -> Result<()> {
         match writer.feed {
-            Some(state) if seq % PRUNE_EVERY == 0 => {
-                let cutoff = self.now().saturating_sub(state.keep_seconds);
-                self.prune_feed(writer, cutoff)
-            }
+            Some(_) if seq % PRUNE_EVERY == 0 => self.prune_expired(writer),
             _ => Ok(()),
+        }
+    }
+
+    /// Drops the changes older than the feed keeps. A damaged `changes` record stops
+    /// the dropping where it lies, without failing the commit or checkpoint that asked
+    /// for it (which has landed): `verify` reports the damage, and a reader of the feed
+    /// meets it as [`Error::Corrupted`]. A storage failure is the caller's error, as
+    /// any failure of the write path.
+    pub(crate) fn prune_expired(&self, writer: &mut Writer) -> Result<()> {
+        let Some(state) = writer.feed else {
+            return Ok(());
+        };
+        let cutoff = self.now().saturating_sub(state.keep_seconds);
+        match self.prune_feed(writer, cutoff) {
+            Err(e) if e.is_corruption() => Ok(()),
+            other => other,
         }
     }
 
@@ -1129,8 +1142,9 @@ impl ProfileDb {
         }))
     }
 
-    /// The end of the feed now: after the last commit. A full export taken under the
-    /// same snapshot (as [`export_parquet`](crate::ProfileDb) does) pairs with it.
+    /// The end of the feed now: after the last commit. A full copy taken with no commit
+    /// in between (an export holds writers off while it runs) pairs with it: follow the
+    /// feed from here.
     pub fn change_cursor(&self) -> Cursor {
         Cursor::after_commit(self.committed_seq())
     }

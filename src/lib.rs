@@ -62,6 +62,10 @@
 //!   [`ProfileDb::restore`] ([`RestoreReport`], [`LineRejection`]) or [`Restore`] line
 //!   by line ([`LineOutcome`], [`Refusal`]), failing with [`RestoreError`] ([`Broken`]);
 //!   the format is in [`export`].
+//! - The change feed ([`feed`]): [`ProfileDb::changes`] after a [`Cursor`] gives a
+//!   [`ChangePage`] of [`Change`]s ([`ChangeKind`], [`Identifiers`]); turned on with
+//!   [`ChangeFeed`] ([`Builder::change_feed`], [`ProfileDb::set_change_feed`]), its reach
+//!   in [`FeedStatus`].
 //! - Errors: [`Error`], [`Result`], [`OpenError`], [`StorageError`], [`InputError`],
 //!   [`InputReason`].
 //! - The edge server and the People page (feature `server`): `server` (`Server`,
@@ -75,7 +79,7 @@
 //! `profile.rs` (the profile and its parts: activity, deliveries, devices,
 //! relationships, objects; expiry), `workspace.rs` (topics, segments, queries, the
 //! people list, the attribute catalogue, indexes, refresh), `counts.rs`, `ingest/` and
-//! `export/` (export and restore).
+//! `export/` (export and restore), `feed.rs` (the change feed).
 //!
 //! # Limits
 //! Inputs are checked against [`Limits`] (Customer.io's published limits by default:

@@ -781,6 +781,62 @@ fn stats_counts_every_kind() {
     assert!(ok(&run(dir.path(), &["stats"])).contains("people"));
 }
 
+#[test]
+fn feed_turns_on_reads_resumes_and_refuses_expired_cursors() {
+    let dir = fixture();
+    // Off: reading says how to turn it on.
+    let e = fails(&run(dir.path(), &["feed", "read"]), 1);
+    assert!(e.contains("change_feed") && e.contains("feed on"), "{e}");
+    assert!(ok(&run(dir.path(), &["feed", "status"])).contains("off"));
+    let on = ok(&run(dir.path(), &["feed", "on", "--keep-days", "2"]));
+    let start = on
+        .lines()
+        .find_map(|l| l.strip_prefix("starts after cursor "))
+        .unwrap()
+        .to_owned();
+    let status = json(&run(dir.path(), &["feed", "status", "--json"]));
+    assert_eq!(status["on"], true);
+    assert_eq!(status["keep_seconds"], 2 * 86_400);
+    assert_eq!(status["oldest"], start.as_str());
+    ok(&run(
+        dir.path(),
+        &["segment", "create", "fed", "--where", "attr.plan = \"pro\""],
+    ));
+    let read = run(
+        dir.path(),
+        &["feed", "read", "--after", &start, "--limit", "1"],
+    );
+    let lines: Vec<Json> = ok(&read)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "segment_defined");
+    let next = stderr(&read)
+        .lines()
+        .find_map(|l| l.strip_prefix("next cursor: "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(next, lines[0]["cursor"].as_str().unwrap());
+    // Resuming gives the rest (the members who entered), then nothing.
+    let rest = ok(&run(dir.path(), &["feed", "read", "--after", &next]));
+    assert!(rest.lines().count() >= 1, "{rest}");
+    assert!(
+        rest.lines().all(|l| l.contains("segment_entered")),
+        "{rest}"
+    );
+    // Bad and expired cursors.
+    let e = fails(&run(dir.path(), &["feed", "read", "--after", "x"]), 1);
+    assert!(e.contains("cursor"), "{e}");
+    let e = fails(&run(dir.path(), &["feed", "read", "--after", "0"]), 1);
+    assert!(e.contains("full export"), "{e}");
+    ok(&run(dir.path(), &["feed", "off"]));
+    assert!(ok(&run(dir.path(), &["feed", "status"])).contains("off"));
+}
+
 // ---- opening, usage, robustness ----
 
 #[test]

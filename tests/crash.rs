@@ -24,7 +24,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use profiledb::{Durability, Ident, Identify, ManualClock, Op, ProfileDb, Track, TrackKind, Value};
+use std::collections::BTreeMap;
+
+use profiledb::{
+    ChangeFeed, ChangeKind, Cursor, Durability, Ident, Identify, ManualClock, Op, ProfileDb, Track,
+    TrackKind, Value,
+};
 
 const CHILD_ENV: &str = "PROFILEDB_CRASH_CHILD";
 const START_ENV: &str = "PROFILEDB_CRASH_START";
@@ -38,6 +43,51 @@ fn builder() -> profiledb::Builder {
         .clock(Arc::new(ManualClock::new(T0)))
         .durability(Durability::Flush)
         .checkpoint_bytes(16 << 10)
+        .change_feed(Some(ChangeFeed::default()))
+}
+
+/// A consumer of the change feed kept across the kills: the people it was told of and
+/// the counter's `last` as the feed said. It resumes from its cursor after each
+/// reopen; a change seen twice or missed shows as a disagreement with the database.
+struct Consumer {
+    cursor: Cursor,
+    people: BTreeMap<u32, String>,
+    counter: Option<u32>,
+    last: Option<Value>,
+}
+
+impl Consumer {
+    fn catch_up(&mut self, db: &ProfileDb, round: u64) {
+        loop {
+            let page = db
+                .changes(self.cursor, 1000)
+                .unwrap_or_else(|e| panic!("round {round}: reading the feed failed: {e}"));
+            for c in page.changes {
+                match c.kind {
+                    ChangeKind::PersonCreated {
+                        person,
+                        identifiers,
+                        ..
+                    } => {
+                        let id = identifiers.id.unwrap_or_default();
+                        if id == "counter" {
+                            self.counter = Some(person.0);
+                        }
+                        let again = self.people.insert(person.0, id);
+                        assert!(again.is_none(), "round {round}: a person created twice");
+                    }
+                    ChangeKind::AttributeChanged {
+                        person, name, new, ..
+                    } if Some(person.0) == self.counter && name == "last" => self.last = new,
+                    _ => {}
+                }
+            }
+            self.cursor = page.next;
+            if !page.more {
+                return;
+            }
+        }
+    }
 }
 
 fn person(k: u64) -> Ident {
@@ -181,9 +231,15 @@ fn acknowledged_writes_survive_sigkill() {
         .ok()
         .map_or(10, |s| s.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let segment = {
+    let (segment, mut consumer) = {
         let db = builder().open(dir.path()).unwrap();
-        db.create_segment(SEGMENT, None).unwrap()
+        let consumer = Consumer {
+            cursor: db.change_cursor(),
+            people: BTreeMap::new(),
+            counter: None,
+            last: None,
+        };
+        (db.create_segment(SEGMENT, None).unwrap(), consumer)
     };
     let started = Instant::now();
     let mut rng = Rng(0x5EED_C4A5_0000_0007);
@@ -244,6 +300,17 @@ fn acknowledged_writes_survive_sigkill() {
         );
         let report = db.verify().unwrap();
         assert!(report.is_ok(), "round {round}: {:?}", report.problems);
+        // The feed's consumer, resuming from where it stopped, agrees with the database.
+        consumer.catch_up(&db, round);
+        assert_eq!(
+            consumer.people.len() as u64,
+            applied_upto + u64::from(applied_upto > 0),
+            "round {round}: the feed's consumer knows another number of people"
+        );
+        assert_eq!(
+            consumer.last, want,
+            "round {round}: the feed's counter disagrees"
+        );
         db.close().unwrap();
         next = applied_upto + 1;
     }

@@ -558,3 +558,77 @@ fn writes_in_one_batch_are_one_commit_of_the_feed() {
     assert_eq!(Copy::of(&db).people.len(), 300);
     let _ = PersonId(0);
 }
+
+#[test]
+fn a_changes_record_is_byte_exact_as_format_md_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = open_with_feed(dir.path(), &clock);
+    db.define_topic(7, "news", true).unwrap();
+    let commit = db.change_cursor().commit();
+    let records = db.raw_records(profiledb::Family::Changes).unwrap();
+    assert_eq!(records.len(), 1);
+    let (key, value) = &records[0];
+    // Key: commit (u64) + part (u32), big-endian.
+    let mut want_key = commit.to_be_bytes().to_vec();
+    want_key.extend_from_slice(&0u32.to_be_bytes());
+    assert_eq!(key, &want_key);
+    // Payload: `at` (i64, zig-zag varint: 252 + u32 LE), one entry: variant 20 `Topic`,
+    // id 7, name "news", default_subscribed true.
+    let mut payload = vec![252];
+    payload.extend_from_slice(&u32::try_from(T0 * 2).unwrap().to_le_bytes());
+    payload.extend_from_slice(&[1, 20, 7, 4]);
+    payload.extend_from_slice(b"news");
+    payload.push(1);
+    let crc = profiledb::internal::codec::checksum(profiledb::Family::Changes.tag(), key, &payload);
+    let mut want = vec![2];
+    want.extend_from_slice(&(crc ^ 0xFFFF_FFFF).to_be_bytes());
+    want.extend_from_slice(&payload);
+    assert_eq!(value, &want);
+    // And `meta/feed`: variant 3, keep_seconds 7 days (zig-zag 1 209 600: 252 + u32 LE),
+    // since: the commit that turned the feed on (one before the topic's).
+    let meta = db.raw_records(profiledb::Family::Meta).unwrap();
+    let (_, feed) = meta.iter().find(|(k, _)| k.as_slice() == b"feed").unwrap();
+    let mut p = vec![3, 252];
+    p.extend_from_slice(&(7u32 * 86_400 * 2).to_le_bytes());
+    p.push(u8::try_from(commit - 1).unwrap());
+    assert_eq!(&feed[5..], &p[..]);
+}
+
+#[test]
+fn a_damaged_change_is_reported_never_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = ProfileDb::builder()
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Buffered)
+        .change_feed(Some(ChangeFeed::keep_seconds(3600).unwrap()))
+        .open(dir.path())
+        .unwrap();
+    let start = db.change_cursor();
+    db.identify(Identify::new(id(1)).set("plan", "a")).unwrap();
+    let (key, value) = db
+        .raw_records(profiledb::Family::Changes)
+        .unwrap()
+        .remove(0);
+    let mut bad = value.clone();
+    *bad.last_mut().unwrap() ^= 0x10;
+    db.raw_put(profiledb::Family::Changes, &key, &bad).unwrap();
+    match db.changes(start, 10) {
+        Err(Error::Corrupted { family, .. }) => assert_eq!(family, "changes"),
+        other => panic!("expected Corrupted, got {other:?}"),
+    }
+    let report = db.verify().unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("changes")));
+    // Dropping old changes meets the damage: the writes and the checkpoint asking for
+    // it stand, and the damage stays where readers and verify see it.
+    clock.advance(7200);
+    for n in 2..300 {
+        db.identify(Identify::new(id(n))).unwrap();
+    }
+    db.checkpoint().unwrap();
+    assert!(matches!(
+        db.changes(start, 10).unwrap_err(),
+        Error::Corrupted { .. }
+    ));
+}

@@ -98,6 +98,8 @@ pub const COMPARING_SEGMENT: (&str, &str) = (
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Profiledb,
+    /// profiledb with the change feed on (what the feed costs a write).
+    ProfiledbFeed,
     Sqlite,
 }
 
@@ -105,6 +107,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Profiledb => "profiledb",
+            Kind::ProfiledbFeed => "profiledb_feed",
             Kind::Sqlite => "sqlite",
         }
     }
@@ -112,6 +115,7 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "profiledb" => Some(Kind::Profiledb),
+            "profiledb_feed" => Some(Kind::ProfiledbFeed),
             "sqlite" => Some(Kind::Sqlite),
             _ => None,
         }
@@ -158,7 +162,8 @@ pub trait Engine {
 /// `cache_bytes`.
 pub fn open(kind: Kind, dir: &Path, cache_bytes: u64) -> Box<dyn Engine> {
     match kind {
-        Kind::Profiledb => Box::new(ProfileEngine::open(dir, cache_bytes)),
+        Kind::Profiledb => Box::new(ProfileEngine::open(dir, cache_bytes, false)),
+        Kind::ProfiledbFeed => Box::new(ProfileEngine::open(dir, cache_bytes, true)),
         Kind::Sqlite => Box::new(SqliteEngine::open(dir, cache_bytes)),
     }
 }

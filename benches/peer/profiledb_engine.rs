@@ -14,12 +14,14 @@ pub struct ProfileEngine {
 }
 
 impl ProfileEngine {
-    pub fn open(dir: &Path, cache_bytes: u64) -> ProfileEngine {
+    /// `feed`: with the change feed on.
+    pub fn open(dir: &Path, cache_bytes: u64, feed: bool) -> ProfileEngine {
         let clock = ManualClock::new(NOW);
         let db = ProfileDb::builder()
             .durability(Durability::Buffered)
             .cache_bytes(cache_bytes)
             .clock(Arc::new(clock.clone()))
+            .change_feed(feed.then(profiledb::ChangeFeed::default))
             .open(dir)
             .expect("open profiledb");
         ProfileEngine {

@@ -327,10 +327,7 @@ impl ProfileDb {
     /// proves. `Ok(false)` when a read in progress kept it from running.
     pub(crate) fn checkpoint_locked(&self, writer: &mut Writer) -> Result<bool> {
         self.fold_locked(writer)?;
-        if let Some(state) = writer.feed {
-            let cutoff = self.now().saturating_sub(state.keep_seconds);
-            self.prune_feed(writer, cutoff)?;
-        }
+        self.prune_expired(writer)?;
         self.make_durable()?;
         match self.inner.store.kv().checkpoint() {
             Ok(done) => {
