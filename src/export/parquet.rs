@@ -20,9 +20,9 @@
 //! event data and object attributes are compact JSON text.
 //!
 //! # Incremental runs
-//! With [`ParquetOptions::since`], a run reads the change feed from that cursor to the
+//! With [`ParquetOptions::since`](crate::export::parquet::ParquetOptions::since), a run reads the change feed from that cursor to the
 //! snapshot's end, collects every key a change touched (the first columns of each
-//! table, [`Table::key`]), and writes each once as it is at the snapshot, or, gone, as a
+//! table, [`Table::key`](crate::export::parquet::Table::key)), and writes each once as it is at the snapshot, or, gone, as a
 //! `_deleted` row of its key. Applying runs in order (for each key, the row with the
 //! highest `_commit`, dropped when `_deleted`) gives the tables a full run at the last
 //! one's commit writes. A cursor the feed cannot serve fails the run before anything
