@@ -1165,3 +1165,63 @@ fn the_command_line_prints_files_rows_and_the_cursor_and_refuses_what_cannot_wor
         "{printed}"
     );
 }
+
+/// Every file under `dir` (folders aside).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    walk(dir)
+}
+
+#[test]
+fn a_run_that_fails_reading_leaves_no_file_and_a_damaged_record_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = profiledb::Faults::new();
+    let db = ProfileDb::builder()
+        .clock(std::sync::Arc::new(ManualClock::new(T0)))
+        .durability(Durability::Buffered)
+        .faults(faults.clone())
+        .open(dir.path())
+        .unwrap();
+    build(&db);
+    let out = tempfile::tempdir().unwrap();
+    let probe = out.path().join("probe");
+    let r0 = faults.reads_seen();
+    let whole = db.export_parquet(&probe, ParquetOptions::new()).unwrap();
+    let reads = faults.reads_seen() - r0;
+    assert!(reads > 1000, "{reads}");
+    // A read failing anywhere (first, last, and in each table's scan): an error, and
+    // none of the run's files are left, temporary or published.
+    let mut at: Vec<u64> = (1..=16).map(|i| reads * i / 16).collect();
+    at.insert(0, 1);
+    for n in at {
+        let target = out.path().join(format!("fail-{n}"));
+        faults.fail_read_at(n);
+        let e = db
+            .export_parquet(&target, ParquetOptions::new())
+            .unwrap_err();
+        assert!(matches!(e, Error::Storage(_)), "read {n}: {e}");
+        faults.clear();
+        assert_eq!(
+            files_under(&target),
+            Vec::<std::path::PathBuf>::new(),
+            "read {n}"
+        );
+        // The handle goes on: the same directory takes a whole run.
+        let again = db.export_parquet(&target, ParquetOptions::new()).unwrap();
+        assert_eq!(again.run, 1);
+        assert_eq!(again.rows(), whole.rows());
+    }
+    // A damaged record: `Error::Corrupted`, never a panic, nothing left.
+    let key = db.raw_records(profiledb::Family::Attributes).unwrap()[5]
+        .0
+        .clone();
+    faults.corrupt_reads_of(profiledb::Family::Attributes, key);
+    let target = out.path().join("corrupt");
+    let e = db
+        .export_parquet(&target, ParquetOptions::new())
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupted { .. }), "{e}");
+    assert_eq!(files_under(&target), Vec::<std::path::PathBuf>::new());
+}

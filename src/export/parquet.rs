@@ -1113,6 +1113,19 @@ fn decode_device_key(key: &[u8]) -> Result<(u32, String)> {
 struct Outs {
     outs: Vec<Option<TableOut>>,
     done: Vec<Option<ParquetFile>>,
+    /// Set once the run's manifest is written: until then, dropping the run removes the
+    /// files it published, so a failed run leaves nothing a glob would pick up.
+    keep: bool,
+}
+
+impl Drop for Outs {
+    fn drop(&mut self) {
+        if !self.keep {
+            for file in self.done.iter().flatten() {
+                let _ = std::fs::remove_file(&file.path);
+            }
+        }
+    }
 }
 
 impl Outs {
@@ -1133,10 +1146,10 @@ impl Outs {
     }
 
     /// Finishes every file still open; every table's file, in [`TABLES`] order.
-    fn finish(mut self) -> Result<Vec<ParquetFile>> {
+    fn finish(&mut self) -> Result<Vec<ParquetFile>> {
         let all: Vec<&Table> = TABLES.iter().collect();
         self.close(&all)?;
-        Ok(self.done.into_iter().flatten().collect())
+        Ok(self.done.iter().flatten().cloned().collect())
     }
 
     fn get(&mut self, table: &Table) -> Result<&mut TableOut> {
@@ -1579,8 +1592,8 @@ impl ProfileDb {
     /// [`Error::Input`] naming `dir` when it is a file, cannot be created or written, or
     /// already holds a file this run would write (nothing is ever overwritten);
     /// [`Error::Storage`] when reading the database or writing a file fails;
-    /// [`Error::Corrupted`] for a damaged record. Files written before a failure stay,
-    /// but no manifest names them.
+    /// [`Error::Corrupted`] for a damaged record. A run that fails leaves no file of its
+    /// own behind (only the folders it created).
     pub fn export_parquet(&self, dir: &Path, options: ParquetOptions<'_>) -> Result<ParquetReport> {
         // The Arrow and Parquet crates are not ours: a panic inside them becomes an
         // error here (the writer lock's guard is released as it unwinds).
@@ -1635,6 +1648,7 @@ impl ProfileDb {
         let mut outs = Outs {
             outs: Vec::new(),
             done: vec![None; TABLES.len()],
+            keep: false,
         };
         for t in TABLES {
             outs.outs.push(Some(TableOut::create(
@@ -1667,6 +1681,7 @@ impl ProfileDb {
             "full"
         };
         let manifest = write_manifest(&plan, kind, since.as_deref(), cursor, &files)?;
+        outs.keep = true;
         drop(catalog);
         drop(bitmaps);
         drop(writer);
