@@ -8,8 +8,9 @@
 //! and then `DIR/manifests/<run>-<from>-<to>.json` listing the files, their rows and
 //! bytes, and the cursor to pass to the next incremental run. A file that already exists
 //! is never overwritten: each is written under a temporary name, made durable, and
-//! linked to its name (which fails if the name is taken). The manifest is written last:
-//! a run without one did not finish.
+//! linked to its name (which fails if the name is taken). The manifest is written last;
+//! a run that fails removes the files it wrote (a crash can leave some, with no
+//! manifest naming them).
 //!
 //! # Tables
 //! [`TABLES`](crate::export::parquet::TABLES) lists every table with its columns (name, Arrow type, meaning); the README
