@@ -4,8 +4,9 @@ counts and joins against what the `profiledb` command answers about the same dat
 
     python3 tests/duckdb/check_export.py PROFILEDB_BINARY DB_DIR EXPORT_DIR
 
-Applies every run in EXPORT_DIR (full and incremental) with the README's rule: for each
-key keep the row with the highest `_commit`, and drop it when `_deleted`. Prints one line
+EXPORT_DIR holds one full run and the incremental runs after it (or a full run alone);
+they are applied with the README's rule: for each key keep the row with the highest
+`_commit`, and drop it when `_deleted`. Prints one line
 per check and `N passed, M failed`; exits 1 when a check fails, 3 when the `duckdb`
 package is missing (the caller decides whether that is a skip).
 """
