@@ -1462,6 +1462,7 @@ impl Rows<'_> {
         outs: &mut Outs,
         touched: &Touched,
         catalog: &crate::segments::Catalog,
+        suppression_rows: &[(IdentKind, String, i64)],
     ) -> Result<()> {
         let store = self.store;
         let t = outs.get(&PEOPLE)?;
@@ -1597,11 +1598,18 @@ impl Rows<'_> {
                 None => t.push(&[V::U32(*id)], true)?,
             }
         }
+        // Suppressions are written whole in every run: suppressing an identifier that is
+        // suppressed already rewrites its group's records (a new `at`) and the change feed
+        // reports only identifiers becoming suppressed or free. The family is small.
         let t = outs.get(&SUPPRESSIONS)?;
+        let mut present = BTreeSet::new();
+        for (kind, value, at) in suppression_rows {
+            t.row(&[V::Str(kind.as_str()), V::Str(value), V::I64(*at)])?;
+            present.insert((*kind, value.as_str()));
+        }
         for (kind, value) in &touched.suppressions {
-            match store.get::<SuppressedF>(&ident_key(*kind, value))? {
-                Some(rec) => t.row(&[V::Str(kind.as_str()), V::Str(value), V::I64(rec.at)])?,
-                None => t.push(&[V::Str(kind.as_str()), V::Str(value)], true)?,
+            if !present.contains(&(*kind, value.as_str())) {
+                t.push(&[V::Str(kind.as_str()), V::Str(value)], true)?;
             }
         }
         Ok(())
@@ -1724,10 +1732,10 @@ impl ProfileDb {
                 }
             };
             report(0);
-            rows.write_touched(&mut outs, touched, &catalog)?;
+            rows.write_touched(&mut outs, touched, &catalog, &suppression_rows)?;
             report(total);
         } else {
-            rows.write_full(&mut outs, &catalog, suppression_rows, options.progress)?;
+            rows.write_full(&mut outs, &catalog, &suppression_rows, options.progress)?;
         }
         let files = outs.finish()?;
         let cursor = Cursor::after_commit(commit);
@@ -1759,7 +1767,7 @@ impl Rows<'_> {
         &self,
         outs: &mut Outs,
         catalog: &crate::segments::Catalog,
-        suppression_rows: Vec<(IdentKind, String, i64)>,
+        suppression_rows: &[(IdentKind, String, i64)],
         progress: Option<&(dyn Fn(ParquetProgress) + Sync)>,
     ) -> Result<()> {
         let (rows, store, bitmaps) = (self, self.store, self.bitmaps);
@@ -1903,7 +1911,7 @@ impl Rows<'_> {
                 ])?;
             }
             let t = outs.get(&SUPPRESSIONS)?;
-            for (kind, value, at) in &suppression_rows {
+            for (kind, value, at) in suppression_rows {
                 t.row(&[V::Str(kind.as_str()), V::Str(value), V::I64(*at)])?;
             }
         }
