@@ -1265,6 +1265,13 @@ fn random_op(db: &ProfileDb, clock: &ManualClock, rng: &mut Rng, people: u64) {
             if rng.below(5) == 0 {
                 op = op.set("unsubscribed", rng.below(2) == 0);
             }
+            if rng.below(8) == 0 {
+                // An identifier changes (or clashes with someone's, and is refused).
+                op = op.set("email", format!("moved{}@example.com", rng.below(20)));
+            }
+            if rng.below(10) == 0 {
+                op = op.set("phone", format!("+1555000{:04}", rng.below(30)));
+            }
             let _ = db.identify(op);
         }
         4 => {
@@ -1340,6 +1347,9 @@ fn random_op(db: &ProfileDb, clock: &ManualClock, rng: &mut Rng, people: u64) {
                     let _ = db.remove_from_segment(vip, &[who(p)]);
                 }
             }
+        }
+        17 if rng.below(4) == 0 => {
+            let _ = db.define_object_type(1 + rng.below(2) as u32, &format!("Type {q}"));
         }
         17 => {
             let _ = db.define_topic(
