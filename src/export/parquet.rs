@@ -13,25 +13,28 @@
 //! manifest naming them).
 //!
 //! # Tables
-//! [`TABLES`](crate::export::parquet::TABLES) lists every table with its columns (name, Arrow type, meaning); the README
-//! shows them. Every table ends with two bookkeeping columns: `_commit` (the commit the
-//! run's snapshot ends at) and `_deleted` (false in a full export; true on a row of an
-//! incremental run saying the key no longer exists, with only the key columns filled).
-//! Times are unix seconds (`Int64`), as everywhere in profiledb; values of attributes,
-//! event data and object attributes are compact JSON text.
+//! [`TABLES`](crate::export::parquet::TABLES) lists every table with its columns (name,
+//! Arrow type, meaning); the README shows them. Every table ends with two bookkeeping
+//! columns: `_commit` (the commit the run's snapshot ends at) and `_deleted` (false in a
+//! full export; true on a row of an incremental run saying the key no longer exists,
+//! with only the key columns filled). Times are unix seconds (`Int64`), as everywhere in
+//! profiledb; values of attributes, event data and object attributes are compact JSON
+//! text.
 //!
 //! # Incremental runs
-//! With [`ParquetOptions::since`](crate::export::parquet::ParquetOptions::since), a run reads the change feed from that cursor to the
-//! snapshot's end, collects every key a change touched (the first columns of each
-//! table, [`Table::key`](crate::export::parquet::Table::key)), and writes each once as it is at the snapshot, or, gone, as a
-//! `_deleted` row of its key. Applying runs in order (for each key, the row with the
-//! highest `_commit`, dropped when `_deleted`) gives the tables a full run at the last
-//! one's commit writes. A cursor the feed cannot serve fails the run before anything
-//! is written.
+//! With [`ParquetOptions::since`](crate::export::parquet::ParquetOptions::since), a run
+//! reads the change feed from that cursor to the snapshot's end, collects every key a
+//! change touched (the first columns of each table,
+//! [`Table::key`](crate::export::parquet::Table::key)), and writes each once as it is at
+//! the snapshot, or, gone, as a `_deleted` row of its key (`suppressions`, small, is
+//! written whole). Applying runs in order (for each key, the row with the highest
+//! `_commit`, dropped when `_deleted`) over one full run gives the tables a full run at
+//! the last one's commit writes. A cursor the feed cannot serve fails the run before
+//! anything is written.
 //!
 //! # Consistency
-//! Like [`ProfileDb::export`](crate::ProfileDb::export), a run holds the writer lock (writers wait) and the commit
-//! gate for reading, so every table is the same snapshot.
+//! Like [`ProfileDb::export`](crate::ProfileDb::export), a run holds the writer lock
+//! (writers wait) and the commit gate for reading, so every table is the same snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
@@ -1261,43 +1264,23 @@ struct Touched {
 }
 
 impl Touched {
-    /// Every topic named in a change to `cio_subscription_preferences` (the whole value,
-    /// its `topics` map, or one dotted `topics.topic_<n>` path) of `pid`.
+    /// Every topic named in the old or new value of `pid`'s top-level attribute `name`,
+    /// when it is `cio_subscription_preferences` (whose `topics.topic_<n>` booleans are
+    /// the explicit preferences).
     fn topic_change(&mut self, pid: u32, name: &str, values: &[Option<&Value>]) {
-        let mut path = name.split('.');
-        if path.next() != Some("cio_subscription_preferences") {
+        if name != "cio_subscription_preferences" {
             return;
         }
-        match (path.next(), path.next()) {
-            (Some("topics"), Some(topic)) => {
-                if let Some(n) = topic_number(topic) {
-                    self.topic_preferences.insert((pid, n));
-                }
+        let topics = values
+            .iter()
+            .flatten()
+            .filter_map(|v| v.as_map())
+            .filter_map(|m| m.get("topics"))
+            .filter_map(Value::as_map);
+        for m in topics {
+            for n in m.keys().filter_map(|k| topic_number(k)) {
+                self.topic_preferences.insert((pid, n));
             }
-            (Some("topics"), None) => {
-                for m in values.iter().flatten().filter_map(|v| v.as_map()) {
-                    for n in m.keys().filter_map(|k| topic_number(k)) {
-                        self.topic_preferences.insert((pid, n));
-                    }
-                }
-            }
-            (None, _) => {
-                for v in values.iter().flatten() {
-                    if let Value::Map(m) = v {
-                        for n in topic_prefs(m).into_keys() {
-                            self.topic_preferences.insert((pid, n));
-                        }
-                    }
-                    let wrapped: crate::model::Map =
-                        [("cio_subscription_preferences".to_owned(), (*v).clone())]
-                            .into_iter()
-                            .collect();
-                    for n in topic_prefs(&wrapped).into_keys() {
-                        self.topic_preferences.insert((pid, n));
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }
