@@ -147,7 +147,7 @@
 //!   program linking the library chooses its own (the README says how).
 //! - `server` (default): `profiledb serve` (`server`): the Track, Pipelines, webhook
 //!   and App API endpoints with group commit, and the People page.
-//! - `parquet` (default): [`ProfileDb::export_parquet`] (`export::parquet`): one Parquet
+//! - `parquet` (default): `ProfileDb::export_parquet` (`export::parquet`): one Parquet
 //!   file per table for a warehouse, whole or what changed after a change-feed cursor,
 //!   with the Apache Arrow project's `parquet` and `arrow` crates.
 //! - `__internal` (hidden, not public API): what the tests, benches and fuzz targets
