@@ -61,7 +61,9 @@
 //!   [`Rejection`]; export out: [`ProfileDb::export`], and back into an empty database:
 //!   [`ProfileDb::restore`] ([`RestoreReport`], [`LineRejection`]) or [`Restore`] line
 //!   by line ([`LineOutcome`], [`Refusal`]), failing with [`RestoreError`] ([`Broken`]);
-//!   the format is in [`export`].
+//!   the format is in [`export`]. For a warehouse (feature `parquet`):
+//!   `ProfileDb::export_parquet` writes one Parquet file per table, whole or what changed
+//!   after a [`Cursor`] (`export::parquet`: `ParquetOptions`, `ParquetReport`, `TABLES`).
 //! - The change feed ([`feed`]): [`ProfileDb::changes`] after a [`Cursor`] gives a
 //!   [`ChangePage`] of [`Change`]s ([`ChangeKind`], [`Identifiers`]); turned on with
 //!   [`ChangeFeed`] ([`Builder::change_feed`], [`ProfileDb::set_change_feed`]), its reach
@@ -145,6 +147,9 @@
 //!   program linking the library chooses its own (the README says how).
 //! - `server` (default): `profiledb serve` (`server`): the Track, Pipelines, webhook
 //!   and App API endpoints with group commit, and the People page.
+//! - `parquet` (default): `ProfileDb::export_parquet` (`export::parquet`): one Parquet
+//!   file per table for a warehouse, whole or what changed after a change-feed cursor,
+//!   with the Apache Arrow project's `parquet` and `arrow` crates.
 //! - `__internal` (hidden, not public API): what the tests, benches and fuzz targets
 //!   need from the inside.
 #![deny(missing_docs)]

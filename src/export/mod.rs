@@ -85,6 +85,9 @@
 //! [`ProfileDb::ingest`]: crate::ProfileDb::ingest
 
 pub(crate) mod dump;
+/// The database as Parquet files, one per table ([`ProfileDb::export_parquet`](crate::ProfileDb::export_parquet); feature `parquet`).
+#[cfg(feature = "parquet")]
+pub mod parquet;
 mod restore;
 
 pub(crate) use dump::Upgrade;

@@ -142,10 +142,16 @@ enum Command {
     /// applied is durable when it exits. A dump made by `export` goes into an empty
     /// database, whole and alone.
     Ingest(transfer::IngestArgs),
-    /// Write the whole database as JSON lines that `ingest` restores into an empty one.
+    /// Write the whole database as JSON lines that `ingest` restores into an empty one,
+    /// or (`--format parquet DIR`) as one Parquet file per table for a warehouse.
     ///
-    /// A lossless dump: every record, in profiledb's own extension messages. Written to
-    /// FILE.tmp first and renamed to FILE when complete.
+    /// JSON lines: a lossless dump, every record in profiledb's own extension messages,
+    /// written to FILE.tmp first and renamed to FILE when complete. Parquet: one file per
+    /// table (people, attributes, activities, deliveries, metrics, devices,
+    /// relationships, objects, object_types, segment_memberships, topic_preferences,
+    /// segments, topics, suppressions) in DIR/<table>/, and a manifest in
+    /// DIR/manifests/, never overwriting a file; prints each file's rows and bytes and
+    /// `next cursor: <commit>`.
     Export(transfer::ExportArgs),
     /// The change feed: every commit's changes in order, for a copy kept elsewhere.
     #[command(subcommand)]

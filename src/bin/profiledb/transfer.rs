@@ -36,10 +36,30 @@ pub struct IngestArgs {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Where to write (replaced only once the export is complete), or `-` for standard
-    /// output.
-    #[arg(value_name = "FILE|-", default_value = "-")]
+    /// Where to write. JSON lines: a file (replaced only once the export is complete),
+    /// or `-` for standard output. Parquet: a directory (created when missing), beside
+    /// the files earlier runs left there, none of which is ever overwritten.
+    #[arg(value_name = "FILE|-|DIR", default_value = "-")]
     output: PathBuf,
+    /// `jsonl`: the lossless dump `ingest` restores. `parquet`: one Parquet file per
+    /// table, for a warehouse (the README's "Data out: Parquet" lists the tables).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: ExportFormat,
+    /// Parquet only: write only what changed after this cursor (the `next cursor` an
+    /// earlier run printed), from the change feed, which must have been on since then
+    /// (`profiledb feed on`).
+    #[arg(long, value_name = "CURSOR")]
+    since: Option<String>,
+}
+
+/// What `export` writes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// JSON lines: every record, for `ingest` into an empty database.
+    Jsonl,
+    /// One Parquet file per table.
+    #[cfg(feature = "parquet")]
+    Parquet,
 }
 
 fn is_dash(p: &Path) -> bool {
@@ -248,6 +268,15 @@ fn temporary(path: &Path) -> PathBuf {
 
 /// Runs `export`.
 pub fn export(ctx: &Context, args: ExportArgs) -> CmdResult {
+    #[cfg(feature = "parquet")]
+    if args.format == ExportFormat::Parquet {
+        return export_parquet(ctx, args);
+    }
+    if args.since.is_some() {
+        return Err(Failure::new(
+            "--since is for --format parquet: the JSON-lines export is always whole",
+        ));
+    }
     let db = ctx.open_existing()?;
     if is_dash(&args.output) {
         let mut out = Watched {
@@ -304,4 +333,90 @@ fn write_file(db: &ProfileDb, tmp: &Path) -> Result<u64, Failure> {
     let file = out.into_inner().map_err(|e| cannot(e.error()))?;
     file.sync_all().map_err(|e| cannot(&e))?;
     Ok(lines)
+}
+
+/// Runs `export --format parquet`.
+#[cfg(feature = "parquet")]
+fn export_parquet(ctx: &Context, args: ExportArgs) -> CmdResult {
+    use profiledb::export::parquet::{ParquetOptions, ParquetProgress};
+    if is_dash(&args.output) {
+        return Err(Failure::new(
+            "export --format parquet writes a directory of files: name one (DIR), not `-`",
+        ));
+    }
+    let since = match &args.since {
+        Some(text) => Some(
+            text.parse::<profiledb::Cursor>()
+                .map_err(|e| Failure::new(format!("--since: {e}")))?,
+        ),
+        None => None,
+    };
+    let db = ctx.open_existing()?;
+    let bar = progress_bar(0, "exporting to Parquet");
+    let show = |p: ParquetProgress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    };
+    let mut options = ParquetOptions::new().progress(&show);
+    if let Some(since) = since {
+        options = options.since(since);
+    }
+    let started = std::time::Instant::now();
+    let report = db.export_parquet(&args.output, options);
+    bar.finish_and_clear();
+    let report = report.map_err(|e| match &e {
+        // The feed cannot serve the cursor: never a silent gap.
+        profiledb::Error::CursorExpired { .. } => Failure::new(format!(
+            "cannot export what changed since {}: {e}",
+            args.since.as_deref().unwrap_or_default()
+        )),
+        e if e
+            .input()
+            .is_some_and(|i| i.field == "change_feed" || i.field == "cursor") =>
+        {
+            Failure::new(format!(
+                "cannot export what changed since {}: {e}",
+                args.since.as_deref().unwrap_or_default()
+            ))
+        }
+        e => Failure::new(format!(
+            "cannot export to {} as Parquet: {e}",
+            args.output.display()
+        )),
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let feed_on = db.change_feed()?.is_some();
+    context::close(db)?;
+    for f in &report.files {
+        outln!(
+            "{:<20} {:>12} rows {:>14} bytes  {}",
+            f.table,
+            f.rows,
+            f.bytes,
+            f.path.display()
+        );
+    }
+    let what = match report.since {
+        Some(c) => format!("changes after {c}"),
+        None => "full".to_owned(),
+    };
+    outln!(
+        "run {} ({what}): {} rows, {} bytes in {} files at commit {} in {seconds:.1} s; \
+         manifest {}",
+        report.run,
+        report.rows(),
+        report.bytes(),
+        report.files.len(),
+        report.commit,
+        report.manifest.display()
+    );
+    outln!("next cursor: {}", report.cursor);
+    if !feed_on {
+        outln!(
+            "the change feed is off: `--since {}` needs `profiledb feed on` first (and then \
+             a full export, whose cursor the feed starts from)",
+            report.cursor
+        );
+    }
+    Ok(())
 }
