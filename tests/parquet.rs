@@ -954,7 +954,7 @@ fn a_full_export_and_its_increments_applied_in_order_equal_a_fresh_full_export()
     build(&db);
     let out = tempfile::tempdir().unwrap();
     let full = export(&db, out.path());
-    assert_eq!(full.cursor, db.change_cursor());
+    assert_eq!(full.cursor, db.change_cursor().unwrap());
     assert_eq!(full.since, None);
 
     churn(&db, &clock, 0);
@@ -1062,7 +1062,7 @@ fn an_increment_the_feed_cannot_serve_is_refused_and_writes_nothing() {
     assert!(!target.exists(), "nothing written");
 
     // Turned on later: a cursor from before is expired, never a silent gap.
-    let before = db.change_cursor();
+    let before = db.change_cursor().unwrap();
     db.set_change_feed(Some(ChangeFeed::keep_days(1))).unwrap();
     db.identify(Identify::new(Ident::id("late"))).unwrap();
     let e = db

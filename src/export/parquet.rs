@@ -1664,6 +1664,9 @@ impl ProfileDb {
         options: ParquetOptions<'_>,
     ) -> Result<ParquetReport> {
         let writer = self.writer()?;
+        // The cursor the run hands out must never be taken back by a crash: make every
+        // commit durable first (no commit lands while the writer lock is held).
+        self.make_durable()?;
         let commit = writer.commit_seq;
         let bitmaps = self.read_gate();
         let catalog = self.catalog();
