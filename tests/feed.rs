@@ -17,12 +17,30 @@ use profiledb::{
 use common::{input_field, T0};
 
 fn open_with_feed(dir: &std::path::Path, clock: &ManualClock) -> ProfileDb {
+    open_keeping(dir, clock, 7 * 86_400)
+}
+
+/// A database with the feed on keeping `keep` seconds of changes.
+fn open_keeping(dir: &std::path::Path, clock: &ManualClock, keep: i64) -> ProfileDb {
     ProfileDb::builder()
         .clock(Arc::new(clock.clone()))
         .durability(Durability::Buffered)
-        .change_feed(Some(ChangeFeed::keep_days(7)))
+        .change_feed(Some(ChangeFeed::keep_seconds(keep).unwrap()))
         .open(dir)
         .unwrap()
+}
+
+/// The stored `changes` records.
+fn change_records(db: &ProfileDb) -> Vec<(Vec<u8>, Vec<u8>)> {
+    db.raw_records(profiledb::Family::Changes).unwrap()
+}
+
+/// Flips one bit of the last byte of the first `changes` record (its checksum fails).
+fn damage_first_change(db: &ProfileDb) {
+    let (key, mut value) = change_records(db).remove(0);
+    *value.last_mut().unwrap() ^= 0x10;
+    db.raw_put(profiledb::Family::Changes, &key, &value)
+        .unwrap();
 }
 
 /// Every change after `after`, read `page` at a time; checks each page's cursors.
@@ -309,10 +327,7 @@ fn the_feed_is_off_until_turned_on() {
     assert_eq!(input_field(&e), "change_feed");
     assert!(db.change_feed().unwrap().is_none());
     db.identify(Identify::new(Ident::id("a"))).unwrap();
-    assert!(db
-        .raw_records(profiledb::Family::Changes)
-        .unwrap()
-        .is_empty());
+    assert!(change_records(&db).is_empty());
 }
 
 #[test]
@@ -409,12 +424,7 @@ fn resuming_from_any_cursor_sees_nothing_twice_and_misses_nothing() {
 fn old_changes_expire_with_a_typed_error_never_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let db = ProfileDb::builder()
-        .clock(Arc::new(clock.clone()))
-        .durability(Durability::Buffered)
-        .change_feed(Some(ChangeFeed::keep_seconds(3600).unwrap()))
-        .open(dir.path())
-        .unwrap();
+    let db = open_keeping(dir.path(), &clock, 3600);
     let start = db.change_cursor().unwrap();
     db.identify(Identify::new(id(1)).set("plan", "a")).unwrap();
     let middle = db.change_cursor().unwrap();
@@ -438,10 +448,7 @@ fn old_changes_expire_with_a_typed_error_never_a_gap() {
     assert_eq!(status.keep_seconds, 3600);
     // Turning it off drops everything; on again starts afresh.
     db.set_change_feed(None).unwrap();
-    assert!(db
-        .raw_records(profiledb::Family::Changes)
-        .unwrap()
-        .is_empty());
+    assert!(change_records(&db).is_empty());
     assert_eq!(
         input_field(&db.changes(middle, 1).unwrap_err()),
         "change_feed"
@@ -498,18 +505,9 @@ fn big_segment_moves_are_read_and_verified() {
         .count();
     assert_eq!(entered, 5000);
     // Turning the feed off drops everything, even past a damaged record.
-    let (key, value) = db
-        .raw_records(profiledb::Family::Changes)
-        .unwrap()
-        .remove(0);
-    let mut bad = value;
-    *bad.last_mut().unwrap() ^= 1;
-    db.raw_put(profiledb::Family::Changes, &key, &bad).unwrap();
+    damage_first_change(&db);
     db.set_change_feed(None).unwrap();
-    assert!(db
-        .raw_records(profiledb::Family::Changes)
-        .unwrap()
-        .is_empty());
+    assert!(change_records(&db).is_empty());
 }
 
 #[test]
@@ -644,7 +642,7 @@ fn writes_in_one_batch_are_one_commit_of_the_feed() {
     );
     // A commit this size spans several `changes` records, each well under sled's blob
     // threshold.
-    let records = db.raw_records(profiledb::Family::Changes).unwrap();
+    let records = change_records(&db);
     assert!(records.len() > 1);
     assert!(records.iter().all(|(_, v)| v.len() < 40 << 10));
     assert_eq!(Copy::of(&db).people.len(), 300);
@@ -658,7 +656,7 @@ fn a_changes_record_is_byte_exact_as_format_md_says() {
     let db = open_with_feed(dir.path(), &clock);
     db.define_topic(7, "news", true).unwrap();
     let commit = db.change_cursor().unwrap().commit();
-    let records = db.raw_records(profiledb::Family::Changes).unwrap();
+    let records = change_records(&db);
     assert_eq!(records.len(), 1);
     let (key, value) = &records[0];
     // Key: commit (u64) + part (u32), big-endian.
@@ -691,21 +689,10 @@ fn a_changes_record_is_byte_exact_as_format_md_says() {
 fn a_damaged_change_is_reported_never_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let db = ProfileDb::builder()
-        .clock(Arc::new(clock.clone()))
-        .durability(Durability::Buffered)
-        .change_feed(Some(ChangeFeed::keep_seconds(3600).unwrap()))
-        .open(dir.path())
-        .unwrap();
+    let db = open_keeping(dir.path(), &clock, 3600);
     let start = db.change_cursor().unwrap();
     db.identify(Identify::new(id(1)).set("plan", "a")).unwrap();
-    let (key, value) = db
-        .raw_records(profiledb::Family::Changes)
-        .unwrap()
-        .remove(0);
-    let mut bad = value.clone();
-    *bad.last_mut().unwrap() ^= 0x10;
-    db.raw_put(profiledb::Family::Changes, &key, &bad).unwrap();
+    damage_first_change(&db);
     match db.changes(start, 10) {
         Err(Error::Corrupted { family, .. }) => assert_eq!(family, "changes"),
         other => panic!("expected Corrupted, got {other:?}"),
