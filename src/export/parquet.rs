@@ -1159,11 +1159,6 @@ impl Rows<'_> {
     }
 }
 
-fn decode_object_key(key: &[u8]) -> Result<(u32, String)> {
-    let (t, r) = KeyReader::new(Family::Objects, key).u32()?;
-    Ok((t, r.tail_str()?))
-}
-
 fn decode_device_key(key: &[u8]) -> Result<(u32, String)> {
     let (pid, r) = KeyReader::new(Family::Devices, key).u32()?;
     Ok((pid, r.tail_str()?))
@@ -1851,7 +1846,7 @@ impl Rows<'_> {
             let t = outs.get(&OBJECTS)?;
             for item in store.scan::<ObjectsF>(&[], false, None) {
                 let (key, rec) = item?;
-                let (type_id, object_id) = decode_object_key(&key)?;
+                let (type_id, object_id) = ObjectsF::decode_key(&key)?;
                 Rows::object(t, type_id, &object_id, &rec)?;
             }
             let t = outs.get(&OBJECT_TYPES)?;
