@@ -980,6 +980,9 @@ fn demo_builds_a_workspace_that_the_other_commands_read() {
     ] {
         assert!(out.contains(needle), "missing {needle}:\n{out}");
     }
+    if cfg!(feature = "parquet") {
+        assert!(out.contains("export --format parquet"), "{out}");
+    }
     let stats = json(&run(&dir, &["stats", "--json"]));
     assert_eq!(stats["people"], 2001);
     assert_eq!(stats["segments"], 6);

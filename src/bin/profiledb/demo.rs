@@ -216,6 +216,14 @@ pub fn demo(ctx: &Context, args: DemoArgs) -> CmdResult {
         outln!("  {me} --db {shown} serve --no-auth");
         outln!("  then open http://127.0.0.1:8080/");
     }
+    #[cfg(feature = "parquet")]
+    {
+        outln!("Export it for a warehouse (one Parquet file per table; DuckDB, Spark, BigQuery read them):");
+        outln!("  {me} --db {shown} export --format parquet {shown}-parquet");
+        outln!(
+            "  with `{me} --db {shown} feed on` first, later runs take `--since CURSOR` and write only what changed"
+        );
+    }
     Ok(())
 }
 
