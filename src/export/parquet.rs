@@ -1098,6 +1098,21 @@ impl Rows<'_> {
         id: &str,
         rec: &DeliveryRecord,
     ) -> Result<()> {
+        Rows::delivery_row(d, pid, created, id, rec)?;
+        for (metric, at) in &rec.metrics {
+            m.row(&[V::Str(id), V::Str(metric), V::U32(pid), V::I64(*at)])?;
+        }
+        Ok(())
+    }
+
+    /// The `deliveries` row alone (its metrics are rows of `metrics`).
+    fn delivery_row(
+        d: &mut TableOut,
+        pid: u32,
+        created: i64,
+        id: &str,
+        rec: &DeliveryRecord,
+    ) -> Result<()> {
         d.row(&[
             V::Str(id),
             V::U32(pid),
@@ -1110,11 +1125,7 @@ impl Rows<'_> {
             opt(&rec.recipient),
             opt(&rec.subject),
             V::Str(&rec.status),
-        ])?;
-        for (metric, at) in &rec.metrics {
-            m.row(&[V::Str(id), V::Str(metric), V::U32(pid), V::I64(*at)])?;
-        }
-        Ok(())
+        ])
     }
 
     fn device(t: &mut TableOut, pid: u32, token: &str, rec: &DeviceRecord) -> Result<()> {
@@ -1498,21 +1509,7 @@ impl Rows<'_> {
         };
         for id in &touched.deliveries {
             match delivery(id)? {
-                Some((pid, created, rec)) => {
-                    d.row(&[
-                        V::Str(id),
-                        V::U32(pid),
-                        V::I64(created),
-                        V::Str(&rec.channel),
-                        opt(&rec.message_id),
-                        opt(&rec.campaign_id),
-                        opt(&rec.broadcast_id),
-                        opt(&rec.newsletter_id),
-                        opt(&rec.recipient),
-                        opt(&rec.subject),
-                        V::Str(&rec.status),
-                    ])?;
-                }
+                Some((pid, created, rec)) => Rows::delivery_row(d, pid, created, id, &rec)?,
                 None => d.push(&[V::Str(id)], true)?,
             }
         }
@@ -1547,8 +1544,8 @@ impl Rows<'_> {
         }
         let t = outs.get(&OBJECT_TYPES)?;
         for id in &touched.object_types {
-            match store.get::<ObjectTypesF>(&pid_key(*id))? {
-                Some(rec) => t.row(&[V::U32(*id), V::Str(&rec.name), V::I64(rec.created)])?,
+            match store.get::<ObjectTypesF>(&id.to_be_bytes())? {
+                Some(rec) => object_type_row(t, *id, &rec)?,
                 None => t.push(&[V::U32(*id)], true)?,
             }
         }
@@ -1568,11 +1565,7 @@ impl Rows<'_> {
         let t = outs.get(&TOPICS)?;
         for id in &touched.topics {
             match catalog.topics.get(id) {
-                Some(topic) => t.row(&[
-                    V::U32(*id),
-                    V::Str(&topic.name),
-                    V::Bool(topic.default_subscribed),
-                ])?,
+                Some(topic) => topic_row(t, *id, topic)?,
                 None => t.push(&[V::U32(*id)], true)?,
             }
         }
@@ -1592,6 +1585,22 @@ impl Rows<'_> {
         }
         Ok(())
     }
+}
+
+fn object_type_row(
+    t: &mut TableOut,
+    id: u32,
+    rec: &crate::store::records::ObjectTypeRecord,
+) -> Result<()> {
+    t.row(&[V::U32(id), V::Str(&rec.name), V::I64(rec.created)])
+}
+
+fn topic_row(t: &mut TableOut, id: u32, topic: &crate::store::records::TopicRecord) -> Result<()> {
+    t.row(&[
+        V::U32(id),
+        V::Str(&topic.name),
+        V::Bool(topic.default_subscribed),
+    ])
 }
 
 fn segment_row(t: &mut TableOut, def: &crate::segments::SegmentDef) -> Result<()> {
@@ -1854,26 +1863,14 @@ impl Rows<'_> {
                 let (key, rec) = item?;
                 let (id, r) = KeyReader::new(Family::ObjectTypes, &key).u32()?;
                 r.end()?;
-                t.row(&[V::U32(id), V::Str(&rec.name), V::I64(rec.created)])?;
+                object_type_row(t, id, &rec)?;
             }
         }
         // segments and their members
         {
             let (s, sm) = outs.pair(&SEGMENTS, &SEGMENT_MEMBERSHIPS)?;
             for def in catalog.segments.values() {
-                let condition = def.expr.as_ref().map(ToString::to_string);
-                let kind = if def.data_driven() {
-                    "data_driven"
-                } else {
-                    "manual"
-                };
-                s.row(&[
-                    V::U32(def.id),
-                    V::Str(&def.name),
-                    V::Str(kind),
-                    opt(&condition),
-                    V::I64(def.created),
-                ])?;
+                segment_row(s, def)?;
                 if let Some(members) = bitmaps.get(&BitmapKey::Segment(def.id)) {
                     for pid in members {
                         sm.row(&[V::U32(def.id), V::U32(pid)])?;
@@ -1885,11 +1882,7 @@ impl Rows<'_> {
         {
             let t = outs.get(&TOPICS)?;
             for (id, topic) in &catalog.topics {
-                t.row(&[
-                    V::U32(*id),
-                    V::Str(&topic.name),
-                    V::Bool(topic.default_subscribed),
-                ])?;
+                topic_row(t, *id, topic)?;
             }
             let t = outs.get(&SUPPRESSIONS)?;
             for (kind, value, at) in suppression_rows {
