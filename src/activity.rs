@@ -12,7 +12,7 @@ use crate::store::event_blocks::{EventBlock, BLOCK_TARGET_BYTES, DAY_SECS};
 use crate::store::records::ActivityRecord;
 use crate::store::{
     corrupted, ActivityF, AnonRelationshipsF, AnonymousF, EventBlocksF, EventIdsF, EventOwner,
-    EventsByNameF, Family, MembersF, RelationshipsF, Txn,
+    Family, MembersF, RelationshipsF, Txn,
 };
 
 /// Longest event id, in bytes.
@@ -196,8 +196,7 @@ pub(crate) fn track(cx: &mut Ctx<'_, '_>, t: &Track) -> Result<Outcome> {
     Ok(Outcome::Recorded(Some(PersonId(pid))))
 }
 
-/// Writes a person's tracked event to the timeline, the name index, the event's blocks
-/// and the id index.
+/// Writes a person's tracked event to the timeline, the event's blocks and the id index.
 fn put_event(
     txn: &mut Txn<'_>,
     pid: u32,
@@ -206,7 +205,6 @@ fn put_event(
     rec: ActivityRecord,
 ) -> Result<()> {
     if let Some(name) = &rec.name {
-        txn.put::<EventsByNameF>(EventsByNameF::key(pid, &rec.kind, name, timestamp, seq), ());
         block_insert(txn, pid, &rec.kind, name, timestamp, seq, &rec.data)?;
     }
     if let Some(id) = &rec.event_id {

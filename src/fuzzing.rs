@@ -35,8 +35,8 @@ use crate::store::records::{
 };
 use crate::store::{
     ident_from_key, ident_key, pid_from_key, pid_key, track_kind_name, ActivityF,
-    AnonRelationshipsF, AnonymousF, BitmapLogF, DeliveriesF, EventBlocksF, EventIdsF,
-    EventsByNameF, Family, MembersF, ObjectsF, RelationshipsF,
+    AnonRelationshipsF, AnonymousF, BitmapLogF, DeliveriesF, EventBlocksF, EventIdsF, Family,
+    MembersF, ObjectsF, RelationshipsF,
 };
 use crate::{
     DeviceInput, Durability, Error, Faults, Identify, ManualClock, Metric, NewDelivery, Op,
@@ -123,18 +123,6 @@ fn key_laws(k: &[u8]) {
     }
     if let Ok((pid, t, seq)) = ActivityF::decode_key(k) {
         key_law("activity", k, &ActivityF::key(pid, t, seq));
-    }
-    if let Ok((pid, code, name, t, seq)) = EventsByNameF::decode_key(k) {
-        // Codes other than 1..=3 have no kind name to rebuild from (verify reads them as
-        // events).
-        if (1..=3).contains(&code) {
-            let kind = track_kind_name(code);
-            key_law(
-                "events_by_name",
-                k,
-                &EventsByNameF::key(pid, kind, &name, t, seq),
-            );
-        }
     }
     if let Ok((owner, id)) = EventIdsF::decode_key(k) {
         key_law("event_ids", k, &EventIdsF::key(&owner, &id));

@@ -8,7 +8,7 @@ use crate::model::{IgnoreReason, Outcome};
 use crate::people;
 use crate::store::{
     pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF, DeviceTokensF, DevicesF, EventIdsF,
-    EventOwner, EventsByNameF, Family, MembersF, PeopleF, RelationshipsF,
+    EventOwner, Family, MembersF, PeopleF, RelationshipsF,
 };
 
 fn is_empty(v: &Value) -> bool {
@@ -95,8 +95,6 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
                 .put::<EventIdsF>(EventIdsF::key(&EventOwner::Person(p), id), (timestamp, seq));
         }
         if let Some(name) = &rec.name {
-            cx.txn
-                .put::<EventsByNameF>(EventsByNameF::key(p, &rec.kind, name, timestamp, seq), ());
             moved_rows.push(crate::activity::BlockRow {
                 pid: s,
                 kind: rec.kind.clone(),

@@ -10,8 +10,8 @@ use crate::model::{
 use crate::store::records::{AttributesRecord, PersonRecord, SuppressedRecord};
 use crate::store::{
     ident_code, ident_key, ident_kind, pid_key, ActivityF, AttributesF, DeliveriesF, DeliveryIdsF,
-    DeviceTokensF, DevicesF, EventIdsF, EventOwner, EventsByNameF, Family, IdentifiersF, MembersF,
-    PeopleF, RelationshipsF, SuppressedF, Txn,
+    DeviceTokensF, DevicesF, EventIdsF, EventOwner, Family, IdentifiersF, MembersF, PeopleF,
+    RelationshipsF, SuppressedF, Txn,
 };
 
 /// An identify call: add a person or update one, patching attributes.
@@ -676,20 +676,23 @@ pub(crate) fn delete_person(cx: &mut Ctx<'_, '_>, pid: u32) -> Result<Option<Per
     txn.delete::<PeopleF>(pid_key(pid));
     txn.delete::<AttributesF>(pid_key(pid));
     let prefix = pid_key(pid);
-    for key in txn.keys(Family::Activity, &prefix)? {
-        txn.delete::<ActivityF>(key);
-    }
     let mut rows = Vec::new();
-    for key in txn.keys(Family::EventsByName, &prefix)? {
-        let (_, code, name, time, seq) = EventsByNameF::decode_key(&key)?;
-        rows.push(crate::activity::BlockRow {
-            pid,
-            kind: crate::store::track_kind_name(code).to_owned(),
-            name,
-            time,
-            seq,
-        });
-        txn.delete::<EventsByNameF>(key);
+    for key in txn.keys(Family::Activity, &prefix)? {
+        // Read, not only deleted: the tracked events' rows leave their blocks, and the
+        // kept event count follows.
+        if let Some(rec) = txn.get::<ActivityF>(&key)? {
+            if let Some((kind, name)) = rec.tracked() {
+                let (_, time, seq) = ActivityF::decode_key(&key)?;
+                rows.push(crate::activity::BlockRow {
+                    pid,
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    time,
+                    seq,
+                });
+            }
+        }
+        txn.delete::<ActivityF>(key);
     }
     crate::activity::blocks_edit(txn, rows, None)?;
     for key in txn.keys(

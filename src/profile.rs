@@ -15,11 +15,9 @@ use crate::model::{
     Activity, ActivityCursor, ActivityFilter, Delivery, Device, DeviceStatus, Ident, Map, Object,
     ObjectRef, PersonId, Platform, Profile, Relationship, Subscription, TrackKind,
 };
-use crate::store::codec::time_bytes;
 use crate::store::{
-    corrupted, pid_key, track_kind_name, ActivityF, AnonymousF, DeliveriesF, DeliveryIdsF,
-    DeviceTokensF, DevicesF, EventIdsF, EventsByNameF, Family, KeyBuf, MembersF, ObjectTypesF,
-    ObjectsF, PeopleF, RelationshipsF, Store,
+    corrupted, pid_key, ActivityF, AnonymousF, DeliveriesF, DeliveryIdsF, DeviceTokensF, DevicesF,
+    EventIdsF, Family, KeyBuf, MembersF, ObjectTypesF, ObjectsF, PeopleF, RelationshipsF, Store,
 };
 
 /// Reads up to `filter.limit` timeline entries of `pid`, newest first.
@@ -197,7 +195,7 @@ impl ProfileDb {
     }
 
     /// How many times the person tracked `name` (of `kind`) at or after `since` and
-    /// before `until`: a key-only range scan of the event-name index, not a timeline read.
+    /// before `until`: a range scan of the person's timeline over that time range.
     ///
     /// # Errors
     /// As [`profile`](ProfileDb::profile).
@@ -213,30 +211,24 @@ impl ProfileDb {
         let Some(pid) = self.resolve(ident)? else {
             return Ok(0);
         };
-        let prefix = EventsByNameF::prefix(pid, kind.as_str(), name);
-        let with_time = |t: i64| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&time_bytes(t));
-            k
-        };
-        let lower = Bound::Included(with_time(since.unwrap_or(i64::MIN)));
+        let bound = |t: i64| ActivityF::key(pid, t, 0);
+        let lower = Bound::Included(bound(since.unwrap_or(i64::MIN)));
         let upper = match until {
-            Some(t) => Bound::Excluded(with_time(t)),
-            None => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(&[0xFF; 17]);
-                Bound::Excluded(k)
-            }
+            Some(t) => Bound::Excluded(bound(t)),
+            None => crate::store::prefix_end(&pid_key(pid)),
         };
         let mut n = 0;
         for item in self
             .inner
             .store
             .kv()
-            .range(Family::EventsByName, (lower, upper), false)
+            .range(Family::Activity, (lower, upper), false)
         {
-            item?;
-            n += 1;
+            let (key, value) = item?;
+            let rec = crate::store::decode_value::<ActivityF>(&key, &value)?;
+            if rec.tracked() == Some((kind.as_str(), name)) {
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -388,32 +380,34 @@ impl ProfileDb {
         Ok(out)
     }
 
-    /// Deletes every activity entry, event-index entry and anonymous event older than
-    /// `before` (unix seconds), in commits of at most 10,000 keys. Returns how many
-    /// timeline and anonymous events were removed. Nothing expires unless this (or
-    /// [`apply_retention`](ProfileDb::apply_retention)) is called.
+    /// Deletes every activity entry, event id and anonymous event older than `before`
+    /// (unix seconds), with their rows of the event blocks, in commits of at most 10,000
+    /// keys. Returns how many timeline and anonymous events were removed. Nothing expires
+    /// unless this (or [`apply_retention`](ProfileDb::apply_retention)) is called.
     ///
     /// # Errors
-    /// [`Error::Storage`](crate::Error::Storage) when reading or committing fails.
+    /// [`Error::Storage`](crate::Error::Storage) when reading or committing fails;
+    /// [`Error::Corrupted`](crate::Error::Corrupted) when a timeline entry to expire is
+    /// damaged.
     pub fn expire(&self, before: i64) -> Result<u64> {
         let store = &self.inner.store;
         let mut doomed: Vec<(Family, Vec<u8>)> = Vec::new();
         let mut removed = 0u64;
         let all = || (Bound::<Vec<u8>>::Unbounded, Bound::<Vec<u8>>::Unbounded);
+        // The timeline's entries before `before`; a tracked event's also says which
+        // (kind, name, hour) bitmaps to re-check.
+        type Event = (String, String, i64);
+        let mut gone: Vec<(Vec<u8>, u32, Option<Event>)> = Vec::new();
         for item in store.kv().range(Family::Activity, all(), false) {
-            let (key, _) = item?;
-            if ActivityF::decode_key(&key)?.1 < before {
-                doomed.push((Family::Activity, key));
-                removed += 1;
-            }
-        }
-        // Each event-index entry also says which (kind, name, hour) bitmap to re-check.
-        let mut gone: Vec<(Vec<u8>, u32, &str, String, i64)> = Vec::new();
-        for item in store.kv().range(Family::EventsByName, all(), false) {
-            let (key, _) = item?;
-            let (pid, code, name, t, _) = EventsByNameF::decode_key(&key)?;
+            let (key, value) = item?;
+            let (pid, t, _) = ActivityF::decode_key(&key)?;
             if t < before {
-                gone.push((key, pid, track_kind_name(code), name, hour_of(t)));
+                let rec = crate::store::decode_value::<ActivityF>(&key, &value)?;
+                let event = rec
+                    .tracked()
+                    .map(|(kind, name)| (kind.to_owned(), name.to_owned(), hour_of(t)));
+                gone.push((key, pid, event));
+                removed += 1;
             }
         }
         for item in store.kv().range(Family::EventIds, all(), false) {
@@ -434,7 +428,6 @@ impl ProfileDb {
             self.commit_raw(|txn| {
                 for (family, key) in chunk {
                     match family {
-                        Family::Activity => txn.delete::<ActivityF>(key.clone()),
                         Family::EventIds => txn.delete::<EventIdsF>(key.clone()),
                         _ => txn.delete::<AnonymousF>(key.clone()),
                     }
@@ -483,20 +476,22 @@ impl ProfileDb {
                 Ok(())
             })?;
         }
-        // The event index goes through the write path, so the per-hour event bitmaps and
-        // the segments that read these events follow in the same commits.
+        // The timeline goes through the write path, so the per-hour event bitmaps and the
+        // segments that read these events follow in the same commits.
         for chunk in gone.chunks(10_000) {
             self.run(|cx| {
-                for (key, pid, kind, name, hour) in chunk {
-                    cx.txn.delete::<EventsByNameF>(key.clone());
+                for (key, pid, event) in chunk {
+                    cx.txn.delete::<ActivityF>(key.clone());
+                    let Some((kind, name, hour)) = event else {
+                        continue;
+                    };
                     if cx.txn.get::<PeopleF>(&pid_key(*pid))?.is_none() {
                         continue;
                     }
-                    cx.touches.of(*pid).events_gone.insert((
-                        (*kind).to_owned(),
-                        name.clone(),
-                        *hour,
-                    ));
+                    cx.touches
+                        .of(*pid)
+                        .events_gone
+                        .insert((kind.clone(), name.clone(), *hour));
                 }
                 Ok(())
             })?;

@@ -333,10 +333,10 @@ impl ProfileDb {
     ///
     /// Events, page and screen views, anonymous activity, and timeline reads.
     ///
-    /// - A tracked event lands in the person's timeline (`activity`), in the per-event-name
-    ///   index (`events_by_name`, which counts "did X between t1 and t2" by a key-only range
-    ///   scan), and, when it has an id, in `event_ids`: the same id twice for the same owner is
-    ///   stored once.
+    /// - A tracked event lands in the person's timeline (`activity`), in a row of its
+    ///   name's column blocks (`event_blocks`, which answer conditions over everyone), and,
+    ///   when it has an id, in `event_ids`: the same id twice for the same owner is stored
+    ///   once.
     /// - Tracking for an `id`/`email` nobody has creates that person (as Customer.io does).
     /// - Events with only an `anonymous_id` that no person has are kept apart (`anonymous`):
     ///   they are not a person and are not listed. When a person gets that `anonymous_id`,

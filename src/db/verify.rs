@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::index::{BitmapKey, Bitmaps};
-use crate::store::{AttributesF, Family, PeopleF};
+use crate::store::{prefix_bounds, AttributesF, Family, PeopleF};
 
 use super::ProfileDb;
 
@@ -203,19 +203,31 @@ impl ProfileDb {
             for k in derived {
                 expected.entry(k).or_default().insert(pid);
             }
-            for rk in store.keys(Family::EventsByName, &key)? {
-                let (_, code, name, t, _) = crate::store::EventsByNameF::decode_key(&rk)?;
-                let kind = crate::store::track_kind_name(code);
+            for item in store
+                .kv()
+                .range(Family::Activity, prefix_bounds(&key), false)
+            {
+                let (ak, value) = item?;
+                // A damaged record is reported by the record checks, not here.
+                let (Ok((_, t, _)), Ok(rec)) = (
+                    crate::store::ActivityF::decode_key(&ak),
+                    crate::store::decode_value::<crate::store::ActivityF>(&ak, &value),
+                ) else {
+                    continue;
+                };
+                let Some((kind, name)) = rec.tracked() else {
+                    continue;
+                };
                 expected
                     .entry(K::EventHour(
                         kind.to_owned(),
-                        name.clone(),
+                        name.to_owned(),
                         crate::index::hour_of(t),
                     ))
                     .or_default()
                     .insert(pid);
                 expected
-                    .entry(K::Event(kind.to_owned(), name))
+                    .entry(K::Event(kind.to_owned(), name.to_owned()))
                     .or_default()
                     .insert(pid);
             }

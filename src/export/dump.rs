@@ -164,13 +164,14 @@ impl ProfileDb {
 type RawRecord = (Family, Vec<u8>, Vec<u8>);
 
 /// The oldest format whose export this build restores. Its records keep their bytes in
-/// this format except the families this format retired (format 2's `ranges`), which are
-/// dropped and rebuilt from the records they were derived from at `restore_end`.
+/// this format except the families this format retired (format 2's `ranges` and
+/// `events_by_name`), which are dropped: the ordered indexes are rebuilt from the
+/// attributes at `restore_end`, and a person's occurrences of an event are read from
+/// `activity`.
 pub const OLDEST_RESTORABLE: u32 = 2;
 
-/// Families a format-2 export may hold that format 3 no longer has: derived data,
-/// rebuilt at `restore_end`.
-const RETIRED: &[&str] = &["ranges"];
+/// Families a format-2 export may hold that format 3 no longer has: derived data.
+const RETIRED: &[&str] = &["ranges", "events_by_name"];
 
 /// A restore in progress from an older format's export.
 #[derive(Debug, Default)]
@@ -278,9 +279,13 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
                     let v = decode_value::<$fam>(&key, value)?;
                     txn.put::<$fam>(key, v);
                 })*
-                // Unused since format 3: `check_record` refuses its records first.
-                Family::Ranges => {
-                    return Err(corrupted(family, &key, "family `ranges` is unused since format 3"));
+                // Unused since format 3: `check_record` refuses their records first.
+                Family::Ranges | Family::EventsByName => {
+                    return Err(corrupted(
+                        family,
+                        &key,
+                        format!("family `{}` is unused since format 3", family.name()),
+                    ));
                 }
             }
         };
@@ -292,7 +297,6 @@ fn stage(txn: &mut Txn<'_>, family: Family, key: Vec<u8>, value: &[u8]) -> Resul
         Attributes => AttributesF,
         Activity => ActivityF,
         Suppressed => SuppressedF,
-        EventsByName => EventsByNameF,
         EventIds => EventIdsF,
         Anonymous => AnonymousF,
         Deliveries => DeliveriesF,

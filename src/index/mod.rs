@@ -716,27 +716,33 @@ pub fn plan(
                 true,
             );
         }
+        // What is left of the person's events after this commit, read once from their
+        // timeline when any left: (kind, name) → the hours with an occurrence.
+        let mut left: BTreeMap<(String, String), BTreeSet<i64>> = BTreeMap::new();
+        if !t.events_gone.is_empty() {
+            for key in txn.keys(Family::Activity, &pid_key(pid))? {
+                let Some(rec) = txn.get::<crate::store::ActivityF>(&key)? else {
+                    continue;
+                };
+                if let Some((kind, name)) = rec.tracked() {
+                    let time = crate::store::ActivityF::decode_key(&key)?.1;
+                    left.entry((kind.to_owned(), name.to_owned()))
+                        .or_default()
+                        .insert(hour_of(time));
+                }
+            }
+        }
         for (kind, name, hour) in &t.events_gone {
             if t.events.contains(&(kind.clone(), name.clone(), *hour)) {
                 continue;
             }
-            let left = txn.keys(
-                Family::EventsByName,
-                &crate::store::EventsByNameF::prefix(pid, kind, name),
-            )?;
-            let mut that_hour = false;
-            for key in &left {
-                if hour_of(crate::store::EventsByNameF::decode_key(key)?.3) == *hour {
-                    that_hour = true;
-                    break;
-                }
-            }
+            let hours = left.get(&(kind.clone(), name.clone()));
             delta.set(
                 BitmapKey::EventHour(kind.clone(), name.clone(), *hour),
                 pid,
-                that_hour,
+                hours.is_some_and(|h| h.contains(hour)),
             );
-            if left.is_empty() {
+            if hours.is_none() {
                 delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, false);
             }
         }

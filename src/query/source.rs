@@ -13,12 +13,11 @@ use crate::error::Result;
 use crate::index::range::{self, Order};
 use crate::index::{BitmapKey, Bitmaps, Delta};
 use crate::model::Value;
-use crate::store::codec::time_bytes;
 use crate::store::event_blocks::{EventBlock, DAY_SECS};
 use crate::store::records::{AttributesRecord, DeliveryRecord, DeviceRecord, PersonRecord};
 use crate::store::{
     decode_value, pid_key, prefix_end, ActivityF, AttributesF, DeliveriesF, DevicesF, EventBlocksF,
-    EventsByNameF, Fam, Family, PeopleF, Store, Txn,
+    Fam, PeopleF, Store, Txn,
 };
 
 use super::CmpOp;
@@ -43,6 +42,8 @@ pub(crate) trait Source {
         since: Option<i64>,
         limit: Option<usize>,
     ) -> Result<Vec<(i64, u64)>>;
+    /// Every tracked event of the person, by (kind, name), each list oldest first.
+    fn events(&mut self, pid: u32) -> Result<Occurrences>;
     /// An event's properties.
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
     /// Every `event_blocks` block of `kind`/`name` from the day of `since` on (every day
@@ -70,6 +71,9 @@ pub(crate) trait Source {
 }
 
 /// A visitor of the key and value of each record.
+/// A person's tracked events: (kind, name) → (time, seq) of each, oldest first.
+pub(crate) type Occurrences = BTreeMap<(String, String), Vec<(i64, u64)>>;
+
 pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<()> + 'v;
 
 /// Keyed record reads: the store (committed) or a staging transaction (as it would be
@@ -79,13 +83,6 @@ pub(crate) trait Records {
     fn get<F: Fam>(&mut self, key: &[u8]) -> Result<Option<F::Value>>;
     /// Every value whose key starts with `prefix`, in key order.
     fn values<F: Fam>(&mut self, prefix: &[u8]) -> Result<Vec<F::Value>>;
-    /// Keys within `bounds`, ascending, at most `limit`.
-    fn keys_between(
-        &mut self,
-        family: Family,
-        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-        limit: Option<usize>,
-    ) -> Result<Vec<Vec<u8>>>;
     /// Each key and value within `bounds`, ascending.
     fn each_between<F: Fam>(
         &mut self,
@@ -102,14 +99,6 @@ impl Records for &Store {
         self.scan::<F>(prefix, false, None)
             .map(|r| r.map(|(_, v)| v))
             .collect()
-    }
-    fn keys_between(
-        &mut self,
-        family: Family,
-        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-        limit: Option<usize>,
-    ) -> Result<Vec<Vec<u8>>> {
-        Store::keys_between(self, family, bounds, limit)
     }
     fn each_between<F: Fam>(
         &mut self,
@@ -134,14 +123,6 @@ impl Records for &mut Txn<'_> {
             out.extend(Txn::get::<F>(self, &k)?);
         }
         Ok(out)
-    }
-    fn keys_between(
-        &mut self,
-        family: Family,
-        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-        limit: Option<usize>,
-    ) -> Result<Vec<Vec<u8>>> {
-        Txn::keys_between(self, family, bounds, limit)
     }
     fn each_between<F: Fam>(
         &mut self,
@@ -208,16 +189,39 @@ impl<R: Records> Source for Reader<'_, R> {
         since: Option<i64>,
         limit: Option<usize>,
     ) -> Result<Vec<(i64, u64)>> {
-        let prefix = EventsByNameF::prefix(pid, kind, name);
-        let mut lower = prefix.clone();
-        lower.extend_from_slice(&time_bytes(since.unwrap_or(i64::MIN)));
-        let bounds = (Included(lower), prefix_end(&prefix));
-        let keys = self
-            .records
-            .keys_between(Family::EventsByName, bounds, limit)?;
-        keys.iter()
-            .map(|k| EventsByNameF::decode_key(k).map(|(_, _, _, t, s)| (t, s)))
-            .collect()
+        // The person's timeline from `since` on, ascending, its tracked events of this
+        // kind and name taken.
+        let lower = ActivityF::key(pid, since.unwrap_or(i64::MIN), 0);
+        let bounds = (Included(lower), prefix_end(&pid_key(pid)));
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.records
+            .each_between::<ActivityF>(bounds, &mut |key, rec| {
+                if out.len() < limit && rec.tracked() == Some((kind, name)) {
+                    let (_, t, seq) = ActivityF::decode_key(key)?;
+                    out.push((t, seq));
+                }
+                Ok(())
+            })?;
+        Ok(out)
+    }
+    fn events(&mut self, pid: u32) -> Result<Occurrences> {
+        let mut out = Occurrences::new();
+        let bounds = (Included(pid_key(pid)), prefix_end(&pid_key(pid)));
+        self.records
+            .each_between::<ActivityF>(bounds, &mut |key, rec| {
+                if let Some((kind, name)) = rec.tracked() {
+                    let (_, t, seq) = ActivityF::decode_key(key)?;
+                    out.entry((kind.to_owned(), name.to_owned()))
+                        .or_default()
+                        .push((t, seq));
+                }
+                Ok(())
+            })?;
+        Ok(out)
     }
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
         Ok(self
@@ -296,7 +300,7 @@ pub(crate) struct Cached<'s> {
     attributes: Option<Option<Rc<AttributesRecord>>>,
     devices: Option<Vec<DeviceRecord>>,
     deliveries: Option<Vec<DeliveryRecord>>,
-    occurrences: BTreeMap<(String, String), Vec<(i64, u64)>>,
+    events: Option<Occurrences>,
 }
 
 impl<'s> Cached<'s> {
@@ -310,7 +314,7 @@ impl<'s> Cached<'s> {
             attributes: None,
             devices: None,
             deliveries: None,
-            occurrences: BTreeMap::new(),
+            events: None,
         }
     }
 }
@@ -361,20 +365,27 @@ impl Source for Cached<'_> {
         if pid != self.pid {
             return self.inner.occurrences(pid, kind, name, since, limit);
         }
-        let key = (kind.to_owned(), name.to_owned());
-        if !self.occurrences.contains_key(&key) {
-            let all = self.inner.occurrences(pid, kind, name, None, None)?;
-            self.occurrences.insert(key.clone(), all);
+        if self.events.is_none() {
+            self.events = Some(self.inner.events(pid)?);
         }
         Ok(self
-            .occurrences
-            .get(&key)
-            .into_iter()
+            .events
+            .iter()
+            .filter_map(|all| all.get(&(kind.to_owned(), name.to_owned())))
             .flatten()
             .filter(|(t, _)| since.is_none_or(|s| *t >= s))
             .take(limit.unwrap_or(usize::MAX))
             .copied()
             .collect())
+    }
+    fn events(&mut self, pid: u32) -> Result<Occurrences> {
+        if pid != self.pid {
+            return self.inner.events(pid);
+        }
+        if self.events.is_none() {
+            self.events = Some(self.inner.events(pid)?);
+        }
+        Ok(self.events.clone().unwrap_or_default())
     }
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>> {
         self.inner.event_data(pid, time, seq)

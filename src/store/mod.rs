@@ -52,7 +52,7 @@ families! {
     Attributes "attributes" "pid → attribute map and set-times.",
     Activity "activity" "pid + time + seq → activity entry.",
     Suppressed "suppressed" "identifier kind + normalized value → suppression record.",
-    EventsByName "events_by_name" "pid + kind + name + time + seq → (): counts of one event.",
+    EventsByName "events_by_name" "Unused since format 3 (tag 7 stays reserved): a person's occurrences of one event are read from `activity`. A key with this tag is damage.",
     EventIds "event_ids" "owner + event id → (time, seq): deduplication of event ids.",
     Anonymous "anonymous" "anonymous_id + time + seq → event of someone not yet identified.",
     Deliveries "deliveries" "pid + created + delivery id → delivery with its metrics.",
@@ -116,11 +116,6 @@ impl Family {
             Family::Activity => {
                 let (pid, _, _) = ActivityF::decode_key(key)?;
                 decode_value::<ActivityF>(key, value)?;
-                Some(pid)
-            }
-            Family::EventsByName => {
-                let (pid, _, _, _, _) = EventsByNameF::decode_key(key)?;
-                decode_value::<EventsByNameF>(key, value)?;
                 Some(pid)
             }
             Family::EventIds => {
@@ -195,11 +190,14 @@ impl Family {
                 decode_value::<SegmentsF>(key, value)?;
                 None
             }
-            Family::Ranges => {
+            Family::Ranges | Family::EventsByName => {
                 return Err(corrupted(
                     self,
                     key,
-                    "family `ranges` is unused since format 3: no record belongs here",
+                    format!(
+                        "family `{}` is unused since format 3: no record belongs here",
+                        self.name()
+                    ),
                 ));
             }
             Family::BitmapLog => {
@@ -256,7 +254,6 @@ pub fn decode_everything(bytes: &[u8]) {
     let _ = pid_from_key(Family::People, bytes);
     let _ = ident_from_key(Family::Identifiers, bytes);
     let _ = ActivityF::decode_key(bytes);
-    let _ = EventsByNameF::decode_key(bytes);
     let _ = EventIdsF::decode_key(bytes);
     let _ = AnonymousF::decode_key(bytes);
     let _ = DeliveriesF::decode_key(bytes);
@@ -417,7 +414,6 @@ family!(IdentifiersF, Family::Identifiers, u32);
 family!(AttributesF, Family::Attributes, AttributesRecord);
 family!(ActivityF, Family::Activity, ActivityRecord);
 family!(SuppressedF, Family::Suppressed, SuppressedRecord);
-family!(EventsByNameF, Family::EventsByName, ());
 family!(EventIdsF, Family::EventIds, (i64, u64));
 family!(AnonymousF, Family::Anonymous, ActivityRecord);
 family!(DeliveriesF, Family::Deliveries, DeliveryRecord);
@@ -562,7 +558,7 @@ impl EventIdsF {
     }
 }
 
-/// The kind (`event`, `page`, `screen`) of a code in `events_by_name` keys.
+/// The kind (`event`, `page`, `screen`) of a code in `event_blocks` keys.
 pub fn track_kind_name(code: u8) -> &'static str {
     match code {
         2 => "page",
@@ -571,40 +567,12 @@ pub fn track_kind_name(code: u8) -> &'static str {
     }
 }
 
-/// The one-byte code of a trackable activity kind in `events_by_name` keys.
+/// The one-byte code of a trackable activity kind in `event_blocks` keys.
 pub fn track_kind_code(kind: &str) -> u8 {
     match kind {
         "page" => 2,
         "screen" => 3,
         _ => 1,
-    }
-}
-
-impl EventsByNameF {
-    /// The key prefix of one person's occurrences of one event name.
-    pub fn prefix(pid: u32, kind: &str, name: &str) -> Vec<u8> {
-        KeyBuf::new()
-            .u32(pid)
-            .byte(track_kind_code(kind))
-            .str16(name)
-            .done()
-    }
-    /// Key: pid, kind code, `u16`-prefixed name, time, seq.
-    pub fn key(pid: u32, kind: &str, name: &str, timestamp: i64, seq: u64) -> Vec<u8> {
-        let mut k = Self::prefix(pid, kind, name);
-        k.extend_from_slice(&codec::time_bytes(timestamp));
-        k.extend_from_slice(&seq.to_be_bytes());
-        k
-    }
-    /// (pid, kind code, name, time, seq) of a key.
-    pub fn decode_key(key: &[u8]) -> Result<(u32, u8, String, i64, u64)> {
-        let (pid, r) = KeyReader::new(Family::EventsByName, key).u32()?;
-        let (code, r) = r.byte()?;
-        let (name, r) = r.str16()?;
-        let (t, r) = r.time()?;
-        let (seq, r) = r.u64()?;
-        r.end()?;
-        Ok((pid, code, name, t, seq))
     }
 }
 
@@ -958,7 +926,7 @@ impl Store {
 }
 
 /// The bounds of the keys starting with `prefix`.
-fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (Bound::Included(prefix.to_vec()), prefix_end(prefix))
 }
 
@@ -1132,10 +1100,11 @@ impl<'a> Txn<'a> {
     /// How the staged writes change the kept record counts ([`records::RecordCounts`]),
     /// as signed differences in the order people, objects, events, deliveries, devices,
     /// segments. A slot's state before the commit is its base when it was read; a
-    /// `people` key whose pid lies in `fresh_pids`, or an `events_by_name`/`anonymous`
-    /// key whose seq lies in `fresh_seqs`, was allocated by this commit and cannot have
+    /// `people` key whose pid lies in `fresh_pids`, or an `activity`/`anonymous` key
+    /// whose seq lies in `fresh_seqs`, was allocated by this commit and cannot have
     /// existed; anything else is looked up (one read, off the hot path: deletes and
-    /// writes of keys never read).
+    /// writes of keys never read). An `activity` record counts only when it is a
+    /// tracked event.
     pub(crate) fn count_changes(
         &self,
         fresh_pids: std::ops::Range<u64>,
@@ -1145,12 +1114,19 @@ impl<'a> Txn<'a> {
         let counted = [
             (Family::People, 0usize),
             (Family::Objects, 1),
-            (Family::EventsByName, 2),
+            (Family::Activity, 2),
             (Family::Anonymous, 2),
             (Family::Deliveries, 3),
             (Family::Devices, 4),
             (Family::Segments, 5),
         ];
+        // Whether a value present in `family` is counted.
+        let counts = |family: Family, value: &(dyn Any + Send)| {
+            family != Family::Activity
+                || value
+                    .downcast_ref::<ActivityRecord>()
+                    .is_some_and(|r| r.tracked().is_some())
+        };
         for (family, at) in counted {
             let Some(slots) = self.slots.get(family.index()) else {
                 continue;
@@ -1158,12 +1134,12 @@ impl<'a> Txn<'a> {
             let mut diff = 0i64;
             for (key, slot) in slots.iter().filter(|(_, s)| s.dirty) {
                 let before = match &slot.base {
-                    Some(b) => b.is_some(),
+                    Some(b) => b.as_deref().is_some_and(|v| counts(family, v)),
                     None => {
                         let fresh = match family {
                             Family::People => pid_from_key(family, key)
                                 .is_ok_and(|p| fresh_pids.contains(&u64::from(p))),
-                            Family::EventsByName | Family::Anonymous => key
+                            Family::Activity | Family::Anonymous => key
                                 .last_chunk::<8>()
                                 .is_some_and(|s| fresh_seqs.contains(&u64::from_be_bytes(*s))),
                             // A delivery whose id this commit read as absent from
@@ -1181,10 +1157,18 @@ impl<'a> Txn<'a> {
                             }
                             _ => false,
                         };
-                        !fresh && self.store.kv.get(family, key)?.is_some()
+                        !fresh
+                            && match self.store.kv.get(family, key)? {
+                                None => false,
+                                Some(_) if family != Family::Activity => true,
+                                Some(bytes) => {
+                                    decode_value::<ActivityF>(key, &bytes)?.tracked().is_some()
+                                }
+                            }
                     }
                 };
-                diff += i64::from(slot.value.is_some()) - i64::from(before);
+                let after = slot.value.as_deref().is_some_and(|v| counts(family, v));
+                diff += i64::from(after) - i64::from(before);
             }
             if let Some(o) = out.get_mut(at) {
                 *o += diff;
@@ -1299,10 +1283,13 @@ mod family_tests {
 
     #[test]
     #[allow(clippy::unwrap_used)]
-    fn the_retired_ranges_family_holds_nothing() {
-        // Tag 22 is reserved since format 3: any record under it is damage.
-        let err = Family::Ranges.check_record(b"k", b"v").unwrap_err();
-        assert!(err.to_string().contains("unused since format 3"), "{err}");
+    fn the_retired_families_hold_nothing() {
+        // Tags 7 and 22 are reserved since format 3: any record under them is damage.
+        for family in [Family::EventsByName, Family::Ranges] {
+            let err = family.check_record(b"k", b"v").unwrap_err();
+            assert!(err.to_string().contains("unused since format 3"), "{err}");
+            assert!(err.to_string().contains(family.name()), "{err}");
+        }
     }
 
     #[test]

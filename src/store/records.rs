@@ -51,6 +51,17 @@ pub struct ActivityRecord {
     pub event_id: Option<String>,
 }
 
+impl ActivityRecord {
+    /// The kind and name of a tracked event (an `event`, `page` or `screen` with a
+    /// name): what conditions count and `event_blocks` holds a row for.
+    pub fn tracked(&self) -> Option<(&str, &str)> {
+        match (self.kind.as_str(), &self.name) {
+            ("event" | "page" | "screen", Some(name)) => Some((self.kind.as_str(), name)),
+            _ => None,
+        }
+    }
+}
+
 /// `suppressed` family: an identifier blocked from use, and the identifiers suppressed
 /// with it (unsuppressing any of them frees the whole group).
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -157,7 +168,8 @@ pub struct RecordCounts {
     pub people: u64,
     /// Records in `objects`.
     pub objects: u64,
-    /// Records in `events_by_name` plus records in `anonymous`.
+    /// Tracked events: `activity` records of a tracked event (`ActivityRecord::tracked`)
+    /// plus records in `anonymous`.
     pub events: u64,
     /// Records in `deliveries`.
     pub deliveries: u64,
