@@ -34,7 +34,8 @@
 //! how each engine answers the latter), single durable writes, bytes on disk, open; then,
 //! reopened, the profile overview cold (each read a different person not read before,
 //! the engine's caches empty, the OS page cache as the run left it) and warm (one person
-//! re-read).
+//! re-read); then each compacts its files (profiledb's `compact`, SQLite's `VACUUM`),
+//! timed, and the bytes on disk after it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
 mod peer;
@@ -445,6 +446,17 @@ fn child(a: &Args, kind: Kind) {
     drop(e);
     log("cold and warm overviews measured");
     emit("peak_rss", peer::peak_rss() as f64);
+
+    // Compaction (profiledb's `compact`, SQLite's `VACUUM`), after the peak memory is
+    // taken: what the files hold once rewritten.
+    let mut e = peer::open(kind, dir.path(), a.cache_mib << 20);
+    let start = Instant::now();
+    e.compact();
+    emit("compact_s", start.elapsed().as_secs_f64());
+    e.flush();
+    emit("bytes_compacted", e.bytes_on_disk() as f64);
+    drop(e);
+    log("compacted");
 }
 
 fn run_child(a: &Args, kind: Kind) -> BTreeMap<String, f64> {
@@ -634,6 +646,20 @@ fn main() {
     let (x, y) = (get(&p, "bytes_on_disk"), get(&s, "bytes_on_disk"));
     println!(
         "| bytes on disk | {} | — | {} | — | 1 | {:.2}× SQLite's |",
+        human_bytes(x),
+        human_bytes(y),
+        x / y
+    );
+    let (x, y) = (get(&p, "compact_s"), get(&s, "compact_s"));
+    println!(
+        "| compaction (profiledb `compact`, SQLite `VACUUM`) | {:.1} s | — | {:.1} s | — | 1 | {} |",
+        x,
+        y,
+        speed(y / x)
+    );
+    let (x, y) = (get(&p, "bytes_compacted"), get(&s, "bytes_compacted"));
+    println!(
+        "| bytes on disk after compaction | {} | — | {} | — | 1 | {:.2}× SQLite's |",
         human_bytes(x),
         human_bytes(y),
         x / y

@@ -782,6 +782,34 @@ fn stats_counts_every_kind() {
 }
 
 #[test]
+fn compact_rewrites_the_files_and_keeps_every_record() {
+    let dir = fixture();
+    let before = json(&run(dir.path(), &["stats", "--json"]));
+    let v = json(&run(dir.path(), &["compact", "--json"]));
+    assert_eq!(keys(&v), sorted(&["bytes_before", "bytes_after"]));
+    assert!(v["bytes_before"].as_u64().unwrap() > 0);
+    assert!(v["bytes_after"].as_u64().unwrap() > 0);
+    assert!(!dir.path().join("sled.new").exists());
+    let after = json(&run(dir.path(), &["stats", "--json"]));
+    for k in [
+        "people",
+        "objects",
+        "events",
+        "deliveries",
+        "devices",
+        "segments",
+    ] {
+        assert_eq!(after[k], before[k], "{k}");
+    }
+    assert!(ok(&run(dir.path(), &["verify"])).contains("ok"));
+    let text = ok(&run(dir.path(), &["compact"]));
+    assert!(
+        text.contains("bytes before") && text.contains("bytes after"),
+        "{text}"
+    );
+}
+
+#[test]
 fn feed_turns_on_reads_resumes_and_refuses_expired_cursors() {
     let dir = fixture();
     // Off: reading says how to turn it on.
@@ -857,6 +885,7 @@ fn read_commands_refuse_a_missing_or_empty_database_and_create_nothing() {
             vec!["refresh"],
             vec!["verify"],
             vec!["stats"],
+            vec!["compact"],
         ] {
             let err = fails(&run(dir, &args), 1);
             assert!(err.contains("no profiledb database at"), "{args:?}: {err}");

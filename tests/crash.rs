@@ -9,7 +9,9 @@
 //! kill -9 tests (`tests/test_crash_recovery.rs` in sled 0.34).
 //!
 //! The child checkpoints every few operations, so some kills land while sled is being
-//! closed and reopened under the handle.
+//! closed and reopened under the handle; and it compacts the database every
+//! [`COMPACT_EVERY`] operations, so some land in the middle of a compaction (while the
+//! copy is written, around the exchange of the directories, while the old files go).
 //!
 //! `PROFILEDB_CRASH_KILLS=300 cargo test --release --test crash -- --nocapture` runs 300
 //! kills instead of 10 and prints the counts.
@@ -122,6 +124,9 @@ fn segment_id(db: &ProfileDb) -> u32 {
         .unwrap()
 }
 
+/// The child compacts the database after every this many operations.
+const COMPACT_EVERY: u64 = 20;
+
 /// The child: writes operations from `PROFILEDB_CRASH_START` on until it is killed.
 #[test]
 fn crash_child() {
@@ -136,6 +141,9 @@ fn crash_child() {
         db.write_batch(&operation(k, segment)).unwrap();
         // Rust's stdout is line-buffered: the line leaves the process with the newline.
         println!("ACK {k}");
+        if k % COMPACT_EVERY == COMPACT_EVERY - 1 {
+            db.compact().unwrap();
+        }
     }
 }
 
@@ -270,6 +278,12 @@ fn acknowledged_writes_survive_sigkill() {
         let db = builder()
             .open(dir.path())
             .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL failed: {e}"));
+        // A compaction the kill interrupted is settled by the open: its copy (or, after
+        // the exchange, the old files) is gone.
+        assert!(
+            !dir.path().join("sled.new").exists(),
+            "round {round}: the open left a compaction's sled.new behind"
+        );
         for k in next..=acked_upto + 1 {
             let p = parts(&db, k, segment);
             if k <= acked_upto && !p.all() {

@@ -153,6 +153,9 @@ pub trait Engine {
     fn flush(&mut self);
     /// Bytes of every file in the engine's directory.
     fn bytes_on_disk(&self) -> u64;
+    /// Rewrites the engine's files to hold only live data (profiledb's `compact`,
+    /// SQLite's `VACUUM`).
+    fn compact(&mut self);
     /// How the engine answers `condition` (profiledb's `explain`, SQLite's `EXPLAIN
     /// QUERY PLAN`), one step a line, for the run's log.
     fn explain(&mut self, condition: &str) -> String;

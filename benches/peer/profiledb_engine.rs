@@ -113,6 +113,10 @@ impl Engine for ProfileEngine {
         super::dir_bytes(&self.dir)
     }
 
+    fn compact(&mut self) {
+        self.db.compact().expect("compact");
+    }
+
     fn explain(&mut self, condition: &str) -> String {
         let e = self.db.explain(condition).expect("explain");
         format!(

@@ -1337,6 +1337,11 @@ impl Engine for SqliteEngine {
         super::dir_bytes(&self.dir)
     }
 
+    fn compact(&mut self) {
+        self.conn.execute_batch("VACUUM").expect("vacuum");
+        self.flush();
+    }
+
     fn explain(&mut self, condition: &str) -> String {
         let q = format!("EXPLAIN QUERY PLAN {}", self.count_sql(condition));
         let mut stmt = self.conn.prepare(&q).expect("prepare");

@@ -31,6 +31,7 @@ pub(crate) mod write;
 pub use builder::{Builder, Durability};
 pub use ops::Op;
 pub use verify::{Stats, VerifyReport};
+pub use write::Compaction;
 use write::{Durable, Writer};
 
 /// The on-disk format version this build reads and writes (see `src/store/FORMAT.md`).

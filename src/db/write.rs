@@ -458,6 +458,44 @@ impl ProfileDb {
         self.checkpoint_tries(&mut writer, 100, std::time::Duration::from_millis(10))
     }
 
+    /// Rewrites the database's files so that they hold only its live records, as SQLite's
+    /// `VACUUM` does (see the [module docs](crate#compaction)): sled reclaims log space
+    /// only from mostly dead segments, so after heavy writing its files hold two to
+    /// three times the records. Makes every write so far durable first; reads and
+    /// writes wait while it runs (about as long as an export: minutes at a million
+    /// people), and it needs free disk for a copy of the live records. A crash at any
+    /// point leaves the old files or the new ones whole, never a mix; the next open
+    /// settles it. A copy no smaller than the files it would replace (a fresh sled
+    /// database has overheads of its own, so a small or lightly written one can come out
+    /// larger) is dropped, and nothing changes. Returns the bytes on disk before and
+    /// after.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when flushing, copying or swapping the
+    /// files fails; the handle then refuses further calls,
+    /// [`Error::Poisoned`](crate::Error::Poisoned), until the database is opened again
+    /// (which keeps the old files or the new ones, whole).
+    pub fn compact(&self) -> Result<Compaction> {
+        let mut writer = self.restore_writer()?;
+        self.fold_locked(&mut writer)?;
+        self.prune_expired(&mut writer)?;
+        self.make_durable()?;
+        match self.inner.store.kv().compact() {
+            Ok((bytes_before, bytes_after)) => {
+                // The reopen wrote sled's snapshot: it counts as a checkpoint.
+                self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
+                Ok(Compaction {
+                    bytes_before,
+                    bytes_after,
+                })
+            }
+            Err(e) => {
+                self.poison();
+                Err(e.into())
+            }
+        }
+    }
+
     /// Flushes and fsyncs everything committed so far, then records it in `COMMIT`.
     pub(crate) fn make_durable(&self) -> Result<()> {
         let mut durable = self
@@ -726,4 +764,13 @@ impl ProfileDb {
         }
         Ok(())
     }
+}
+
+/// What [`ProfileDb::compact`] did: bytes on disk (as sled counts them) before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Bytes on disk before.
+    pub bytes_before: u64,
+    /// Bytes on disk after.
+    pub bytes_after: u64,
 }

@@ -63,6 +63,10 @@ pub trait Kv: Send + Sync {
     /// Closes and reopens the store so that its recovery starts from here (see
     /// [`SledKv::checkpoint`]); `Ok(false)` when it could not run without waiting.
     fn checkpoint(&self) -> Result<bool, StorageError>;
+    /// Rewrites the store into fresh files holding only its live records, and swaps
+    /// them in (see [`SledKv::compact`]). Everything committed must be durable first.
+    /// Returns the bytes on disk before and after.
+    fn compact(&self) -> Result<(u64, u64), StorageError>;
 }
 
 /// Runs a sled call, turning a panic inside sled into an error.
@@ -168,6 +172,7 @@ impl SledKv {
     }
 
     fn open_sled(dir: &Path, cache_bytes: u64) -> Result<Sled, StorageError> {
+        finish_compaction(dir)?;
         remove_unfinished_snapshots(dir)?;
         contain("open", || {
             let db = sled::Config::new()
@@ -261,6 +266,130 @@ impl SledKv {
         Ok(true)
     }
 
+    /// Rewrites sled's files holding only the live records (sled 0.34 reclaims a log
+    /// segment only when it is mostly dead, so its files grow to several times the
+    /// records they hold), as SQLite's `VACUUM` does.
+    ///
+    /// Waits for reads in progress, then holds the store closed to everyone else: the
+    /// tree is copied in key order into a new sled database in `sled.new` beside `dir`,
+    /// which is flushed and fsynced whole; sled is closed, the two directories are
+    /// exchanged in one atomic `renameat2(RENAME_EXCHANGE)`, the parent directory is
+    /// fsynced, sled reopens, and `sled.new` (now the old files) is removed. So `dir`
+    /// always holds a whole database, the old one or the new one, and after a crash
+    /// [`finish_compaction`] (run by every open) need only remove `sled.new`. The caller
+    /// must have made everything durable first. When the copy is not smaller than the
+    /// files it would replace (a fresh sled database has overheads of its own), it is
+    /// removed and nothing changes. After a failure once sled was closed, every call
+    /// fails until the database is opened again. Returns the bytes on disk before and
+    /// after.
+    ///
+    /// # Errors
+    /// An I/O or sled error, or a contained panic, as a [`StorageError`]; on a system or
+    /// file system without an atomic exchange of directories (Linux 3.15+ on ext4, xfs,
+    /// btrfs, tmpfs and others; Apple's APFS), an I/O error with the old files in place.
+    pub fn compact(&self) -> Result<(u64, u64), StorageError> {
+        if !dir_swap::SUPPORTED {
+            // Refused before any work: the exchange at the end could not happen.
+            return dir_swap::exchange(&self.dir, &self.dir).map(|()| (0, 0));
+        }
+        let new_dir = compaction_dir(&self.dir)?;
+        let mut guard = self.sled.write().unwrap_or_else(|p| p.into_inner());
+        let before = match guard.as_ref() {
+            Ok(sled) => contain("size_on_disk", || Ok(sled.db.size_on_disk()?))?,
+            Err(why) => return Err(closed(why)),
+        };
+        // A leftover of an earlier attempt that died before its exchange.
+        remove_dir_if_present(&new_dir)?;
+        let copied = match guard.as_ref() {
+            Ok(sled) => contain("compact", || {
+                let fresh = sled::Config::new()
+                    .path(&new_dir)
+                    .cache_capacity(self.cache_bytes)
+                    .flush_every_ms(None)
+                    .open()?;
+                let tree = fresh.open_tree(TREE)?;
+                let mut batch = sled::Batch::default();
+                let mut n = 0usize;
+                for item in sled.tree.iter() {
+                    let (k, v) = item?;
+                    batch.insert(k, v);
+                    n += 1;
+                    if n % COMPACT_BATCH == 0 {
+                        tree.apply_batch(std::mem::take(&mut batch))?;
+                    }
+                }
+                tree.apply_batch(batch)?;
+                fresh.flush()?;
+                Ok(fresh.size_on_disk()?)
+            })
+            .and_then(|size| {
+                // Durable whole before it replaces anything.
+                let mut files = Vec::new();
+                list_tree(&new_dir, &mut files)?;
+                sync_each(&files)?;
+                File::open(&new_dir)?.sync_all()?;
+                Ok(size)
+            }),
+            Err(why) => return Err(closed(why)),
+        };
+        match copied {
+            // A fresh sled database has overheads of its own (a small or recently
+            // written one can come out larger): the files never grow.
+            Ok(size) if size >= before => {
+                remove_dir_if_present(&new_dir)?;
+                return Ok((before, before));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Nothing replaced: the old database stays open; the copy goes.
+                let _ = remove_dir_if_present(&new_dir);
+                return Err(e);
+            }
+        }
+        let old = std::mem::replace(&mut *guard, Err("closed mid-compaction".to_owned()));
+        let swapped = old.map_err(|why| closed(&why)).and_then(|old| {
+            contain("close", || {
+                drop(old);
+                Ok(())
+            })?;
+            // sled lets go of its lock a moment after its last handle is dropped.
+            wait_unlocked(&self.dir)?;
+            dir_swap::exchange(&new_dir, &self.dir)?;
+            sync_parent(&self.dir)
+        });
+        // The data file and the set of files may be new: the next flush syncs afresh.
+        *self.data_file.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        // Whatever happened, `dir` holds a whole database: open it again.
+        let reopened = Self::open_locked(&self.dir, self.cache_bytes, 250).and_then(|sled| {
+            let after = contain("size_on_disk", || Ok(sled.db.size_on_disk()?))?;
+            Ok((sled, after))
+        });
+        match (swapped, reopened) {
+            (Ok(()), Ok((sled, after))) => {
+                *guard = Ok(sled);
+                self.since_checkpoint.store(0, Ordering::Relaxed);
+                drop(guard);
+                remove_dir_if_present(&new_dir)?;
+                sync_parent(&self.dir)?;
+                Ok((before, after))
+            }
+            (Err(e), Ok((sled, _))) => {
+                *guard = Ok(sled);
+                drop(guard);
+                let _ = remove_dir_if_present(&new_dir);
+                Err(e)
+            }
+            (_, Err(e)) => {
+                *guard = Err(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// Commits `writes` as one sled batch, calling `before_write` before each key write;
     /// an `Err` from it abandons the batch, so nothing of `writes` is applied.
     pub fn commit_with(
@@ -297,19 +426,6 @@ impl SledKv {
     /// full sync (a new snapshot or blob, a removed one), fsync every file and then every
     /// directory as well.
     fn sync_files(&self) -> Result<(), StorageError> {
-        fn list(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-            for entry in std::fs::read_dir(dir)? {
-                let entry = entry?;
-                let ty = entry.file_type()?;
-                if ty.is_dir() {
-                    list(&entry.path(), out)?;
-                    out.push(entry.path());
-                } else if ty.is_file() {
-                    out.push(entry.path());
-                }
-            }
-            Ok(())
-        }
         {
             let mut data = self.data_file.lock().unwrap_or_else(|p| p.into_inner());
             let file = match data.take() {
@@ -321,7 +437,7 @@ impl SledKv {
             *data = Some(file);
         }
         let mut now = Vec::new();
-        list(&self.dir, &mut now)?;
+        list_tree(&self.dir, &mut now)?;
         now.sort();
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         if *synced != now {
@@ -392,6 +508,10 @@ impl Kv for SledKv {
     fn checkpoint(&self) -> Result<bool, StorageError> {
         SledKv::checkpoint(self)
     }
+
+    fn compact(&self) -> Result<(u64, u64), StorageError> {
+        SledKv::compact(self)
+    }
 }
 
 /// fsyncs every file and directory in `paths`, skipping any gone since they were listed:
@@ -407,6 +527,151 @@ fn sync_each(paths: &[PathBuf]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keys copied per batch by [`SledKv::compact`].
+const COMPACT_BATCH: usize = 10_000;
+
+/// The directory a compaction of the sled directory `dir` builds its copy in, beside
+/// it: `sled.new`.
+fn compaction_dir(dir: &Path) -> Result<PathBuf, StorageError> {
+    let name = dir.file_name().ok_or_else(|| {
+        StorageError::Io(std::io::Error::other(format!(
+            "{} has no directory name",
+            dir.display()
+        )))
+    })?;
+    let mut n = name.to_os_string();
+    n.push(".new");
+    Ok(dir.with_file_name(n))
+}
+
+/// Settles a compaction a crash interrupted (see [`SledKv::compact`]), before sled
+/// opens `dir`. `dir` always holds a whole database; a `sled.new` beside it is either
+/// a copy that never replaced anything or, after the exchange, the old files: removed
+/// either way (and the removal fsynced). Left alone while another process holds sled's
+/// lock on `dir` (it may be compacting; sled's own open then reports the lock).
+pub(crate) fn finish_compaction(dir: &Path) -> Result<(), StorageError> {
+    let new_dir = compaction_dir(dir)?;
+    if !new_dir.exists() {
+        return Ok(());
+    }
+    if let Ok(file) = File::open(dir.join("db")) {
+        if !dir_swap::try_lock(&file)? {
+            return Ok(());
+        }
+    }
+    remove_dir_if_present(&new_dir)?;
+    sync_parent(dir)
+}
+
+/// What a compaction needs from the system: an atomic exchange of two directories and
+/// the `flock` sled takes on its data file.
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+mod dir_swap {
+    use super::StorageError;
+    use rustix::fs::{flock, renameat_with, FlockOperation, RenameFlags, CWD};
+    use std::fs::File;
+    use std::path::Path;
+
+    /// Whether this system can compact.
+    pub const SUPPORTED: bool = true;
+
+    /// Exchanges the directories `a` and `b` in one atomic step (`renameat2` with
+    /// `RENAME_EXCHANGE`; `renameatx_np` with `RENAME_SWAP` on Apple systems).
+    pub fn exchange(a: &Path, b: &Path) -> Result<(), StorageError> {
+        renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
+            .map_err(|e| StorageError::Io(std::io::Error::from(e)))
+    }
+
+    /// Takes and at once drops the exclusive `flock` sled holds on `file` while a
+    /// database is open: `Ok(false)` when another holder has it.
+    pub fn try_lock(file: &File) -> Result<bool, StorageError> {
+        match flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                flock(file, FlockOperation::Unlock)
+                    .map_err(|e| StorageError::Io(std::io::Error::from(e)))?;
+                Ok(true)
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+            Err(e) => Err(StorageError::Io(std::io::Error::from(e))),
+        }
+    }
+}
+
+/// What a compaction needs from the system: not available here.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+mod dir_swap {
+    use super::StorageError;
+    use std::fs::File;
+    use std::path::Path;
+
+    /// Whether this system can compact.
+    pub const SUPPORTED: bool = false;
+
+    pub fn exchange(_a: &Path, _b: &Path) -> Result<(), StorageError> {
+        Err(StorageError::Io(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "compaction needs an atomic exchange of directories (Linux, Android, Apple systems)",
+        )))
+    }
+
+    pub fn try_lock(_file: &File) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+}
+
+/// Removes `path` and everything under it, if it exists.
+fn remove_dir_if_present(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// fsyncs the directory holding `path`.
+fn sync_parent(path: &Path) -> Result<(), StorageError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Every file and directory under `dir` (directories after their contents).
+fn list_tree(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            list_tree(&entry.path(), out)?;
+            out.push(entry.path());
+        } else if ty.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to 5 s) until no sled instance holds the lock on the database in `dir`,
+/// which sled 0.34 lets go of a moment after its last handle is dropped: taking the
+/// same `flock` sled takes proves it.
+fn wait_unlocked(dir: &Path) -> Result<(), StorageError> {
+    let path = dir.join("db");
+    for _ in 0..250 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        if dir_swap::try_lock(&file)? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(StorageError::Io(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        "sled still held its lock 5 s after the database was closed",
+    )))
 }
 
 /// Removes the snapshot files sled was still writing when its process died.
@@ -679,6 +944,15 @@ impl Kv for FaultKv {
 
     fn checkpoint(&self) -> Result<bool, StorageError> {
         self.inner.checkpoint()
+    }
+
+    fn compact(&self) -> Result<(u64, u64), StorageError> {
+        // A compaction ends in flushes of its own: a failing flush fails it, before it
+        // changes anything.
+        if self.faults.0.fail_flush.load(Ordering::SeqCst) {
+            return Err(StorageError::Injected("flush failed".to_owned()));
+        }
+        self.inner.compact()
     }
 }
 

@@ -144,3 +144,19 @@ pub fn stats(ctx: &Context, json: bool) -> CmdResult {
     }
     context::close(db)
 }
+
+/// Runs `compact`.
+pub fn compact(ctx: &Context, json: bool) -> CmdResult {
+    let db = ctx.open_existing()?;
+    let done = db.compact()?;
+    if json {
+        print_json(&json!({
+            "bytes_before": done.bytes_before,
+            "bytes_after": done.bytes_after,
+        }))?;
+    } else {
+        outln!("  {:<14} {:>12}", "bytes before", done.bytes_before);
+        outln!("  {:<14} {:>12}", "bytes after", done.bytes_after);
+    }
+    context::close(db)
+}

@@ -39,8 +39,8 @@ IDENT is inferred as Track API v1 does: `cio_<cio_id>`, an email if it contains 
 else an `id`.
 
 Commands that only read (person, people, activity, query, segment list/show/add/remove/
-delete, topic list, attributes, refresh, verify, stats, export, feed off/status/read)
-refuse a --db directory that is missing or empty; commands that define things (segment
+delete, topic list, attributes, refresh, verify, stats, export, feed off/status/read),
+and compact, refuse a --db directory that is missing or empty; commands that define things (segment
 create, topic create, index, feed on), ingest and demo create the database.
 
 Exit status:
@@ -132,6 +132,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the database's files to hold only its live records (as SQLite's VACUUM).
+    ///
+    /// sled reclaims space only from mostly dead log segments, so after heavy writing
+    /// its files hold two to three times the records. Copies the live records into
+    /// fresh files beside the old ones (needing that much free disk), swaps them in
+    /// atomically, and removes the old; a crash at any point leaves the old files or the
+    /// new ones, whole. Prints the bytes on disk before and after.
+    Compact {
+        /// Print `{"bytes_before", "bytes_after"}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read JSON lines (Track v2, Pipelines, reporting webhooks, batches, an export).
     ///
     /// One message or batch per line; empty lines are skipped. Prints
@@ -189,6 +201,7 @@ fn run(ctx: &Context, command: Command) -> CmdResult {
         Command::Refresh => admin::refresh(ctx),
         Command::Verify => admin::verify(ctx),
         Command::Stats { json } => admin::stats(ctx, json),
+        Command::Compact { json } => admin::compact(ctx, json),
         Command::Demo(a) => demo::demo(ctx, a),
         Command::Ingest(a) => transfer::ingest(ctx, a),
         Command::Export(a) => transfer::export(ctx, a),

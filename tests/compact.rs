@@ -1,0 +1,191 @@
+//! Compaction (`ProfileDb::compact`, `profiledb compact`): the files are rewritten to
+//! hold only the live records, every record survives byte for byte, the database goes on
+//! working, and an interrupted compaction leaves a whole database that the next open
+//! settles. (`tests/crash.rs` kills its child in the middle of compactions too.)
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::all_records;
+use profiledb::{
+    Error, Faults, Ident, Identify, ManualClock, OpenError, ProfileDb, Track, TrackKind, Value,
+};
+
+const T0: i64 = 1_767_225_600;
+
+fn builder() -> profiledb::Builder {
+    ProfileDb::builder().clock(Arc::new(ManualClock::new(T0)))
+}
+
+/// 300 people, each rewritten 20 times: most of what sled logged is dead. Ends with a
+/// checkpoint, so that the records compared before and after a compaction (which folds
+/// the bitmap log first) are those it copies.
+fn churn(db: &ProfileDb) {
+    for round in 0..20i64 {
+        let ops: Vec<_> = (0..300)
+            .map(|n| {
+                profiledb::Op::Identify(
+                    Identify::new(Ident::id(format!("p{n}")))
+                        .set("email", format!("p{n}@x.io"))
+                        .set("round", round)
+                        .set("note", "x".repeat(200)),
+                )
+            })
+            .collect();
+        db.write_batch(&ops).unwrap();
+    }
+    for n in 0..50 {
+        db.track(Track::event(Ident::id(format!("p{n}")), "signup").property("n", n))
+            .unwrap();
+    }
+    // The bitmap log folded into its chunks, as a compaction would first.
+    db.checkpoint().unwrap();
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn compaction_keeps_every_record_and_shrinks_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    churn(&db);
+    db.checkpoint().unwrap();
+    let before = all_records(&db);
+    let stats = db.stats().unwrap();
+
+    let done = db.compact().unwrap();
+    assert_eq!(done.bytes_before, stats.size_on_disk);
+    assert!(
+        done.bytes_after < done.bytes_before,
+        "compaction did not shrink the files: {done:?}"
+    );
+    assert_eq!(db.stats().unwrap().size_on_disk, done.bytes_after);
+    assert!(!dir.path().join("sled.new").exists());
+    assert_eq!(all_records(&db), before, "a record changed in compaction");
+    assert!(db.verify().unwrap().is_ok());
+
+    // The handle goes on: writes land, are durable, and survive a reopen.
+    db.identify(Identify::new(Ident::id("after")).set("plan", "pro"))
+        .unwrap();
+    db.flush().unwrap();
+    let seq = db.stats().unwrap().commit_seq;
+    assert_eq!(db.stats().unwrap().durable_seq, seq);
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
+    assert_eq!(db.stats().unwrap().commit_seq, seq);
+    let p = db.person(&Ident::id("after")).unwrap().unwrap();
+    assert_eq!(p.attributes.get("plan"), Some(&Value::from("pro")));
+    assert_eq!(
+        db.event_count(&Ident::id("p7"), TrackKind::Event, "signup", None, None)
+            .unwrap(),
+        1
+    );
+    assert_eq!(db.counts().unwrap().people, 301);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn an_open_removes_what_an_interrupted_compaction_left_and_keeps_the_database_whole() {
+    // A crash before the exchange: `sled.new` is a copy, perhaps partial, beside the
+    // database it copies.
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    churn(&db);
+    let records = all_records(&db);
+    drop(db);
+    copy_dir(&dir.path().join("sled"), &dir.path().join("sled.new"));
+    std::fs::write(dir.path().join("sled.new").join("db"), b"torn").unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    assert!(!dir.path().join("sled.new").exists());
+    assert_eq!(all_records(&db), records);
+    assert!(db.verify().unwrap().is_ok());
+
+    // A crash after the exchange: `sled` is the compacted copy and `sled.new` the old
+    // files.
+    let old = tempfile::tempdir().unwrap();
+    db.flush().unwrap();
+    drop(db);
+    copy_dir(&dir.path().join("sled"), old.path());
+    let db = builder().open(dir.path()).unwrap();
+    db.compact().unwrap();
+    drop(db);
+    copy_dir(old.path(), &dir.path().join("sled.new"));
+    let db = builder().open(dir.path()).unwrap();
+    assert!(!dir.path().join("sled.new").exists());
+    assert_eq!(all_records(&db), records);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_locked_database_keeps_another_processs_compaction_copy() {
+    // While a handle holds the database, another open must not touch a `sled.new`: it
+    // may be that handle's compaction in progress.
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    churn(&db);
+    std::fs::create_dir(dir.path().join("sled.new")).unwrap();
+    std::fs::write(dir.path().join("sled.new").join("db"), b"in progress").unwrap();
+    match builder().open(dir.path()) {
+        Err(Error::Open(OpenError::Locked { .. })) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second handle opened a locked database"),
+    }
+    assert!(dir.path().join("sled.new").join("db").exists());
+    // The holder's own compaction replaces the leftover with its copy, then removes it.
+    db.compact().unwrap();
+    assert!(!dir.path().join("sled.new").exists());
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_failed_compaction_changes_nothing_and_refuses_further_calls_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+    churn(&db);
+    let records = all_records(&db);
+    faults.fail_flush(true);
+    assert!(matches!(db.compact(), Err(Error::Storage(_))));
+    faults.fail_flush(false);
+    assert!(matches!(
+        db.identify(Identify::new(Ident::id("x"))),
+        Err(Error::Poisoned)
+    ));
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
+    assert!(!dir.path().join("sled.new").exists());
+    assert_eq!(all_records(&db), records);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_copy_no_smaller_than_the_files_is_dropped_and_nothing_changes() {
+    // A fresh database of a few records: a fresh sled copy cannot be smaller.
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    db.identify(Identify::new(Ident::id("only")).set("plan", "pro"))
+        .unwrap();
+    db.checkpoint().unwrap();
+    let records = all_records(&db);
+    let done = db.compact().unwrap();
+    assert_eq!(done.bytes_after, done.bytes_before, "{done:?}");
+    assert_eq!(db.stats().unwrap().size_on_disk, done.bytes_before);
+    assert!(!dir.path().join("sled.new").exists());
+    assert_eq!(all_records(&db), records);
+    db.identify(Identify::new(Ident::id("next"))).unwrap();
+    assert!(db.verify().unwrap().is_ok());
+}
