@@ -725,6 +725,8 @@ enum Step {
     Crash(Vec<Write>, u64),
     /// Close and reopen.
     Reopen,
+    /// Compact the files (`ProfileDb::compact`): nothing the database shows changes.
+    Compact,
 }
 
 fn read_write(input: &mut Input<'_>) -> Write {
@@ -785,9 +787,11 @@ fn read_steps(bytes: &[u8]) -> Vec<Step> {
     let mut input = Input(bytes);
     let mut steps = Vec::new();
     while !input.is_empty() && steps.len() < 48 {
-        let step = match input.byte() % 16 {
-            0 => Step::Reopen,
-            1 => {
+        let step = match input.byte() % 32 {
+            0 | 16 => Step::Reopen,
+            // Rare: a compaction copies the whole database.
+            31 => Step::Compact,
+            1 | 17 => {
                 let n = input.below(4) + 1;
                 let writes = (0..n).map(|_| read_write(&mut input)).collect();
                 Step::Crash(writes, u64::from(input.byte() % 32) + 1)
@@ -1215,8 +1219,8 @@ fn check(db: &ProfileDb, model: &Model, ids: &Segments, step: usize, steps: &[St
 
 /// An operation sequence read from the bytes (identify, attribute removal, event, device
 /// add/delete, delivery and metric, relationship add/delete, manual segment add/remove,
-/// merge, delete, suppress, unsuppress; reopen; and a crash step that fails a key write
-/// mid-batch through [`Faults`]) run against a fresh database and a plain in-memory model
+/// merge, delete, suppress, unsuppress; reopen; compaction; and a crash step that fails a
+/// key write mid-batch through [`Faults`]) run against a fresh database and a plain in-memory model
 /// of three people addressed by `id`. After every step each person's profile (attributes,
 /// event counts, devices, deliveries and their metrics, relationships, segments), their
 /// suppression, and a set of audience counts (including data-driven segments) equal the
@@ -1243,6 +1247,11 @@ pub fn ops_model(bytes: &[u8]) {
             Step::Reopen => {
                 db.close().unwrap_or_else(|e| panic!("close failed: {e}"));
                 db = open_model_db(dir.path(), &faults);
+                feed_law(&db, i);
+            }
+            Step::Compact => {
+                db.compact()
+                    .unwrap_or_else(|e| panic!("step {i}: compaction failed: {e}"));
                 feed_law(&db, i);
             }
             Step::Write(w) => {
