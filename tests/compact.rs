@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use common::all_records;
@@ -43,19 +42,6 @@ fn churn(db: &ProfileDb) {
     }
     // The bitmap log folded into its chunks, as a compaction would first.
     db.checkpoint().unwrap();
-}
-
-/// Copies the directory tree `from` to `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]
@@ -107,7 +93,7 @@ fn an_open_removes_what_an_interrupted_compaction_left_and_keeps_the_database_wh
     churn(&db);
     let records = all_records(&db);
     drop(db);
-    copy_dir(&dir.path().join("sled"), &dir.path().join("sled.new"));
+    common::copy_dir(&dir.path().join("sled"), &dir.path().join("sled.new"));
     std::fs::write(dir.path().join("sled.new").join("db"), b"torn").unwrap();
     let db = builder().open(dir.path()).unwrap();
     assert!(!dir.path().join("sled.new").exists());
@@ -119,11 +105,11 @@ fn an_open_removes_what_an_interrupted_compaction_left_and_keeps_the_database_wh
     let old = tempfile::tempdir().unwrap();
     db.flush().unwrap();
     drop(db);
-    copy_dir(&dir.path().join("sled"), old.path());
+    common::copy_dir(&dir.path().join("sled"), old.path());
     let db = builder().open(dir.path()).unwrap();
     db.compact().unwrap();
     drop(db);
-    copy_dir(old.path(), &dir.path().join("sled.new"));
+    common::copy_dir(old.path(), &dir.path().join("sled.new"));
     let db = builder().open(dir.path()).unwrap();
     assert!(!dir.path().join("sled.new").exists());
     assert_eq!(all_records(&db), records);

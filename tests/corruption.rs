@@ -186,18 +186,6 @@ fn reopen(dir: &Path) -> Result<ProfileDb, Error> {
     builder().open(dir)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Runs `cases` seeded single-byte flips of stored values (or, with `keys`, keys: the
 /// record moves to the damaged key). Value flips must be detected by a read (or at open)
 /// naming the family, and by `verify`. Returns the key flips `verify` missed.
@@ -216,7 +204,7 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
     let pristine = tempfile::tempdir().unwrap();
     // Open once more so sled has let go of the files before they are copied.
     builder().open(dir).unwrap().close().unwrap();
-    copy_dir(dir, pristine.path());
+    common::copy_dir(dir, pristine.path());
     let config = Config {
         cases,
         failure_persistence: None,
@@ -302,7 +290,7 @@ fn run_flips(keys: bool, cases: u32) -> Vec<String> {
                         Ok(reopened) => named.extend(read_everything(&reopened)),
                     }
                     std::fs::remove_dir_all(dir).unwrap();
-                    copy_dir(pristine.path(), dir);
+                    common::copy_dir(pristine.path(), dir);
                     *guard = Some(builder().open(dir).unwrap());
                 }
                 prop_assert!(
@@ -392,7 +380,7 @@ fn damage_below_the_records_is_an_error_never_a_panic_or_silent_loss() {
     let mut kinds = std::collections::BTreeMap::<String, u32>::new();
     for case in 0..48u32 {
         let scratch = tempfile::tempdir().unwrap();
-        copy_dir(pristine.path(), scratch.path());
+        common::copy_dir(pristine.path(), scratch.path());
         let file = scratch.path().join("sled").join("db");
         let mut bytes = std::fs::read(&file).unwrap();
         let what = match case % 6 {

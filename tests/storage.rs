@@ -126,27 +126,13 @@ fn a_directory_that_is_not_a_database_is_refused_unmodified() {
     assert_eq!(snapshot(dir.path()), before);
 }
 
-/// Copies `from` (a directory tree) to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// `tests/fixtures/format2/db` is a 40-person demo database written by the last
 /// format-2 build (`profiledb --now 1764000000 demo --people 40`).
 #[test]
 fn a_format_2_database_is_refused_unmodified_with_the_way_to_move_it() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format2/db");
-    copy_tree(&fixture, dir.path());
+    common::copy_dir(&fixture, dir.path());
     let err = refused_unmodified(dir.path(), 2);
     let text = err.to_string();
     assert!(

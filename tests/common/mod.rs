@@ -105,3 +105,17 @@ pub fn ids(db: &ProfileDb, condition: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Copies the directory tree `from` to `to` (created when missing).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
