@@ -1250,8 +1250,13 @@ pub fn ops_model(bytes: &[u8]) {
                 feed_law(&db, i);
             }
             Step::Compact => {
-                db.compact()
+                let done = db
+                    .compact()
                     .unwrap_or_else(|e| panic!("step {i}: compaction failed: {e}"));
+                assert!(
+                    done.is_some(),
+                    "step {i}: no read in progress, yet no compaction"
+                );
                 feed_law(&db, i);
             }
             Step::Write(w) => {

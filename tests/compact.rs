@@ -53,7 +53,7 @@ fn compaction_keeps_every_record_and_shrinks_the_files() {
     let before = all_records(&db);
     let stats = db.stats().unwrap();
 
-    let done = db.compact().unwrap();
+    let done = db.compact().unwrap().unwrap();
     assert_eq!(done.bytes_before, stats.size_on_disk);
     assert!(
         done.bytes_after < done.bytes_before,
@@ -107,7 +107,7 @@ fn an_open_removes_what_an_interrupted_compaction_left_and_keeps_the_database_wh
     drop(db);
     common::copy_dir(&dir.path().join("sled"), old.path());
     let db = builder().open(dir.path()).unwrap();
-    db.compact().unwrap();
+    db.compact().unwrap().unwrap();
     drop(db);
     common::copy_dir(old.path(), &dir.path().join("sled.new"));
     let db = builder().open(dir.path()).unwrap();
@@ -117,9 +117,9 @@ fn an_open_removes_what_an_interrupted_compaction_left_and_keeps_the_database_wh
 }
 
 #[test]
-fn a_locked_database_keeps_another_processs_compaction_copy() {
-    // While a handle holds the database, another open must not touch a `sled.new`: it
-    // may be that handle's compaction in progress.
+fn a_second_open_is_refused_while_a_handle_holds_the_database() {
+    // The database's own lock (on `PROFILEDB`) is held for the handle's life: a second
+    // open never runs the cleanup that would remove a compaction's copy in progress.
     let dir = tempfile::tempdir().unwrap();
     let db = builder().open(dir.path()).unwrap();
     churn(&db);
@@ -132,13 +132,63 @@ fn a_locked_database_keeps_another_processs_compaction_copy() {
     }
     assert!(dir.path().join("sled.new").join("db").exists());
     // The holder's own compaction replaces the leftover with its copy, then removes it.
-    db.compact().unwrap();
+    db.compact().unwrap().unwrap();
     assert!(!dir.path().join("sled.new").exists());
+    assert!(db.verify().unwrap().is_ok());
+    // Once the handle is gone, the database opens again.
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
     assert!(db.verify().unwrap().is_ok());
 }
 
 #[test]
-fn a_failed_compaction_changes_nothing_and_refuses_further_calls_until_reopened() {
+fn readers_in_other_threads_never_deadlock_a_compaction() {
+    // Reads that scan and read inside the scan (the people list, verify) run throughout;
+    // the compaction waits for a moment between them and never blocks them for good.
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    churn(&db);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, stop) = (db.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    db.people().unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let compactor = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let done = db.compact();
+            tx.send(()).unwrap();
+            done
+        })
+    };
+    let finished = rx.recv_timeout(std::time::Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        finished.is_ok(),
+        "the compaction did not finish within 60 s"
+    );
+    // It ran, or gave up after its 10 s wait: either way nothing hung and nothing changed
+    // what the database holds.
+    compactor.join().unwrap().unwrap();
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(db.counts().unwrap().people, 300);
+    assert!(db.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_failed_compaction_changes_nothing_and_the_handle_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Faults::new();
     let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
@@ -147,29 +197,31 @@ fn a_failed_compaction_changes_nothing_and_refuses_further_calls_until_reopened(
     faults.fail_flush(true);
     assert!(matches!(db.compact(), Err(Error::Storage(_))));
     faults.fail_flush(false);
-    assert!(matches!(
-        db.identify(Identify::new(Ident::id("x"))),
-        Err(Error::Poisoned)
-    ));
-    drop(db);
-    let db = builder().open(dir.path()).unwrap();
     assert!(!dir.path().join("sled.new").exists());
     assert_eq!(all_records(&db), records);
+    db.identify(Identify::new(Ident::id("x"))).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
+    assert!(db.person(&Ident::id("x")).unwrap().is_some());
     assert!(db.verify().unwrap().is_ok());
 }
 
 #[test]
-fn a_copy_no_smaller_than_the_files_is_dropped_and_nothing_changes() {
-    // A fresh database of a few records: a fresh sled copy cannot be smaller.
+fn a_small_database_never_grows_and_keeps_its_records() {
+    // A fresh database of a few records: a fresh sled copy is no smaller, and is dropped
+    // (or, with sled's sizes in whole segments, no larger).
     let dir = tempfile::tempdir().unwrap();
     let db = builder().open(dir.path()).unwrap();
     db.identify(Identify::new(Ident::id("only")).set("plan", "pro"))
         .unwrap();
     db.checkpoint().unwrap();
     let records = all_records(&db);
-    let done = db.compact().unwrap();
-    assert_eq!(done.bytes_after, done.bytes_before, "{done:?}");
-    assert_eq!(db.stats().unwrap().size_on_disk, done.bytes_before);
+    // The files never grow (sled counts its files in whole segments, so the two may be
+    // equal whether or not the copy replaced them).
+    let done = db.compact().unwrap().unwrap();
+    assert!(done.bytes_after <= done.bytes_before, "{done:?}");
+    assert_eq!(db.stats().unwrap().size_on_disk, done.bytes_after);
     assert!(!dir.path().join("sled.new").exists());
     assert_eq!(all_records(&db), records);
     db.identify(Identify::new(Ident::id("next"))).unwrap();

@@ -330,3 +330,45 @@ fn a_format_2_export_restores_into_this_format_with_its_derived_data_rebuilt() {
     copy.restore(again.as_bytes()).unwrap();
     assert_eq!(export(&copy), again);
 }
+
+/// Builds of format 3 from before `events_by_name` was retired wrote one record per
+/// tracked event there; their exports restore, those records skipped (and counted
+/// against the export's total).
+#[test]
+fn a_format_3_export_with_the_retired_events_by_name_restores_without_it() {
+    let (_d, db) = source();
+    let text = export(&db);
+    let retired = r#"["events_by_name","00000001010008707572636861736580000000696dd9f00000000000000001","02000000"]"#;
+    let first = text
+        .lines()
+        .position(|l| l.contains(r#""action":"restore","records":["#))
+        .unwrap();
+    let text = edit(&text, |i, l| {
+        Some(if i == first {
+            l.replacen(r#""records":["#, &format!(r#""records":[{retired},"#), 1)
+        } else if l.contains(r#""action":"restore_end""#) {
+            let n: u64 = l
+                .split(r#""records":"#)
+                .nth(1)
+                .and_then(|r| r.trim_end_matches('}').parse().ok())
+                .unwrap();
+            l.replace(
+                &format!(r#""records":{n}"#),
+                &format!(r#""records":{}"#, n + 1),
+            )
+        } else {
+            l.to_owned()
+        })
+    });
+    assert!(text.contains("events_by_name"));
+    let (_d2, copy, _c) = open();
+    let report = copy.restore(text.as_bytes()).unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert!(copy
+        .raw_records(profiledb::Family::EventsByName)
+        .unwrap()
+        .is_empty());
+    assert_eq!(copy.people().unwrap(), db.people().unwrap());
+    assert_eq!(copy.counts().unwrap(), db.counts().unwrap());
+    assert!(copy.verify().unwrap().is_ok());
+}

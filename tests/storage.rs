@@ -673,3 +673,36 @@ fn close_checkpoints_after_enough_writing() {
         assert!(db.verify().unwrap().is_ok());
     }
 }
+
+/// Builds of format 3 from before `events_by_name` was retired wrote one key per tracked
+/// event under tag 7. `verify` reports such a key as damage; the next open deletes them
+/// all (derived data nothing reads), leaving everything else as it was.
+#[test]
+fn an_open_drops_the_retired_events_by_name_keys_of_an_earlier_format_3_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = builder().open(dir.path()).unwrap();
+    db.track(profiledb::Track::event(Ident::id("a"), "purchase"))
+        .unwrap();
+    db.checkpoint().unwrap();
+    let counts = db.counts().unwrap();
+    let before = all_records(&db);
+    // 10,001 leftover keys: more than one batch of the cleanup.
+    for n in 0..10_001u32 {
+        let mut key = n.to_be_bytes().to_vec();
+        key.extend_from_slice(b"\x01\x00\x08purchase");
+        db.raw_put(Family::EventsByName, &key, b"\x02\x00\x00\x00\x00")
+            .unwrap();
+    }
+    let report = db.verify().unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("events_by_name")),
+        "{:?}",
+        report.problems
+    );
+    drop(db);
+    let db = builder().open(dir.path()).unwrap();
+    assert!(db.raw_records(Family::EventsByName).unwrap().is_empty());
+    assert_eq!(all_records(&db), before);
+    assert_eq!(db.counts().unwrap(), counts);
+    assert!(db.verify().unwrap().is_ok());
+}

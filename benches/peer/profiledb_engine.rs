@@ -114,7 +114,10 @@ impl Engine for ProfileEngine {
     }
 
     fn compact(&mut self) {
-        self.db.compact().expect("compact");
+        self.db
+            .compact()
+            .expect("compact")
+            .expect("no reads in progress");
     }
 
     fn explain(&mut self, condition: &str) -> String {

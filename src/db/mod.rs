@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     salvaged: Option<String>,
     pub(crate) config: Builder,
     dir: PathBuf,
+    /// The `PROFILEDB` file, holding the database's lock (an exclusive `flock`) for as
+    /// long as this handle lives; dropped last.
+    _lock: std::fs::File,
 }
 
 /// An open profile database. Cheap to clone; clones share one database. `Send + Sync`:

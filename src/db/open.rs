@@ -114,6 +114,17 @@ impl ProfileDb {
                 .into());
             }
         }
+        // The database's own lock, held for the handle's life: one handle at a time, and
+        // none while another's compaction swaps sled's files.
+        let lock = match crate::store::kv::lock_database(&dir.join(MARKER), 50) {
+            Ok(Some(file)) => file,
+            Ok(None) => {
+                return Err(Error::Open(OpenError::Locked {
+                    path: dir.to_path_buf(),
+                }))
+            }
+            Err(e) => return Err(io_err(&dir.join(MARKER), std::io::Error::other(e))),
+        };
         // A damaged COMMIT file leaves the last durable commit unknown: an error, unless
         // opening for salvage, which rewrites it.
         let (durable_seq, commit_file, commit_damaged) = match CommitFile::open(dir) {
@@ -166,6 +177,9 @@ impl ProfileDb {
             }
             None => false,
         };
+        if initialized {
+            drop_retired_keys(&store)?;
+        }
         let (counters, commit_seq) = match store.get::<MetaF>(meta_keys::COUNTERS)? {
             None => (
                 Counters {
@@ -247,6 +261,7 @@ impl ProfileDb {
                 },
                 config,
                 dir: dir.to_path_buf(),
+                _lock: lock,
             }),
         };
         if !initialized {
@@ -286,5 +301,33 @@ impl ProfileDb {
             db.set_change_feed(setting)?;
         }
         Ok(db)
+    }
+}
+
+/// Deletes the `events_by_name` keys (tag 7) a database written by a build of format 3
+/// from before that family's retirement still holds: derived data nothing reads (a
+/// person's occurrences are read from `activity`, and `meta/counters`' event count is
+/// the same number either way). In batches of 10,000 keys, none a commit; a crash
+/// between them leaves the rest for the next open. A database without any costs one
+/// empty range read.
+fn drop_retired_keys(store: &Store) -> Result<()> {
+    use std::ops::Bound::Unbounded;
+    let kv = store.kv();
+    loop {
+        let keys: Vec<Vec<u8>> = kv
+            .range(Family::EventsByName, (Unbounded, Unbounded), false)
+            .take(10_000)
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<std::result::Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let writes = crate::store::kv::WriteSet {
+            families: vec![(
+                Family::EventsByName,
+                keys.into_iter().map(|k| (k, None)).collect(),
+            )],
+        };
+        kv.commit(&writes)?;
     }
 }

@@ -467,33 +467,32 @@ impl ProfileDb {
     /// point leaves the old files or the new ones whole, never a mix; the next open
     /// settles it. A copy no smaller than the files it would replace (a fresh sled
     /// database has overheads of its own, so a small or lightly written one can come out
-    /// larger) is dropped, and nothing changes. Returns the bytes on disk before and
-    /// after.
+    /// larger) is dropped, and nothing changes.
+    ///
+    /// Returns the bytes on disk before and after, or `Ok(None)` when reads in progress
+    /// (a scan, a long query) kept it from starting for 10 seconds: nothing changed.
     ///
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage) when flushing, copying or swapping the
-    /// files fails; the handle then refuses further calls,
-    /// [`Error::Poisoned`](crate::Error::Poisoned), until the database is opened again
-    /// (which keeps the old files or the new ones, whole).
-    pub fn compact(&self) -> Result<Compaction> {
+    /// files fails. The handle goes on with the old files, or with the new ones when
+    /// the swap was done; only when sled could not be opened again does every call fail
+    /// until the database is opened again (which finds the old files or the new ones,
+    /// whole). On a system without an atomic exchange of directories (other than Linux,
+    /// Android and Apple systems) it is refused before any work.
+    pub fn compact(&self) -> Result<Option<Compaction>> {
         let mut writer = self.restore_writer()?;
         self.fold_locked(&mut writer)?;
         self.prune_expired(&mut writer)?;
         self.make_durable()?;
-        match self.inner.store.kv().compact() {
-            Ok((bytes_before, bytes_after)) => {
-                // The reopen wrote sled's snapshot: it counts as a checkpoint.
-                self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
-                Ok(Compaction {
-                    bytes_before,
-                    bytes_after,
-                })
-            }
-            Err(e) => {
-                self.poison();
-                Err(e.into())
-            }
+        let done = self.inner.store.kv().compact()?;
+        if done.is_some_and(|d| d.swapped) {
+            // The reopen wrote sled's snapshot: it counts as a checkpoint.
+            self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(done.map(|d| Compaction {
+            bytes_before: d.before,
+            bytes_after: d.after,
+        }))
     }
 
     /// Flushes and fsyncs everything committed so far, then records it in `COMMIT`.

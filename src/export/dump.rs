@@ -170,7 +170,9 @@ type RawRecord = (Family, Vec<u8>, Vec<u8>);
 /// `activity`.
 pub const OLDEST_RESTORABLE: u32 = 2;
 
-/// Families a format-2 export may hold that format 3 no longer has: derived data.
+/// Families a format-2 export (or a format-3 export of a build from before
+/// `events_by_name` was retired) may hold that format 3 no longer has: derived data,
+/// skipped.
 const RETIRED: &[&str] = &["ranges", "events_by_name"];
 
 /// A restore in progress from an older format's export.
@@ -206,7 +208,9 @@ fn parse_records(
                 "must be [family, key in hex, value in hex]",
             ));
         };
-        if from.is_some() && RETIRED.contains(&name) {
+        // Also in this format's exports: builds of format 3 before `events_by_name`
+        // was retired wrote it.
+        if RETIRED.contains(&name) {
             *skipped += 1;
             continue;
         }

@@ -40,6 +40,21 @@ impl WriteSet {
     }
 }
 
+/// What a compaction did ([`Kv::compact`]): bytes on disk before and after, and whether
+/// the new files replaced the old (`false`: the copy was not smaller and was dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Bytes on disk before.
+    pub before: u64,
+    /// Bytes on disk after.
+    pub after: u64,
+    /// Whether the new files replaced the old.
+    pub swapped: bool,
+}
+
+/// How long a compaction waits for reads in progress before it gives up.
+const COMPACT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The key-value store under profiledb.
 pub trait Kv: Send + Sync {
     /// The value at `key`.
@@ -65,8 +80,8 @@ pub trait Kv: Send + Sync {
     fn checkpoint(&self) -> Result<bool, StorageError>;
     /// Rewrites the store into fresh files holding only its live records, and swaps
     /// them in (see [`SledKv::compact`]). Everything committed must be durable first.
-    /// Returns the bytes on disk before and after.
-    fn compact(&self) -> Result<(u64, u64), StorageError>;
+    /// `Ok(None)` when reads in progress kept it from starting.
+    fn compact(&self) -> Result<Option<Compacted>, StorageError>;
 }
 
 /// Runs a sled call, turning a panic inside sled into an error.
@@ -270,7 +285,8 @@ impl SledKv {
     /// segment only when it is mostly dead, so its files grow to several times the
     /// records they hold), as SQLite's `VACUUM` does.
     ///
-    /// Waits for reads in progress, then holds the store closed to everyone else: the
+    /// Waits (up to 10 s, then `Ok(None)`) for reads in progress, then holds the store
+    /// closed to everyone else: the
     /// tree is copied in key order into a new sled database in `sled.new` beside `dir`,
     /// which is flushed and fsynced whole; sled is closed, the two directories are
     /// exchanged in one atomic `renameat2(RENAME_EXCHANGE)`, the parent directory is
@@ -287,13 +303,26 @@ impl SledKv {
     /// An I/O or sled error, or a contained panic, as a [`StorageError`]; on a system or
     /// file system without an atomic exchange of directories (Linux 3.15+ on ext4, xfs,
     /// btrfs, tmpfs and others; Apple's APFS), an I/O error with the old files in place.
-    pub fn compact(&self) -> Result<(u64, u64), StorageError> {
-        if !dir_swap::SUPPORTED {
+    pub fn compact(&self) -> Result<Option<Compacted>, StorageError> {
+        if !sys::SUPPORTED {
             // Refused before any work: the exchange at the end could not happen.
-            return dir_swap::exchange(&self.dir, &self.dir).map(|()| (0, 0));
+            return sys::exchange(&self.dir, &self.dir).map(|()| None);
         }
         let new_dir = compaction_dir(&self.dir)?;
-        let mut guard = self.sled.write().unwrap_or_else(|p| p.into_inner());
+        // Never a blocking wait for the write side: a thread holding a scan may be
+        // waiting for a read of its own queued behind it (std's RwLock lets no new
+        // reader in while a writer waits), as `checkpoint` never waits either.
+        let started = std::time::Instant::now();
+        let mut guard = loop {
+            match self.sled.try_write() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < COMPACT_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            }
+        };
         let before = match guard.as_ref() {
             Ok(sled) => contain("size_on_disk", || Ok(sled.db.size_on_disk()?))?,
             Err(why) => return Err(closed(why)),
@@ -337,7 +366,11 @@ impl SledKv {
             // written one can come out larger): the files never grow.
             Ok(size) if size >= before => {
                 remove_dir_if_present(&new_dir)?;
-                return Ok((before, before));
+                return Ok(Some(Compacted {
+                    before,
+                    after: before,
+                    swapped: false,
+                }));
             }
             Ok(_) => {}
             Err(e) => {
@@ -354,7 +387,7 @@ impl SledKv {
             })?;
             // sled lets go of its lock a moment after its last handle is dropped.
             wait_unlocked(&self.dir)?;
-            dir_swap::exchange(&new_dir, &self.dir)?;
+            sys::exchange(&new_dir, &self.dir)?;
             sync_parent(&self.dir)
         });
         // The data file and the set of files may be new: the next flush syncs afresh.
@@ -375,7 +408,11 @@ impl SledKv {
                 drop(guard);
                 remove_dir_if_present(&new_dir)?;
                 sync_parent(&self.dir)?;
-                Ok((before, after))
+                Ok(Some(Compacted {
+                    before,
+                    after,
+                    swapped: true,
+                }))
             }
             (Err(e), Ok((sled, _))) => {
                 *guard = Ok(sled);
@@ -509,7 +546,7 @@ impl Kv for SledKv {
         SledKv::checkpoint(self)
     }
 
-    fn compact(&self) -> Result<(u64, u64), StorageError> {
+    fn compact(&self) -> Result<Option<Compacted>, StorageError> {
         SledKv::compact(self)
     }
 }
@@ -527,6 +564,26 @@ fn sync_each(paths: &[PathBuf]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Takes the database's own lock, an exclusive `flock` on `marker` (the `PROFILEDB`
+/// file), for as long as the returned file stays open, waiting up to `attempts` × 20 ms
+/// for a handle being closed elsewhere to let go: `Ok(None)` when another handle (in this
+/// process or another) holds it. sled locks only its own data file, and a compaction
+/// closes sled for a moment: this lock is what keeps a second open from settling (and
+/// removing) a compaction's copy while it is swapped in. (Not taken on a system without
+/// compaction, where nothing needs it.)
+pub fn lock_database(marker: &Path, attempts: u32) -> Result<Option<File>, StorageError> {
+    let file = File::open(marker)?;
+    for n in 0..attempts.max(1) {
+        if n > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if sys::lock(&file)? {
+            return Ok(Some(file));
+        }
+    }
+    Ok(None)
 }
 
 /// Keys copied per batch by [`SledKv::compact`].
@@ -549,17 +606,12 @@ fn compaction_dir(dir: &Path) -> Result<PathBuf, StorageError> {
 /// Settles a compaction a crash interrupted (see [`SledKv::compact`]), before sled
 /// opens `dir`. `dir` always holds a whole database; a `sled.new` beside it is either
 /// a copy that never replaced anything or, after the exchange, the old files: removed
-/// either way (and the removal fsynced). Left alone while another process holds sled's
-/// lock on `dir` (it may be compacting; sled's own open then reports the lock).
+/// either way (and the removal fsynced). Runs only under the database's lock
+/// ([`lock_database`]), so no compaction of another handle is in progress.
 pub(crate) fn finish_compaction(dir: &Path) -> Result<(), StorageError> {
     let new_dir = compaction_dir(dir)?;
     if !new_dir.exists() {
         return Ok(());
-    }
-    if let Ok(file) = File::open(dir.join("db")) {
-        if !dir_swap::try_lock(&file)? {
-            return Ok(());
-        }
     }
     remove_dir_if_present(&new_dir)?;
     sync_parent(dir)
@@ -568,7 +620,7 @@ pub(crate) fn finish_compaction(dir: &Path) -> Result<(), StorageError> {
 /// What a compaction needs from the system: an atomic exchange of two directories and
 /// the `flock` sled takes on its data file.
 #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
-mod dir_swap {
+mod sys {
     use super::StorageError;
     use rustix::fs::{flock, renameat_with, FlockOperation, RenameFlags, CWD};
     use std::fs::File;
@@ -582,6 +634,16 @@ mod dir_swap {
     pub fn exchange(a: &Path, b: &Path) -> Result<(), StorageError> {
         renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
             .map_err(|e| StorageError::Io(std::io::Error::from(e)))
+    }
+
+    /// Takes the exclusive `flock` on `file` and keeps it (until `file` is closed):
+    /// `Ok(false)` when another holder has it.
+    pub fn lock(file: &File) -> Result<bool, StorageError> {
+        match flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(true),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+            Err(e) => Err(StorageError::Io(std::io::Error::from(e))),
+        }
     }
 
     /// Takes and at once drops the exclusive `flock` sled holds on `file` while a
@@ -601,7 +663,7 @@ mod dir_swap {
 
 /// What a compaction needs from the system: not available here.
 #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
-mod dir_swap {
+mod sys {
     use super::StorageError;
     use std::fs::File;
     use std::path::Path;
@@ -617,6 +679,10 @@ mod dir_swap {
     }
 
     pub fn try_lock(_file: &File) -> Result<bool, StorageError> {
+        Ok(true)
+    }
+
+    pub fn lock(_file: &File) -> Result<bool, StorageError> {
         Ok(true)
     }
 }
@@ -663,7 +729,7 @@ fn wait_unlocked(dir: &Path) -> Result<(), StorageError> {
             .read(true)
             .write(true)
             .open(&path)?;
-        if dir_swap::try_lock(&file)? {
+        if sys::try_lock(&file)? {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -946,7 +1012,7 @@ impl Kv for FaultKv {
         self.inner.checkpoint()
     }
 
-    fn compact(&self) -> Result<(u64, u64), StorageError> {
+    fn compact(&self) -> Result<Option<Compacted>, StorageError> {
         // A compaction ends in flushes of its own: a failing flush fails it, before it
         // changes anything.
         if self.faults.0.fail_flush.load(Ordering::SeqCst) {

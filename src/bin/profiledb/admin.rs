@@ -148,7 +148,11 @@ pub fn stats(ctx: &Context, json: bool) -> CmdResult {
 /// Runs `compact`.
 pub fn compact(ctx: &Context, json: bool) -> CmdResult {
     let db = ctx.open_existing()?;
-    let done = db.compact()?;
+    let Some(done) = db.compact()? else {
+        return Err(Failure::new(
+            "reads in progress kept the compaction from starting for 10 s; nothing changed",
+        ));
+    };
     if json {
         print_json(&json!({
             "bytes_before": done.bytes_before,
