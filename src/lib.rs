@@ -145,7 +145,7 @@
 //! `sled/` (and, only while a compaction runs or after a crash during one, `sled.new/`).
 //! An open handle holds an exclusive `flock` on `PROFILEDB` for its whole life, so a
 //! second open of the same database, in this process or another, is
-//! [`OpenError::Locked`](crate::OpenError::Locked).
+//! [`OpenError::Locked`].
 //!
 //! # Errors and damage
 //! No panic escapes the public API. A damaged record is [`Error::Corrupted`] naming the
