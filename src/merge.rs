@@ -75,11 +75,11 @@ pub(crate) fn merge(cx: &mut Ctx<'_, '_>, primary: &Ident, secondary: &Ident) ->
     // Timeline: tracked events and delivery metrics move.
     let mut moved_events = 0i64;
     let mut moved_rows = Vec::new();
-    for key in cx.txn.keys(Family::Activity, &pid_key(s))? {
+    let timeline = cx
+        .txn
+        .values_between::<ActivityF>(crate::store::prefix_bounds(&pid_key(s)))?;
+    for (key, rec) in timeline {
         let (_, timestamp, seq) = ActivityF::decode_key(&key)?;
-        let Some(rec) = cx.txn.get::<ActivityF>(&key)? else {
-            continue;
-        };
         if !moves(&rec.kind) {
             continue; // deleted with the secondary below
         }

@@ -677,20 +677,18 @@ pub(crate) fn delete_person(cx: &mut Ctx<'_, '_>, pid: u32) -> Result<Option<Per
     txn.delete::<AttributesF>(pid_key(pid));
     let prefix = pid_key(pid);
     let mut rows = Vec::new();
-    for key in txn.keys(Family::Activity, &prefix)? {
-        // Read, not only deleted: the tracked events' rows leave their blocks, and the
-        // kept event count follows.
-        if let Some(rec) = txn.get::<ActivityF>(&key)? {
-            if let Some((kind, name)) = rec.tracked() {
-                let (_, time, seq) = ActivityF::decode_key(&key)?;
-                rows.push(crate::activity::BlockRow {
-                    pid,
-                    kind: kind.to_owned(),
-                    name: name.to_owned(),
-                    time,
-                    seq,
-                });
-            }
+    // Read, not only deleted: the tracked events' rows leave their blocks, and the kept
+    // event count follows.
+    for (key, rec) in txn.values_between::<ActivityF>(crate::store::prefix_bounds(&prefix))? {
+        if let Some((kind, name)) = rec.tracked() {
+            let (_, time, seq) = ActivityF::decode_key(&key)?;
+            rows.push(crate::activity::BlockRow {
+                pid,
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                time,
+                seq,
+            });
         }
         txn.delete::<ActivityF>(key);
     }

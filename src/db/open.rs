@@ -14,6 +14,7 @@ use crate::index::{Bitmaps, Delta};
 use crate::segments::Catalog;
 use crate::store::kv::{is_lock_error, FaultKv, Kv, SledKv};
 use crate::store::records::MetaValue;
+use crate::store::timeline::Blocked;
 use crate::store::{corrupted, meta_keys, Counters, Family, MetaF, Store, Txn};
 
 use super::write::{Durable, Writer};
@@ -156,7 +157,7 @@ impl ProfileDb {
             Some(f) => Box::new(FaultKv::new(sled, f.clone())),
             None => Box::new(sled),
         };
-        let store = Store::new(kv);
+        let store = Store::new(Box::new(Blocked::new(kv)));
 
         let format = store.get::<MetaF>(meta_keys::FORMAT)?;
         let initialized = match format {

@@ -720,10 +720,10 @@ pub fn plan(
         // timeline when any left: (kind, name) → the hours with an occurrence.
         let mut left: BTreeMap<(String, String), BTreeSet<i64>> = BTreeMap::new();
         if !t.events_gone.is_empty() {
-            for key in txn.keys(Family::Activity, &pid_key(pid))? {
-                let Some(rec) = txn.get::<crate::store::ActivityF>(&key)? else {
-                    continue;
-                };
+            let timeline = txn.values_between::<crate::store::ActivityF>(
+                crate::store::prefix_bounds(&pid_key(pid)),
+            )?;
+            for (key, rec) in timeline {
                 if let Some((kind, name)) = rec.tracked() {
                     let time = crate::store::ActivityF::decode_key(&key)?.1;
                     left.entry((kind.to_owned(), name.to_owned()))

@@ -74,7 +74,7 @@ pub(crate) trait Source {
 /// A person's tracked events: (kind, name) → (time, seq) of each, oldest first.
 pub(crate) type Occurrences = BTreeMap<(String, String), Vec<(i64, u64)>>;
 
-pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<()> + 'v;
+pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<bool> + 'v;
 
 /// Keyed record reads: the store (committed) or a staging transaction (as it would be
 /// after the commit).
@@ -107,7 +107,9 @@ impl Records for &Store {
     ) -> Result<()> {
         for item in self.kv().range(F::FAMILY, bounds, false) {
             let (k, v) = item?;
-            each(&k, decode_value::<F>(&k, &v)?)?;
+            if !each(&k, decode_value::<F>(&k, &v)?)? {
+                break;
+            }
         }
         Ok(())
     }
@@ -129,9 +131,9 @@ impl Records for &mut Txn<'_> {
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         each: &mut Visit<'_, F>,
     ) -> Result<()> {
-        for k in Txn::keys_between(self, F::FAMILY, bounds, None)? {
-            if let Some(v) = Txn::get::<F>(self, &k)? {
-                each(&k, v)?;
+        for (k, v) in Txn::values_between::<F>(self, bounds)? {
+            if !each(&k, v)? {
+                break;
             }
         }
         Ok(())
@@ -200,11 +202,11 @@ impl<R: Records> Source for Reader<'_, R> {
         }
         self.records
             .each_between::<ActivityF>(bounds, &mut |key, rec| {
-                if out.len() < limit && rec.tracked() == Some((kind, name)) {
+                if rec.tracked() == Some((kind, name)) {
                     let (_, t, seq) = ActivityF::decode_key(key)?;
                     out.push((t, seq));
                 }
-                Ok(())
+                Ok(out.len() < limit)
             })?;
         Ok(out)
     }
@@ -219,7 +221,7 @@ impl<R: Records> Source for Reader<'_, R> {
                         .or_default()
                         .push((t, seq));
                 }
-                Ok(())
+                Ok(true)
             })?;
         Ok(out)
     }
@@ -245,7 +247,8 @@ impl<R: Records> Source for Reader<'_, R> {
         self.records
             .each_between::<EventBlocksF>(bounds, &mut |key, block| {
                 let (_, _, day, _) = EventBlocksF::decode_key(key)?;
-                each(day, block)
+                each(day, block)?;
+                Ok(true)
             })
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {

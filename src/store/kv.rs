@@ -30,16 +30,6 @@ pub struct WriteSet {
     pub families: Vec<(Family, FamilyWrites)>,
 }
 
-impl WriteSet {
-    /// Bytes of keys and values the set writes.
-    pub fn bytes(&self) -> u64 {
-        let pairs = self.families.iter().flat_map(|(_, w)| w);
-        pairs
-            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
-            .sum()
-    }
-}
-
 /// What a compaction did ([`Kv::compact`]): bytes on disk before and after, and whether
 /// the new files replaced the old (`false`: the copy was not smaller and was dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +57,13 @@ pub trait Kv: Send + Sync {
         reverse: bool,
     ) -> KvIter<'_>;
     /// Applies every write of `writes` atomically: after a crash, all of it or none.
-    fn commit(&self, writes: &WriteSet) -> Result<(), StorageError>;
+    fn commit(&self, writes: &WriteSet) -> Result<(), StorageError> {
+        let parts: Vec<(Family, &FamilyWrites)> =
+            writes.families.iter().map(|(f, w)| (*f, w)).collect();
+        self.commit_families(&parts)
+    }
+    /// As [`commit`](Kv::commit), the writes given per family.
+    fn commit_families(&self, families: &[(Family, &FamilyWrites)]) -> Result<(), StorageError>;
     /// Makes every committed write durable: sled's flush, then fsync of the files and
     /// directories.
     fn flush(&self) -> Result<(), StorageError>;
@@ -431,13 +427,15 @@ impl SledKv {
     /// an `Err` from it abandons the batch, so nothing of `writes` is applied.
     pub fn commit_with(
         &self,
-        writes: &WriteSet,
+        families: &[(Family, &FamilyWrites)],
         before_write: &dyn Fn() -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         let mut any = false;
-        for (family, w) in &writes.families {
-            for (k, v) in w {
+        let mut bytes = 0u64;
+        for (family, w) in families {
+            for (k, v) in w.iter() {
+                bytes += (k.len() + v.as_ref().map_or(0, Vec::len)) as u64;
                 before_write()?;
                 let key = prefixed(*family, k);
                 match v {
@@ -452,8 +450,7 @@ impl SledKv {
         }
         // A batch on one tree is atomic: recovery keeps all of it or none.
         self.with("commit", |sled| Ok(sled.tree.apply_batch(batch)?))?;
-        self.since_checkpoint
-            .fetch_add(writes.bytes(), Ordering::Relaxed);
+        self.since_checkpoint.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -520,8 +517,8 @@ impl Kv for SledKv {
         })
     }
 
-    fn commit(&self, writes: &WriteSet) -> Result<(), StorageError> {
-        self.commit_with(writes, &|| Ok(()))
+    fn commit_families(&self, families: &[(Family, &FamilyWrites)]) -> Result<(), StorageError> {
+        self.commit_with(families, &|| Ok(()))
     }
 
     fn flush(&self) -> Result<(), StorageError> {
@@ -980,9 +977,9 @@ impl Kv for FaultKv {
         }))
     }
 
-    fn commit(&self, writes: &WriteSet) -> Result<(), StorageError> {
+    fn commit_families(&self, families: &[(Family, &FamilyWrites)]) -> Result<(), StorageError> {
         let state = &self.faults.0;
-        self.inner.commit_with(writes, &|| {
+        self.inner.commit_with(families, &|| {
             let n = state.writes.fetch_add(1, Ordering::SeqCst) + 1;
             let at = state.fail_write_at.load(Ordering::SeqCst);
             if at != 0 && n >= at {
