@@ -862,3 +862,98 @@ fn profile_bug_04_ignored_relationship_created_the_object() {
     assert!(db.object(&acme).unwrap().is_none());
     assert!(db.object_types().unwrap().is_empty());
 }
+
+/// `activity` is stored in per-person blocks of up to 64 records or 4 KiB (see
+/// `src/store/timeline.rs`): a timeline of hundreds of events, written out of time order
+/// and in batches, spans many blocks and still reads, pages, counts, merges and deletes
+/// record by record.
+#[test]
+fn a_long_timeline_spans_blocks_and_reads_as_records() {
+    let (_d, db, _c) = open();
+    let mut expected: Vec<(i64, String)> = Vec::new();
+    let mut x = 0x2545_f491_u64;
+    for i in 0..700i64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Mostly appended in time order, one in five backfilled into the past.
+        let t = if x % 5 == 0 {
+            T0 - (x % 100_000) as i64
+        } else {
+            T0 + i * 60
+        };
+        let name = ["view", "click", "purchase"][(x % 3) as usize];
+        let (who, pad) = if i % 7 == 0 {
+            ("b", 10)
+        } else {
+            ("a", (x % 300) as usize)
+        };
+        db.track(
+            Track::event(u(who), name)
+                .timestamp(t)
+                .property("pad", "x".repeat(pad)),
+        )
+        .unwrap();
+        if who == "a" {
+            expected.push((t, name.to_owned()));
+        }
+    }
+    // Newest first; records at the same second in reverse write order.
+    let mut order: Vec<(i64, usize, String)> = expected
+        .iter()
+        .enumerate()
+        .map(|(i, (t, n))| (*t, i, n.clone()))
+        .collect();
+    order.sort_by_key(|o| std::cmp::Reverse((o.0, o.1)));
+    let newest_first: Vec<(i64, String)> = order.into_iter().map(|(t, _, n)| (t, n)).collect();
+    let events = |f: ActivityFilter| -> Vec<(i64, String)> {
+        db.activities(&u("a"), &f.kind("event"))
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.timestamp, a.name.unwrap()))
+            .collect()
+    };
+    assert_eq!(events(ActivityFilter::new(1000)), newest_first);
+    // Pages of 37 cover it exactly, across block boundaries.
+    let mut seen = Vec::new();
+    let mut filter = ActivityFilter::new(37).kind("event");
+    loop {
+        let page = db.activities(&u("a"), &filter).unwrap();
+        let Some(last) = page.last() else { break };
+        filter = filter.before(last.cursor);
+        seen.extend(page.into_iter().map(|a| (a.timestamp, a.name.unwrap())));
+    }
+    assert_eq!(seen, newest_first);
+    let window: Vec<(i64, String)> = newest_first
+        .iter()
+        .filter(|(t, _)| (T0 + 3_000..T0 + 20_000).contains(t))
+        .cloned()
+        .collect();
+    assert_eq!(
+        events(
+            ActivityFilter::new(1000)
+                .since(T0 + 3_000)
+                .until(T0 + 20_000)
+        ),
+        window
+    );
+    for name in ["view", "click", "purchase"] {
+        let n = newest_first.iter().filter(|(_, m)| m == name).count() as u64;
+        let counted = db
+            .event_count(&u("a"), TrackKind::Event, name, None, None)
+            .unwrap();
+        assert_eq!(counted, n, "{name}");
+    }
+    assert!(db.verify().unwrap().is_ok());
+
+    // b takes a's timeline in a merge, then is deleted: nothing is left.
+    db.merge(&u("b"), &u("a")).unwrap();
+    let moved = db
+        .activities(&u("b"), &ActivityFilter::new(2000).kind("event"))
+        .unwrap();
+    assert_eq!(moved.len(), 700);
+    assert!(db.verify().unwrap().is_ok());
+    db.delete(&u("b")).unwrap();
+    assert!(db.raw_records(Family::Activity).unwrap().is_empty());
+    assert!(db.verify().unwrap().is_ok());
+}

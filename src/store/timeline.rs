@@ -333,24 +333,30 @@ impl Blocked {
             return Ok(());
         };
         let pid = first.get(..PID_LEN).unwrap_or_default();
-        let lower = match self.owner(first)? {
-            Some((k, _)) => k,
-            None => pid.to_vec(),
-        };
-        let mut blocks: Vec<Loaded> = Vec::new();
         let load = |(k, v): KvPair| Loaded {
             records: expand(k.clone(), v).into_iter().collect(),
             key: k,
             touched: false,
             stored: true,
         };
-        let bounds = (Bound::Included(lower), Bound::Included(last.to_vec()));
-        for item in self.inner.range(Family::Activity, bounds, false) {
+        // The blocks at or below the last write, newest first, down to the one holding
+        // the first write.
+        let mut blocks: Vec<Loaded> = Vec::new();
+        let bounds = (
+            Bound::Included(pid.to_vec()),
+            Bound::Included(last.to_vec()),
+        );
+        for item in self.inner.range(Family::Activity, bounds, true) {
             let (k, v) = item?;
             if is_block_key(&k) {
+                let holds_first = k.as_slice() <= *first;
                 blocks.push(load((k, v)));
+                if holds_first {
+                    break;
+                }
             }
         }
+        blocks.reverse();
         if blocks.is_empty() {
             // Every write is older than the person's first block, if they have one: it
             // takes them (and moves to the oldest one's key).
