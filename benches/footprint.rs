@@ -130,6 +130,12 @@ fn main() {
             .args(["--child", &dir.display().to_string()])
             .args(["--cache", &cache.to_string()])
             .args(["--people", &people.to_string()])
+            // As in peer_scale: mimalloc without transparent huge pages unless the
+            // caller says otherwise (the README's Allocator section).
+            .env(
+                "MIMALLOC_ALLOW_THP",
+                std::env::var("MIMALLOC_ALLOW_THP").unwrap_or_else(|_| "0".to_owned()),
+            )
             .output()
             .unwrap();
         assert!(

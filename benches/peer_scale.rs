@@ -474,6 +474,12 @@ fn run_child(a: &Args, kind: Kind) -> BTreeMap<String, f64> {
             "--reps",
             &a.reps.to_string(),
         ])
+        // mimalloc without transparent huge pages unless the caller says otherwise (see
+        // the README's Allocator section): both engines run on it.
+        .env(
+            "MIMALLOC_ALLOW_THP",
+            std::env::var("MIMALLOC_ALLOW_THP").unwrap_or_else(|_| "0".to_owned()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the engine's process");
@@ -539,11 +545,13 @@ fn main() {
     );
     println!(
         "workload: profiledb::synth, seed {:#x}; {} people + {} more with {SEGMENTS} segments; \
-         batches of ~{BATCH_OPS} ops; page cache {} MiB each; {} CPUs; total {:.0} s",
+         batches of ~{BATCH_OPS} ops; page cache {} MiB each; mimalloc, MIMALLOC_ALLOW_THP={}; \
+         {} CPUs; total {:.0} s",
         a.seed,
         a.people,
         (a.people / 10).max(1000),
         a.cache_mib,
+        std::env::var("MIMALLOC_ALLOW_THP").unwrap_or_else(|_| "0".to_owned()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         started.elapsed().as_secs_f64()
     );

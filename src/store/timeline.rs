@@ -260,6 +260,31 @@ impl Blocked {
         })
     }
 
+    /// The stored pairs of one person (`pid`) that can hold records within `range`,
+    /// newest first: those below its upper bound, down to the first block at or below
+    /// its lower bound.
+    fn person_blocks(
+        &self,
+        pid: &[u8],
+        range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ) -> Result<Vec<KvPair>, StorageError> {
+        let floor = match &range.0 {
+            Bound::Included(k) | Bound::Excluded(k) => k.clone(),
+            Bound::Unbounded => pid.to_vec(),
+        };
+        let bounds = (Bound::Included(pid.to_vec()), range.1.clone());
+        let mut out = Vec::new();
+        for item in self.inner.range(Family::Activity, bounds, true) {
+            let (k, v) = item?;
+            let done = is_block_key(&k) && k <= floor;
+            out.push((k, v));
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if !is_block_key(key) {
             return self.inner.get(Family::Activity, key);
@@ -413,6 +438,23 @@ impl Blocked {
     }
 }
 
+/// The pid (4 bytes) when both bounds of `range` lie within that one person's keys.
+fn one_person(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Option<&[u8]> {
+    let pid = match &range.0 {
+        Bound::Included(k) | Bound::Excluded(k) => k.get(..PID_LEN)?,
+        Bound::Unbounded => return None,
+    };
+    let end = match super::prefix_end(pid) {
+        Bound::Excluded(end) => end,
+        _ => return None,
+    };
+    let same = match &range.1 {
+        Bound::Included(u) | Bound::Excluded(u) => u.get(..PID_LEN) == Some(pid) || *u == end,
+        Bound::Unbounded => false,
+    };
+    same.then_some(pid)
+}
+
 /// Expands a scan of stored pairs into records within the logical bounds.
 struct Expand<'a> {
     inner: KvIter<'a>,
@@ -489,11 +531,26 @@ impl Kv for Blocked {
         if family != Family::Activity {
             return self.inner.range(family, range, reverse);
         }
-        let lower = match self.physical_lower(range.0.clone()) {
-            Ok(l) => l,
-            Err(e) => return Box::new(std::iter::once(Err(e))),
+        let inner = match one_person(&range) {
+            // Within one person's records: one read, newest first, from the upper bound
+            // down to the block holding the lower bound.
+            Some(pid) => match self.person_blocks(pid, &range) {
+                Ok(mut blocks) => {
+                    if !reverse {
+                        blocks.reverse();
+                    }
+                    Box::new(blocks.into_iter().map(Ok)) as KvIter<'_>
+                }
+                Err(e) => return Box::new(std::iter::once(Err(e))),
+            },
+            None => {
+                let lower = match self.physical_lower(range.0.clone()) {
+                    Ok(l) => l,
+                    Err(e) => return Box::new(std::iter::once(Err(e))),
+                };
+                self.inner.range(family, (lower, range.1.clone()), reverse)
+            }
         };
-        let inner = self.inner.range(family, (lower, range.1.clone()), reverse);
         Box::new(Expand {
             inner,
             bounds: range,
