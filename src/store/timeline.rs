@@ -37,6 +37,11 @@ pub const BLOCK_VERSION: u8 = 3;
 /// pass this.
 pub const MAX_BLOCK_BYTES: usize = 4096;
 
+/// A stored block this large (value bytes) is not rewritten to append records after its
+/// last: they start a new block, so that appending to a timeline writes the new records,
+/// not the whole block again.
+pub const SEAL_BYTES: usize = 512;
+
 /// The most records a block holds.
 pub const MAX_BLOCK_ENTRIES: usize = 64;
 
@@ -199,6 +204,9 @@ struct Loaded {
     records: BTreeMap<Vec<u8>, Vec<u8>>,
     touched: bool,
     stored: bool,
+    /// Stored with [`SEAL_BYTES`] or more: records appended after its last start a new
+    /// block.
+    sealed: bool,
 }
 
 /// The last block a read decoded, for the next read of a key in it.
@@ -359,6 +367,7 @@ impl Blocked {
         };
         let pid = first.get(..PID_LEN).unwrap_or_default();
         let load = |(k, v): KvPair| Loaded {
+            sealed: v.len() >= SEAL_BYTES,
             records: expand(k.clone(), v).into_iter().collect(),
             key: k,
             touched: false,
@@ -395,7 +404,33 @@ impl Blocked {
             }
         }
         for (k, v) in writes {
-            let at = blocks.iter().rposition(|b| b.key.as_slice() <= *k);
+            let mut at = blocks.iter().rposition(|b| b.key.as_slice() <= *k);
+            // A record appended past the end of a stored block of SEAL_BYTES or more
+            // starts a block of its own: the full one is not rewritten.
+            let sealed = at
+                .and_then(|i| blocks.get(i).map(|b| (i, b)))
+                .and_then(|(i, b)| {
+                    let past_end = b
+                        .records
+                        .keys()
+                        .next_back()
+                        .is_some_and(|l| l.as_slice() < *k);
+                    (b.sealed && v.is_some() && past_end).then_some(i)
+                });
+            if let Some(i) = sealed {
+                // Blocks after the full one have keys above `k`: the new one goes between.
+                blocks.insert(
+                    i + 1,
+                    Loaded {
+                        key: k.to_vec(),
+                        records: BTreeMap::new(),
+                        touched: false,
+                        stored: false,
+                        sealed: false,
+                    },
+                );
+                at = Some(i + 1);
+            }
             let block = match at.or(if blocks.is_empty() { None } else { Some(0) }) {
                 Some(i) => blocks.get_mut(i),
                 None => {
@@ -404,6 +439,7 @@ impl Blocked {
                         records: BTreeMap::new(),
                         touched: false,
                         stored: false,
+                        sealed: false,
                     });
                     blocks.last_mut()
                 }
@@ -771,6 +807,51 @@ mod tests {
         );
         assert_eq!(stored.len(), 1);
         assert_eq!(decode_block(&stored[0].0, &stored[0].1).unwrap(), both);
+    }
+
+    #[test]
+    fn appending_after_a_full_block_leaves_it_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = open(dir.path());
+        let stored = |kv: &Blocked| {
+            all(
+                kv.inner.as_ref(),
+                (Bound::Unbounded, Bound::Unbounded),
+                false,
+            )
+        };
+        // Two records of 300 bytes: one block of more than SEAL_BYTES.
+        let first: Vec<_> = (1..=2u64)
+            .map(|s| (key(9, s, s), Some(vec![2; 300])))
+            .collect();
+        commit(&kv, Family::Activity, first);
+        let before = stored(&kv);
+        assert_eq!(before.len(), 1);
+        assert!(before[0].1.len() >= SEAL_BYTES);
+        // Appended later: a block of its own, the full one untouched.
+        commit(
+            &kv,
+            Family::Activity,
+            vec![(key(9, 3, 3), Some(vec![2; 10]))],
+        );
+        commit(
+            &kv,
+            Family::Activity,
+            vec![(key(9, 4, 4), Some(vec![2; 10]))],
+        );
+        let after = stored(&kv);
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0], before[0]);
+        assert_eq!(decode_block(&after[1].0, &after[1].1).unwrap().len(), 2);
+        // A record backfilled into the full block's span still goes into it.
+        commit(
+            &kv,
+            Family::Activity,
+            vec![(key(9, 1, 9), Some(vec![2; 10]))],
+        );
+        let all_records = all(&kv, (Bound::Unbounded, Bound::Unbounded), false);
+        assert_eq!(all_records.len(), 5);
+        assert_eq!(stored(&kv).len(), 2);
     }
 
     #[test]
