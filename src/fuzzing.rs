@@ -208,6 +208,7 @@ fn log_laws(bytes: &[u8]) {
 /// `key_laws`, `chunk_laws`): real bugs.
 pub fn record_decode(bytes: &[u8]) {
     crate::store::decode_everything(bytes);
+    block_laws(bytes);
     let Some((&selector, rest)) = bytes.split_first() else {
         return;
     };
@@ -257,6 +258,31 @@ pub fn record_decode(bytes: &[u8]) {
         }
         _ => payload_laws::<crate::store::records::ChangesRecord>(rest),
     }
+}
+
+/// An `activity` block (a 20-byte key, then the entries past the checksum): entries that
+/// decode re-encode into a block, under the same key, that decodes to them again.
+fn block_laws(bytes: &[u8]) {
+    use crate::store::timeline::{decode_block, decode_entries, encode_block};
+    let Some((key, rest)) = bytes.split_at_checked(20) else {
+        return;
+    };
+    let Ok(records) = decode_entries(key, rest) else {
+        return;
+    };
+    let pairs: Vec<(&[u8], &[u8])> = records
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    let Some((k, v)) = encode_block(&pairs) else {
+        panic!("decoded block entries do not encode");
+    };
+    assert_eq!(k, key, "a re-encoded block moved to another key");
+    assert_eq!(
+        decode_block(&k, &v).as_ref(),
+        Ok(&records),
+        "block round trip"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@
 //!
 //! [`Blocked`] is the [`Kv`] that does this: reads expand blocks into their records, and
 //! a commit reads the blocks its `activity` writes fall into, applies them, and writes the
-//! changed blocks back, split where they grew past the bounds. A person's timeline is
+//! changed blocks back, split where they grew past the bounds; a record appended after
+//! a stored block of [`SEAL_BYTES`] or more starts a new block, so that appending does
+//! not rewrite a full block. A person's timeline is
 //! then one or a few sled keys instead of one a record: sled's page count, open time,
 //! resident memory and file size follow the number of keys.
 //!
@@ -920,6 +922,18 @@ mod tests {
             all(&kv, (Bound::Unbounded, Bound::Unbounded), false),
             vec![(good, vec![2, 9])]
         );
+    }
+
+    #[test]
+    fn the_fuzz_seed_is_a_sound_block() {
+        // `fuzz/corpus/record_decode/seed_activity_block`: a key, then two entries.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/record_decode/seed_activity_block"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let (key, rest) = bytes.split_at(20);
+        assert_eq!(decode_entries(key, rest).unwrap().len(), 2);
     }
 
     #[test]
