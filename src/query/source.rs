@@ -70,11 +70,10 @@ pub(crate) trait Source {
     ) -> Result<RoaringBitmap>;
 }
 
-/// A visitor of the key and value of each record.
 /// A person's tracked events: (kind, name) → (time, seq) of each, oldest first.
 pub(crate) type Occurrences = BTreeMap<(String, String), Vec<(i64, u64)>>;
 
-pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<bool> + 'v;
+pub(crate) use crate::store::Visit;
 
 /// Keyed record reads: the store (committed) or a staging transaction (as it would be
 /// after the commit).
@@ -131,12 +130,7 @@ impl Records for &mut Txn<'_> {
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         each: &mut Visit<'_, F>,
     ) -> Result<()> {
-        for (k, v) in Txn::values_between::<F>(self, bounds)? {
-            if !each(&k, v)? {
-                break;
-            }
-        }
-        Ok(())
+        Txn::each_between::<F>(self, bounds, each)
     }
 }
 

@@ -63,27 +63,41 @@ pub fn encode<T: bincode::Encode>(tag: u8, key: &[u8], value: &T) -> Result<Vec<
 /// # Errors
 /// The reason the bytes are not a valid record of type `T` at that key.
 pub fn decode<T: bincode::Decode<()>>(tag: u8, key: &[u8], bytes: &[u8]) -> Result<T, String> {
+    let payload = open_envelope("record", RECORD_VERSION, tag, key, bytes)?;
+    decode_payload(payload)
+}
+
+/// The payload of an envelope (`[version][crc ^ 0xFFFF_FFFF, u32 BE][payload]`) stored
+/// at `key` in the family tagged `tag`, once its version is `version` and its checksum
+/// holds; or why not, naming it `what` ("record", "block").
+pub(crate) fn open_envelope<'a>(
+    what: &str,
+    version: u8,
+    tag: u8,
+    key: &[u8],
+    bytes: &'a [u8],
+) -> Result<&'a [u8], String> {
     let Some((header, payload)) = bytes.split_first_chunk::<HEADER>() else {
         return Err(format!(
-            "record is {} bytes, shorter than its 5-byte header",
+            "{what} is {} bytes, shorter than its {HEADER}-byte header",
             bytes.len()
         ));
     };
-    let [version, c0, c1, c2, c3] = *header;
-    if version != RECORD_VERSION {
+    let [found, c0, c1, c2, c3] = *header;
+    if found != version {
         return Err(format!(
-            "unknown record version {version} (this build writes {RECORD_VERSION})"
+            "unknown {what} version {found} (this build writes {version})"
         ));
     }
     let stored = u32::from_be_bytes([c0, c1, c2, c3]) ^ 0xFFFF_FFFF;
     let actual = checksum(tag, key, payload);
     if stored != actual {
         return Err(format!(
-            "checksum mismatch (stored {stored:08x}, computed {actual:08x}): the value or \
-             its key is damaged"
+            "{what} checksum mismatch (stored {stored:08x}, computed {actual:08x}): the \
+             {what} or its key is damaged"
         ));
     }
-    decode_payload(payload)
+    Ok(payload)
 }
 
 /// Decodes a payload without the envelope (the fuzzers reach the decoders past the CRC

@@ -45,6 +45,18 @@ pub struct Compacted {
 /// How long a compaction waits for reads in progress before it gives up.
 const COMPACT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Methods of a [`Kv`] layer that hand the call to the layer's `inner` [`Kv`] as it is.
+macro_rules! pass_to_inner {
+    ($($name:ident -> $ret:ty;)*) => {
+        $(
+            fn $name(&self) -> $ret {
+                self.inner.$name()
+            }
+        )*
+    };
+}
+pub(crate) use pass_to_inner;
+
 /// The key-value store under profiledb.
 pub trait Kv: Send + Sync {
     /// The value at `key`.
@@ -997,16 +1009,10 @@ impl Kv for FaultKv {
         self.inner.flush()
     }
 
-    fn size_on_disk(&self) -> Result<u64, StorageError> {
-        self.inner.size_on_disk()
-    }
-
-    fn since_checkpoint(&self) -> u64 {
-        self.inner.since_checkpoint()
-    }
-
-    fn checkpoint(&self) -> Result<bool, StorageError> {
-        self.inner.checkpoint()
+    pass_to_inner! {
+        size_on_disk -> Result<u64, StorageError>;
+        since_checkpoint -> u64;
+        checkpoint -> Result<bool, StorageError>;
     }
 
     fn compact(&self) -> Result<Option<Compacted>, StorageError> {

@@ -869,6 +869,9 @@ pub fn decode_value<F: Fam>(key: &[u8], bytes: &[u8]) -> Result<F::Value> {
     })
 }
 
+/// A visitor of the key and value of each record; it returns whether to go on.
+pub(crate) type Visit<'v, F> = dyn FnMut(&[u8], <F as Fam>::Value) -> Result<bool> + 'v;
+
 /// Read access to the families, decoding as it goes.
 pub struct Store {
     kv: Box<dyn Kv>,
@@ -1091,34 +1094,83 @@ impl<'a> Txn<'a> {
         &mut self,
         bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
     ) -> Result<Vec<(Vec<u8>, F::Value)>> {
-        let stored = self
-            .store
-            .kv
-            .range(F::FAMILY, bounds.clone(), false)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        for (key, bytes) in stored {
-            if self.slots(F::FAMILY).contains_key(&key) {
-                continue;
-            }
-            let value = decode_value::<F>(&key, &bytes)?;
-            self.slots(F::FAMILY).insert(
-                key,
-                Slot {
-                    value: Some(Box::new(value)),
-                    dirty: false,
-                    encode: encoder::<F>,
-                    base: None,
-                },
-            );
-        }
-        Ok(self
+        let mut out = Vec::new();
+        self.each_between::<F>(bounds, &mut |k, v| {
+            out.push((k.to_vec(), v));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Hands `each` the records within `bounds` as they would be after this commit,
+    /// ascending, until it returns `false`: the stored records (each one read is kept,
+    /// as [`get`](Txn::get) keeps it) merged with the staged writes, decoded one at a
+    /// time as the walk reaches them.
+    pub fn each_between<F: Fam>(
+        &mut self,
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        each: &mut Visit<'_, F>,
+    ) -> Result<()> {
+        let store = self.store;
+        let mut staged = self
             .slots(F::FAMILY)
-            .range(bounds)
-            .filter_map(|(k, slot)| {
-                let value = slot.value.as_ref()?.downcast_ref::<F::Value>()?;
-                Some((k.clone(), value.clone()))
-            })
-            .collect())
+            .range(bounds.clone())
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .peekable();
+        let mut stored = store.kv.range(F::FAMILY, bounds, false).peekable();
+        loop {
+            let stored_key = match stored.peek() {
+                Some(Ok((k, _))) => Some(k.as_slice()),
+                Some(Err(_)) => match stored.next() {
+                    Some(Err(e)) => return Err(e.into()),
+                    _ => continue,
+                },
+                None => None,
+            };
+            let take_staged = match (staged.peek(), stored_key) {
+                (None, None) => return Ok(()),
+                (Some(s), Some(k)) => s.as_slice() <= k,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            let (key, value) = if take_staged {
+                let Some(key) = staged.next() else {
+                    return Ok(());
+                };
+                if stored_key == Some(key.as_slice()) {
+                    // The staged slot stands for this stored record.
+                    stored.next();
+                }
+                let value = self
+                    .slots(F::FAMILY)
+                    .get(&key)
+                    .and_then(|slot| slot.value.as_ref()?.downcast_ref::<F::Value>())
+                    .cloned();
+                (key, value)
+            } else {
+                let Some(Ok((key, bytes))) = stored.next() else {
+                    return Ok(());
+                };
+                let value = decode_value::<F>(&key, &bytes)?;
+                self.slots(F::FAMILY).insert(
+                    key.clone(),
+                    Slot {
+                        value: Some(Box::new(value.clone())),
+                        dirty: false,
+                        encode: encoder::<F>,
+                        base: None,
+                    },
+                );
+                (key, Some(value))
+            };
+            if let Some(value) = value {
+                if !each(&key, value)? {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Keys within `bounds` as they would be after this commit, ascending, at most
@@ -1378,6 +1430,77 @@ mod family_tests {
                 (name, usize::from(tag)),
                 (want.get(i).copied().unwrap_or(""), i + 1)
             );
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod txn_tests {
+    use super::*;
+    use crate::store::kv::SledKv;
+    use std::collections::BTreeMap;
+
+    fn key(i: u64) -> Vec<u8> {
+        format!("k{i:03}").into_bytes()
+    }
+
+    #[test]
+    fn a_staged_walk_merges_writes_over_the_store_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Box::new(
+            SledKv::open_waiting(dir.path(), 1 << 22, 1).unwrap(),
+        ));
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut model: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        for round in 0..60 {
+            let mut txn = Txn::new(&store);
+            let mut staged = model.clone();
+            for _ in 0..next(12) {
+                let k = key(next(40));
+                if next(3) == 0 {
+                    txn.delete::<IdentifiersF>(k.clone());
+                    staged.remove(&k);
+                } else {
+                    let v = u32::try_from(next(1000)).unwrap();
+                    txn.put::<IdentifiersF>(k.clone(), v);
+                    staged.insert(k, v);
+                }
+            }
+            // Random bounds, a random stop, and reading a range twice (the second
+            // time from what the first kept).
+            for _ in 0..3 {
+                let (a, b) = (next(42), next(42));
+                let bounds = (
+                    Bound::Included(key(a.min(b))),
+                    Bound::Excluded(key(a.max(b))),
+                );
+                let stop = usize::try_from(next(8)).unwrap();
+                let mut seen = Vec::new();
+                txn.each_between::<IdentifiersF>(bounds.clone(), &mut |k, v| {
+                    seen.push((k.to_vec(), v));
+                    Ok(seen.len() < stop)
+                })
+                .unwrap();
+                let want: Vec<(Vec<u8>, u32)> = staged
+                    .range(bounds.clone())
+                    .map(|(k, v)| (k.clone(), *v))
+                    .take(stop.max(1))
+                    .collect();
+                assert_eq!(seen, want, "round {round}, bounds {bounds:?}, stop {stop}");
+                let all = txn.values_between::<IdentifiersF>(bounds.clone()).unwrap();
+                let want: Vec<(Vec<u8>, u32)> =
+                    staged.range(bounds).map(|(k, v)| (k.clone(), *v)).collect();
+                assert_eq!(all, want, "round {round}");
+            }
+            store.kv.commit(&txn.into_write_set().unwrap()).unwrap();
+            model = staged;
         }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::codec;
-use super::kv::{Compacted, FamilyWrites, Kv, KvIter, KvPair};
+use super::kv::{pass_to_inner, Compacted, FamilyWrites, Kv, KvIter, KvPair};
 use super::Family;
 use crate::error::StorageError;
 
@@ -82,74 +82,95 @@ pub fn encode_block(entries: &[(&[u8], &[u8])]) -> Option<KvPair> {
 /// The records of the block stored at `key`, in key order, or why it is not a sound
 /// block.
 pub fn decode_block(key: &[u8], value: &[u8]) -> Result<Vec<KvPair>, String> {
+    decode_entries(key, block_entries(key, value)?)
+}
+
+/// The records of a block's entries (the bytes after its header), stored at `key`, or
+/// why they are not sound (the fuzzers reach this past the checksum).
+pub fn decode_entries(key: &[u8], rest: &[u8]) -> Result<Vec<KvPair>, String> {
+    let pid = key.get(..PID_LEN).unwrap_or_default();
+    let mut out: Vec<KvPair> = Vec::new();
+    walk_entries(key, rest, |suffix, record| {
+        let mut k = Vec::with_capacity(KEY_LEN);
+        k.extend_from_slice(pid);
+        k.extend_from_slice(suffix);
+        out.push((k, record.to_vec()));
+    })?;
+    Ok(out)
+}
+
+/// Walks a block's entries stored at `key`, handing each record's key suffix (time and
+/// seq, 16 bytes) and bytes to `each`, in order; or says why they are not sound.
+fn walk_entries<'a>(
+    key: &[u8],
+    mut rest: &'a [u8],
+    mut each: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<(), String> {
+    let mut count = 0usize;
+    let mut prev: Option<&[u8]> = None;
+    while !rest.is_empty() {
+        let Some((head, tail)) = rest.split_first_chunk::<ENTRY_HEAD>() else {
+            return Err(format!("block entry {count} is cut short"));
+        };
+        let (suffix, len) = head.split_at(16);
+        let len = len.iter().fold(0usize, |n, b| n << 8 | usize::from(*b));
+        let Some((record, tail)) = tail.split_at_checked(len) else {
+            return Err(format!(
+                "block entry {count} claims {len} bytes, {} are left",
+                tail.len()
+            ));
+        };
+        if count == 0 && key.get(PID_LEN..) != Some(suffix) {
+            return Err("block's first record is not at the block's key".to_owned());
+        }
+        if prev.is_some_and(|p| p >= suffix) {
+            return Err(format!("block entry {count} is out of key order"));
+        }
+        each(suffix, record);
+        prev = Some(suffix);
+        count += 1;
+        rest = tail;
+    }
+    if count == 0 {
+        return Err("block holds no records".to_owned());
+    }
+    if count > MAX_BLOCK_ENTRIES {
+        return Err(format!(
+            "block holds {count} records, more than {MAX_BLOCK_ENTRIES}"
+        ));
+    }
+    Ok(())
+}
+
+/// The header check of the block stored at `key`: its entries, or why it is not a
+/// sound block.
+fn block_entries<'a>(key: &[u8], value: &'a [u8]) -> Result<&'a [u8], String> {
     if key.len() != KEY_LEN {
         return Err(format!(
             "a block's key is {KEY_LEN} bytes, not {}",
             key.len()
         ));
     }
-    let Some((header, rest)) = value.split_first_chunk::<HEADER>() else {
-        return Err(format!(
-            "block of {} bytes is shorter than its header",
-            value.len()
-        ));
-    };
-    let [version, c0, c1, c2, c3] = *header;
-    if version != BLOCK_VERSION {
-        return Err(format!("unknown block version {version}"));
-    }
-    let stored = u32::from_be_bytes([c0, c1, c2, c3]) ^ 0xFFFF_FFFF;
-    let actual = codec::checksum(Family::Activity.tag(), key, rest);
-    if stored != actual {
-        return Err(format!(
-            "block checksum mismatch (stored {stored:08x}, computed {actual:08x}): the block \
-             or its key is damaged"
-        ));
-    }
-    decode_entries(key, rest)
+    codec::open_envelope("block", BLOCK_VERSION, Family::Activity.tag(), key, value)
 }
 
-/// The records of a block's entries (the bytes after its header), stored at `key`, or
-/// why they are not sound (the fuzzers reach this past the checksum).
-pub fn decode_entries(key: &[u8], mut rest: &[u8]) -> Result<Vec<KvPair>, String> {
-    let pid = key.get(..PID_LEN).unwrap_or_default();
-    let mut out: Vec<KvPair> = Vec::new();
-    while !rest.is_empty() {
-        let Some((head, tail)) = rest.split_first_chunk::<ENTRY_HEAD>() else {
-            return Err(format!("block entry {} is cut short", out.len()));
-        };
-        let [.., l0, l1, l2, l3] = *head;
-        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
-        let Some((record, tail)) = tail.split_at_checked(len) else {
-            return Err(format!(
-                "block entry {} claims {len} bytes, {} are left",
-                out.len(),
-                tail.len()
-            ));
-        };
-        let mut k = Vec::with_capacity(KEY_LEN);
-        k.extend_from_slice(pid);
-        k.extend_from_slice(head.get(..16).unwrap_or_default());
-        if out.last().is_some_and(|(prev, _)| *prev >= k) {
-            return Err(format!("block entry {} is out of key order", out.len()));
+/// The key of the last record the stored pair stands for (see [`expand`]), without
+/// decoding its records.
+fn last_key(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut last: Option<&[u8]> = None;
+    let sound = key.len() == KEY_LEN
+        && value.first() == Some(&BLOCK_VERSION)
+        && block_entries(key, value)
+            .and_then(|rest| walk_entries(key, rest, |suffix, _| last = Some(suffix)))
+            .is_ok();
+    match last {
+        Some(suffix) if sound => {
+            let mut k = key.get(..PID_LEN).unwrap_or_default().to_vec();
+            k.extend_from_slice(suffix);
+            k
         }
-        out.push((k, record.to_vec()));
-        rest = tail;
+        _ => key.to_vec(),
     }
-    match out.first() {
-        None => return Err("block holds no records".to_owned()),
-        Some((first, _)) if first.as_slice() != key => {
-            return Err("block's first record is not at the block's key".to_owned())
-        }
-        Some(_) => {}
-    }
-    if out.len() > MAX_BLOCK_ENTRIES {
-        return Err(format!(
-            "block holds {} records, more than {MAX_BLOCK_ENTRIES}",
-            out.len()
-        ));
-    }
-    Ok(out)
 }
 
 /// Why a value read as one `activity` record is a damaged block, when it is one.
@@ -200,15 +221,72 @@ fn chunks(records: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<Vec<(&[u8], &[u8])>> {
     out
 }
 
-/// One block read for a commit: its stored key, its records, whether a write touched it.
+/// One block read for a commit: its stored key and value, its records once a write
+/// goes into it, whether one did.
 struct Loaded {
     key: Vec<u8>,
-    records: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The stored value (empty for a new block).
+    value: Vec<u8>,
+    /// The records, decoded from `value` when the first write goes into the block.
+    records: Option<BTreeMap<Vec<u8>, Vec<u8>>>,
     touched: bool,
     stored: bool,
     /// Stored with [`SEAL_BYTES`] or more: records appended after its last start a new
     /// block.
     sealed: bool,
+}
+
+impl Loaded {
+    /// A block read from the store.
+    fn stored((key, value): KvPair) -> Loaded {
+        Loaded {
+            sealed: value.len() >= SEAL_BYTES,
+            key,
+            value,
+            records: None,
+            touched: false,
+            stored: true,
+        }
+    }
+
+    /// A new block starting at `key`.
+    fn new(key: &[u8]) -> Loaded {
+        Loaded {
+            key: key.to_vec(),
+            value: Vec::new(),
+            records: Some(BTreeMap::new()),
+            touched: false,
+            stored: false,
+            sealed: false,
+        }
+    }
+
+    /// Whether `key` lies past the block's last record.
+    fn ends_before(&self, key: &[u8]) -> bool {
+        match &self.records {
+            Some(records) => records
+                .keys()
+                .next_back()
+                .is_some_and(|l| l.as_slice() < key),
+            None => last_key(&self.key, &self.value).as_slice() < key,
+        }
+    }
+
+    /// The records, decoded on first use; the block counts as touched.
+    fn records(&mut self) -> &mut BTreeMap<Vec<u8>, Vec<u8>> {
+        self.touched = true;
+        let Loaded {
+            key,
+            value,
+            records,
+            ..
+        } = self;
+        records.get_or_insert_with(|| {
+            expand(key.clone(), std::mem::take(value))
+                .into_iter()
+                .collect()
+        })
+    }
 }
 
 /// The last block a read decoded, for the next read of a key in it.
@@ -368,13 +446,6 @@ impl Blocked {
             return Ok(());
         };
         let pid = first.get(..PID_LEN).unwrap_or_default();
-        let load = |(k, v): KvPair| Loaded {
-            sealed: v.len() >= SEAL_BYTES,
-            records: expand(k.clone(), v).into_iter().collect(),
-            key: k,
-            touched: false,
-            stored: true,
-        };
         // The blocks at or below the last write, newest first, down to the one holding
         // the first write.
         let mut blocks: Vec<Loaded> = Vec::new();
@@ -386,7 +457,7 @@ impl Blocked {
             let (k, v) = item?;
             if is_block_key(&k) {
                 let holds_first = k.as_slice() <= *first;
-                blocks.push(load((k, v)));
+                blocks.push(Loaded::stored((k, v)));
                 if holds_first {
                     break;
                 }
@@ -400,7 +471,7 @@ impl Blocked {
             for item in self.inner.range(Family::Activity, bounds, false) {
                 let (k, v) = item?;
                 if is_block_key(&k) {
-                    blocks.push(load((k, v)));
+                    blocks.push(Loaded::stored((k, v)));
                     break;
                 }
             }
@@ -408,55 +479,34 @@ impl Blocked {
         for (k, v) in writes {
             let mut at = blocks.iter().rposition(|b| b.key.as_slice() <= *k);
             // A record appended past the end of a stored block of SEAL_BYTES or more
-            // starts a block of its own: the full one is not rewritten.
-            let sealed = at
-                .and_then(|i| blocks.get(i).map(|b| (i, b)))
-                .and_then(|(i, b)| {
-                    let past_end = b
-                        .records
-                        .keys()
-                        .next_back()
-                        .is_some_and(|l| l.as_slice() < *k);
-                    (b.sealed && v.is_some() && past_end).then_some(i)
-                });
+            // starts a block of its own: the full one is not rewritten (nor decoded).
+            let sealed = at.filter(|&i| {
+                v.is_some() && blocks.get(i).is_some_and(|b| b.sealed && b.ends_before(k))
+            });
             if let Some(i) = sealed {
                 // Blocks after the full one have keys above `k`: the new one goes between.
-                blocks.insert(
-                    i + 1,
-                    Loaded {
-                        key: k.to_vec(),
-                        records: BTreeMap::new(),
-                        touched: false,
-                        stored: false,
-                        sealed: false,
-                    },
-                );
+                blocks.insert(i + 1, Loaded::new(k));
                 at = Some(i + 1);
             }
             let block = match at.or(if blocks.is_empty() { None } else { Some(0) }) {
                 Some(i) => blocks.get_mut(i),
                 None => {
-                    blocks.push(Loaded {
-                        key: k.to_vec(),
-                        records: BTreeMap::new(),
-                        touched: false,
-                        stored: false,
-                        sealed: false,
-                    });
+                    blocks.push(Loaded::new(k));
                     blocks.last_mut()
                 }
             };
             let Some(block) = block else { continue };
-            block.touched = true;
+            let records = block.records();
             match v {
-                Some(v) => block.records.insert(k.to_vec(), v.to_vec()),
-                None => block.records.remove(*k),
+                Some(v) => records.insert(k.to_vec(), v.to_vec()),
+                None => records.remove(*k),
             };
         }
         let mut puts: Vec<KvPair> = Vec::new();
         for block in blocks.iter().filter(|b| b.touched) {
             let mut kept = false;
-            for chunk in chunks(&block.records) {
+            let none = BTreeMap::new();
+            for chunk in chunks(block.records.as_ref().unwrap_or(&none)) {
                 let (key, value) = encode_block(&chunk).ok_or_else(|| {
                     StorageError::Io(std::io::Error::other(
                         "an activity block could not be encoded",
@@ -623,24 +673,12 @@ impl Kv for Blocked {
         result
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
-        self.inner.flush()
-    }
-
-    fn size_on_disk(&self) -> Result<u64, StorageError> {
-        self.inner.size_on_disk()
-    }
-
-    fn since_checkpoint(&self) -> u64 {
-        self.inner.since_checkpoint()
-    }
-
-    fn checkpoint(&self) -> Result<bool, StorageError> {
-        self.inner.checkpoint()
-    }
-
-    fn compact(&self) -> Result<Option<Compacted>, StorageError> {
-        self.inner.compact()
+    pass_to_inner! {
+        flush -> Result<(), StorageError>;
+        size_on_disk -> Result<u64, StorageError>;
+        since_checkpoint -> u64;
+        checkpoint -> Result<bool, StorageError>;
+        compact -> Result<Option<Compacted>, StorageError>;
     }
 }
 
