@@ -18,10 +18,10 @@
 //!
 //! Profiling: with `PEER_SCALE_PERF=DIR` set (and `perf` installed), each engine's run
 //! attaches `perf record --call-graph dwarf` to itself for the last fifth of the batched
-//! ingest, and after measuring each read and the durable write, repeats it for 15 s
+//! ingest and for the three-day refresh, and after measuring each read and the durable write, repeats it for 15 s
 //! under perf; the profiles land in `DIR/<engine>-<phase>.data`. The figures printed
-//! are measured before any profiling, except the ingest rate, which includes perf's
-//! overhead (a few per cent) for that last fifth.
+//! are measured before any profiling, except the ingest rate and the three-day refresh,
+//! which include perf's overhead (a few per cent).
 //!
 //! Each engine runs in its own child process (this binary re-executed with `--engine`),
 //! so the peak memory reported (`VmHWM`) is that engine's alone. Per engine: topics and
@@ -297,9 +297,11 @@ fn child(a: &Args, kind: Kind) {
     emit("refresh_1h_ms", start.elapsed().as_secs_f64() * 1e3);
     emit("refresh_1h_changes", (entered + exited) as f64);
     e.set_now(NOW + 3 * 86_400);
+    let perf = Perf::start(kind, "refresh");
     let start = Instant::now();
     let (entered, exited) = e.refresh();
     emit("refresh_3d_ms", start.elapsed().as_secs_f64() * 1e3);
+    drop(perf);
     emit("refresh_3d_changes", (entered + exited) as f64);
     log("refreshed");
 
