@@ -989,4 +989,35 @@ mod tests {
         }
         assert!(decode_block(&key(1, 1, 2), &v).is_err());
     }
+
+    #[test]
+    fn the_last_key_without_decoding_is_the_decoders_last_key() {
+        let records = [
+            (key(4, 1, 1), vec![2, 1, 2]),
+            (key(4, 5, 3), vec![2; 40]),
+            (key(4, 9, 2), vec![2]),
+        ];
+        let entries: Vec<(&[u8], &[u8])> = records
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        let (k, v) = encode_block(&entries).unwrap();
+        assert_eq!(last_key(&k, &v), key(4, 9, 2));
+        for n in 1..=entries.len() {
+            let (k, v) = encode_block(&entries[..n]).unwrap();
+            let decoded = expand(k.clone(), v.clone());
+            assert_eq!(last_key(&k, &v), decoded.last().unwrap().0, "{n} entries");
+        }
+        // Whatever is no sound block reads as one record at its key, so that is its last.
+        for i in 0..v.len() {
+            let mut bad = v.clone();
+            bad[i] ^= 0x40;
+            assert_eq!(last_key(&k, &bad), k, "byte {i} damaged");
+        }
+        assert_eq!(last_key(&k, &v[..v.len() - 1]), k);
+        assert_eq!(last_key(&k, &[2, 0, 0, 0, 0, 1]), k, "a single record");
+        assert_eq!(last_key(b"short", &v), b"short".to_vec());
+        // A block under another key fails its checksum: its own key again.
+        assert_eq!(last_key(&key(4, 0, 0), &v), key(4, 0, 0));
+    }
 }
