@@ -332,8 +332,8 @@ fn fuzz_builder() -> crate::Builder {
 }
 
 /// The change feed reads whole from its oldest cursor, and the people it created minus
-/// those it deleted are the people the database holds (the clock never moves, so
-/// nothing has expired).
+/// those it deleted are the people the database holds (the feed of every database this
+/// is run on keeps its changes far longer than its clock moves, so nothing has expired).
 fn feed_law(db: &ProfileDb, step: usize) {
     let status = match db.change_feed() {
         Ok(Some(s)) => s,
@@ -704,6 +704,14 @@ pub fn open_damaged(bytes: &[u8]) {
 const WHO: [&str; 3] = ["u0", "u1", "u2"];
 const ATTRS: [&str; 2] = ["a", "b"];
 const EVENTS: [&str; 2] = ["e0", "e1"];
+/// How long before the clock's now an event happens: now, within the hours kept per hour,
+/// and in days rolled up into one bitmap a day (`index::HOUR_DAYS`).
+const AGO: [i64; 4] = [0, 7_200, 40 * 86_400, 100 * 86_400 + 5_000];
+/// How far the model database's clock moves at each reopen: past the hours kept per hour,
+/// so the next write rolls some of them up into days.
+const REOPEN_ADVANCE: i64 = 20 * 86_400;
+/// The `within` windows whose counts are checked against each person's own events.
+const WINDOWS: [i64; 4] = [3_600, 30 * 86_400, 60 * 86_400, 400 * 86_400];
 const TOKENS: [&str; 3] = ["t0", "t1", "t2"];
 const DELIVERIES: [&str; 2] = ["d0", "d1"];
 const METRICS: [&str; 2] = ["opened", "clicked"];
@@ -726,21 +734,65 @@ fn pick<T: Copy>(pool: &[T], n: usize) -> T {
 /// One write of the model test. Indices are into the pools above.
 #[derive(Debug, Clone)]
 enum Write {
-    Set { who: usize, attr: usize, value: u8 },
-    Unset { who: usize, attr: usize },
-    Event { who: usize, name: usize },
-    AddDevice { who: usize, token: usize, ios: bool },
-    DeleteDevice { who: usize, token: usize },
-    AddDelivery { who: usize, id: usize },
-    Metric { id: usize, metric: usize },
-    Relate { who: usize, object: usize },
-    Unrelate { who: usize, object: usize },
-    SegmentAdd { who: usize },
-    SegmentRemove { who: usize },
-    Merge { primary: usize, secondary: usize },
-    Delete { who: usize },
-    Suppress { who: usize },
-    Unsuppress { who: usize },
+    Set {
+        who: usize,
+        attr: usize,
+        value: u8,
+    },
+    Unset {
+        who: usize,
+        attr: usize,
+    },
+    /// `ago`: how long before the clock's now the event happened (an index into `AGO`).
+    Event {
+        who: usize,
+        name: usize,
+        ago: usize,
+    },
+    AddDevice {
+        who: usize,
+        token: usize,
+        ios: bool,
+    },
+    DeleteDevice {
+        who: usize,
+        token: usize,
+    },
+    AddDelivery {
+        who: usize,
+        id: usize,
+    },
+    Metric {
+        id: usize,
+        metric: usize,
+    },
+    Relate {
+        who: usize,
+        object: usize,
+    },
+    Unrelate {
+        who: usize,
+        object: usize,
+    },
+    SegmentAdd {
+        who: usize,
+    },
+    SegmentRemove {
+        who: usize,
+    },
+    Merge {
+        primary: usize,
+        secondary: usize,
+    },
+    Delete {
+        who: usize,
+    },
+    Suppress {
+        who: usize,
+    },
+    Unsuppress {
+        who: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -771,6 +823,7 @@ fn read_write(input: &mut Input<'_>) -> Write {
         2 => Write::Event {
             who,
             name: input.below(EVENTS.len()),
+            ago: input.below(AGO.len()),
         },
         3 => Write::AddDevice {
             who,
@@ -884,7 +937,7 @@ impl Model {
                 let p = self.get_or_create(pick(&WHO, who))?;
                 p.attrs.remove(pick(&ATTRS, attr));
             }
-            Write::Event { who, name } => {
+            Write::Event { who, name, .. } => {
                 let p = self.get_or_create(pick(&WHO, who))?;
                 *p.events.entry(pick(&EVENTS, name).to_owned()).or_default() += 1;
             }
@@ -1054,7 +1107,7 @@ struct Segments {
     d2: u32,
 }
 
-fn to_op(w: &Write, manual: u32) -> Op {
+fn to_op(w: &Write, manual: u32, now: i64) -> Op {
     let id = |n: usize| Ident::id(pick(&WHO, n));
     let object = |n: usize| {
         let (t, o) = pick(&OBJECTS, n);
@@ -1069,7 +1122,13 @@ fn to_op(w: &Write, manual: u32) -> Op {
         Write::Unset { who, attr } => {
             Op::Identify(Identify::new(id(who)).remove(pick(&ATTRS, attr)))
         }
-        Write::Event { who, name } => Op::Track(Track::event(id(who), pick(&EVENTS, name))),
+        Write::Event { who, name, ago } => {
+            let track = Track::event(id(who), pick(&EVENTS, name));
+            match AGO.get(ago).copied().unwrap_or(0) {
+                0 => Op::Track(track),
+                ago => Op::Track(track.timestamp(now - ago)),
+            }
+        }
         Write::AddDevice { who, token, ios } => Op::AddDevice {
             person: id(who),
             device: DeviceInput::new(
@@ -1138,9 +1197,15 @@ fn is_injected(e: &Error) -> bool {
     }
 }
 
-fn open_model_db(dir: &Path, faults: &Faults) -> ProfileDb {
+fn open_model_db(dir: &Path, faults: &Faults, clock: &ManualClock) -> ProfileDb {
     fuzz_builder()
         .faults(faults.clone())
+        .clock(Arc::new(clock.clone()))
+        // The clock moves at each reopen: the feed keeps every change regardless.
+        .change_feed(Some(
+            crate::ChangeFeed::keep_seconds(i64::from(u32::MAX))
+                .unwrap_or_else(|e| panic!("a feed setting: {e}")),
+        ))
         // A checkpoint (sled closed and reopened under the handle) every few writes.
         .checkpoint_bytes(2 << 10)
         .open(dir)
@@ -1232,6 +1297,33 @@ fn check(db: &ProfileDb, model: &Model, ids: &Segments, step: usize, steps: &[St
             ctx()
         );
     }
+    // A window's count, answered from the hour and day bitmaps, equals the people with
+    // an occurrence in it read from their own events.
+    let now = db.now();
+    for window in WINDOWS {
+        let text = format!("event:e0 within {window}s");
+        let got = db
+            .count(&text)
+            .unwrap_or_else(|e| panic!("count {text:?} failed: {e}"));
+        let mut want = 0;
+        for who in WHO {
+            let n = db
+                .event_count(
+                    &Ident::id(who),
+                    crate::TrackKind::Event,
+                    "e0",
+                    Some(now - window),
+                    None,
+                )
+                .unwrap_or_else(|e| panic!("event_count of {who} failed: {e}"));
+            want += u64::from(n > 0);
+        }
+        assert!(
+            got == want,
+            "count {text:?}: the bitmaps say {got}, the people's events {want}; {}",
+            ctx()
+        );
+    }
     let report = db
         .verify()
         .unwrap_or_else(|e| panic!("verify failed to run: {e}"));
@@ -1258,7 +1350,8 @@ pub fn ops_model(bytes: &[u8]) {
     let steps = read_steps(bytes);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temp dir: {e}"));
     let faults = Faults::new();
-    let mut db = open_model_db(dir.path(), &faults);
+    let clock = ManualClock::new(T0);
+    let mut db = open_model_db(dir.path(), &faults, &clock);
     let setup = || -> crate::Result<Segments> {
         Ok(Segments {
             manual: db.create_segment("manual", None)?,
@@ -1272,7 +1365,8 @@ pub fn ops_model(bytes: &[u8]) {
         match step {
             Step::Reopen => {
                 db.close().unwrap_or_else(|e| panic!("close failed: {e}"));
-                db = open_model_db(dir.path(), &faults);
+                clock.advance(REOPEN_ADVANCE);
+                db = open_model_db(dir.path(), &faults, &clock);
                 feed_law(&db, i);
             }
             Step::Compact => {
@@ -1288,7 +1382,7 @@ pub fn ops_model(bytes: &[u8]) {
             Step::Write(w) => {
                 let mut next = model.clone();
                 let want = next.apply(w);
-                let got = db.write_batch(&[to_op(w, ids.manual)]);
+                let got = db.write_batch(&[to_op(w, ids.manual, db.now())]);
                 match (want, got) {
                     (Ok(()), Ok(_)) => model = next,
                     (Err(Refused), Err(e)) if is_refusal(&e) => {}
@@ -1300,7 +1394,10 @@ pub fn ops_model(bytes: &[u8]) {
             Step::Crash(writes, at) => {
                 let mut next = model.clone();
                 let want: Result<(), Refused> = writes.iter().try_for_each(|w| next.apply(w));
-                let ops: Vec<Op> = writes.iter().map(|w| to_op(w, ids.manual)).collect();
+                let ops: Vec<Op> = writes
+                    .iter()
+                    .map(|w| to_op(w, ids.manual, db.now()))
+                    .collect();
                 let before = db
                     .stats()
                     .unwrap_or_else(|e| panic!("stats failed: {e}"))
@@ -1314,7 +1411,11 @@ pub fn ops_model(bytes: &[u8]) {
                     (Ok(()), Err(e)) if is_injected(&e) => {
                         // The injected fault: nothing of the batch landed, and the handle
                         // refuses writes until reopened.
-                        let again = db.write_batch(&[to_op(&Write::Delete { who: 0 }, ids.manual)]);
+                        let again = db.write_batch(&[to_op(
+                            &Write::Delete { who: 0 },
+                            ids.manual,
+                            db.now(),
+                        )]);
                         assert!(
                             matches!(again, Err(Error::Poisoned)),
                             "a write after a failed commit was not refused: {again:?}"
@@ -1324,7 +1425,7 @@ pub fn ops_model(bytes: &[u8]) {
                         db.flush()
                             .unwrap_or_else(|e| panic!("flush after a failed commit: {e}"));
                         drop(db);
-                        db = open_model_db(dir.path(), &faults);
+                        db = open_model_db(dir.path(), &faults, &clock);
                         // The fault may have struck after the commit landed (in the
                         // checkpoint or the fold that follows it, which the write reports
                         // as its error): then the batch is there whole, one commit more.

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{ids, input_field, open, T0};
 use profiledb::{
     ActivityFilter, Channel, DeviceInput, Durability, Faults, Ident, Identify, Metric, NewDelivery,
@@ -1015,6 +1017,142 @@ fn within_is_exact_across_hour_boundaries_and_expiry() {
     let explain = db.explain("event:login within 1d").unwrap();
     assert!(
         explain.lines.iter().any(|l| l.contains("hour index")),
+        "{explain:?}"
+    );
+}
+
+/// The occurrence-bucket bitmaps in the stored chunks (after a checkpoint folds the
+/// log): (hour bitmaps, day bitmaps).
+fn buckets(db: &ProfileDb) -> (usize, usize) {
+    db.checkpoint().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for (key, _) in db.raw_records(profiledb::Family::Bitmaps).unwrap() {
+        if matches!(key.first(), Some(12 | 15)) {
+            // The bitmap id: every byte but the chunk's two.
+            ids.insert(key[..key.len() - 2].to_vec());
+        }
+    }
+    let hours = ids.iter().filter(|k| k[0] == 12).count();
+    (hours, ids.len() - hours)
+}
+
+#[test]
+fn old_hours_roll_up_into_days_and_within_stays_exact() {
+    // Events over 120 days; the days more than 35 back are kept one bitmap a day, so
+    // windows that start in them are checked against the day's people, and events
+    // tracked, expired or moved there afterwards go into the day bitmaps.
+    const DAY: i64 = 86_400;
+    let (dir, db, clock) = open();
+    let n = 80i64;
+    let who = |i: i64| u(&format!("p{i:02}"));
+    for i in 0..n {
+        db.identify(Identify::new(who(i))).unwrap();
+        for k in 0..(1 + i % 5) {
+            let t = T0 - (i * 7_919 + k * 1_234_567) % (120 * DAY);
+            db.track(Track::event(who(i), "login").timestamp(t))
+                .unwrap();
+        }
+    }
+    db.create_segment("quarter", Some("event:login within 90d"))
+        .unwrap();
+    let brute = |db: &ProfileDb, since: i64| -> Vec<String> {
+        let mut out: Vec<String> = (0..n)
+            .map(|i| format!("p{i:02}"))
+            .filter(|id| {
+                db.event_count(&u(id), TrackKind::Event, "login", Some(since), None)
+                    .unwrap()
+                    > 0
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let check = |db: &ProfileDb, at: &str| {
+        let now = db.now();
+        for window in [
+            3_600,
+            DAY,
+            30 * DAY,
+            36 * DAY + 5_000,
+            50 * DAY + 77,
+            90 * DAY,
+            200 * DAY,
+        ] {
+            assert_eq!(
+                ids(db, &format!("event:login within {window}s")),
+                brute(db, now - window),
+                "window {window}s {at}"
+            );
+        }
+        assert_eq!(
+            ids(db, "segment:quarter"),
+            brute(db, now - 90 * DAY),
+            "{at}"
+        );
+        let report = db.verify().unwrap();
+        assert!(report.is_ok(), "{at}: {report:?}");
+    };
+    // The first commit after the events rolled the days before today - 35 up.
+    let (hours, days) = buckets(&db);
+    assert!(days > 0 && hours > 0, "{hours} hour and {days} day bitmaps");
+    let hours_before = hours;
+    check(&db, "at the start");
+    for step in 0..4i64 {
+        clock.advance(17 * DAY + 3_333);
+        // New occurrences in days already rolled up, and one in the hours.
+        for i in (step..n).step_by(7) {
+            let t = db.now() - 40 * DAY - i * 1_000;
+            db.track(Track::event(who(i), "login").timestamp(t))
+                .unwrap();
+        }
+        db.track(Track::event(who(step), "login")).unwrap();
+        // Expire part of a rolled-up day: its bitmap keeps only who has one left.
+        db.expire(T0 - 100 * DAY + step * 40_000 + 12_345).unwrap();
+        db.refresh().unwrap();
+        check(&db, &format!("at step {step}"));
+    }
+    // Fewer hour bitmaps than before: the ones that left the window are days now.
+    let (hours, days) = buckets(&db);
+    assert!(
+        hours < hours_before,
+        "{hours} hour bitmaps, {hours_before} before"
+    );
+    assert!(days > 0);
+    // The start of the hours survives a reopen and an export to a new database.
+    let mut out = Vec::new();
+    db.export(&mut out).unwrap();
+    let counts: Vec<u64> = [3_600, 40 * DAY, 90 * DAY]
+        .iter()
+        .map(|w| db.count(&format!("event:login within {w}s")).unwrap())
+        .collect();
+    drop(db);
+    let db = ProfileDb::builder()
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Buffered)
+        .open(dir.path())
+        .unwrap();
+    check(&db, "after reopen");
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = ProfileDb::builder()
+        .clock(Arc::new(clock.clone()))
+        .durability(Durability::Buffered)
+        .open(copy_dir.path())
+        .unwrap();
+    copy.restore(&out[..]).unwrap();
+    check(&copy, "after a restore");
+    for (w, want) in [3_600, 40 * DAY, 90 * DAY].iter().zip(counts) {
+        assert_eq!(
+            copy.count(&format!("event:login within {w}s")).unwrap(),
+            want
+        );
+    }
+    // A later track into a rolled-up day on the copy goes to its day bitmap.
+    copy.track(Track::event(who(3), "login").timestamp(copy.now() - 60 * DAY))
+        .unwrap();
+    check(&copy, "after a track on the copy");
+    let explain = copy.explain("event:login within 50d").unwrap();
+    assert!(
+        explain.lines.iter().any(|l| l.contains("first bucket")),
         "{explain:?}"
     );
 }

@@ -349,11 +349,14 @@ fn failing_reads_are_typed_errors() {
 
 #[test]
 fn failing_the_nth_write_of_a_batch_leaves_nothing_of_it() {
-    // How many key writes does the batch make?
+    // How many key writes does the batch make, after the same first write as below (a
+    // database's first commit with an event also writes where its hour bitmaps begin)?
     let total = {
         let dir = tempfile::tempdir().unwrap();
         let faults = Faults::new();
         let db = builder().faults(faults.clone()).open(dir.path()).unwrap();
+        db.identify(Identify::new(Ident::id("before")).set("k", 1))
+            .unwrap();
         let before = faults.writes_seen();
         db.write_batch(&sample_batch()).unwrap();
         faults.writes_seen() - before

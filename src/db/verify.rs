@@ -169,6 +169,13 @@ impl ProfileDb {
         let (stored, _) = Bitmaps::load(store, self.inner.committed.load(Ordering::SeqCst))?;
         let mut keys: BTreeSet<&K> = bitmaps.keys().collect();
         keys.extend(stored.keys());
+        if bitmaps.hours_from() != stored.hours_from() {
+            problems.push(format!(
+                "the per-hour event bitmaps begin on day {} in memory and on day {} in meta/buckets",
+                bitmaps.hours_from(),
+                stored.hours_from()
+            ));
+        }
         for key in keys {
             if bitmaps.get(key) != stored.get(key) {
                 problems.push(format!(
@@ -219,10 +226,11 @@ impl ProfileDb {
                     continue;
                 };
                 expected
-                    .entry(K::EventHour(
-                        kind.to_owned(),
-                        name.to_owned(),
+                    .entry(crate::index::event_bucket(
+                        kind,
+                        name,
                         crate::index::hour_of(t),
+                        bitmaps.hours_from(),
                     ))
                     .or_default()
                     .insert(pid);

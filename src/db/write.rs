@@ -185,6 +185,12 @@ impl ProfileDb {
                 txn.put::<BitmapLogF>(key, entries);
             }
             dirty = touched;
+            if let Some(hours_from) = delta.hours_from() {
+                txn.put::<MetaF>(
+                    meta_keys::BUCKETS.to_vec(),
+                    MetaValue::Buckets { hours_from },
+                );
+            }
             if writer.feed.is_some() {
                 moves = delta.segment_moves(&bitmaps);
             }

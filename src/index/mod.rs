@@ -12,8 +12,9 @@
 //!
 //! The bitmaps ([`BitmapKey`]): all people; globally unsubscribed; each topic's explicit
 //! opt-ins and opt-outs; each segment; each related object and object type; each device
-//! platform; people who ever tracked each event name; people who ever had each delivery
-//! metric; people who have each attribute; equality bitmaps of attributes declared
+//! platform; people who ever tracked each event name, and who tracked it in each hour of
+//! the last [`HOUR_DAYS`] days and on each day before ([`Bitmaps::roll_up`]); people who
+//! ever had each delivery metric; people who have each attribute; equality bitmaps of attributes declared
 //! indexed; and the bit slices of ranged attributes' ordered indexes ([`range`]).
 
 pub mod range;
@@ -27,8 +28,8 @@ use crate::error::Result;
 use crate::model::Value;
 pub(crate) use crate::store::bitmaps::BitmapKey;
 use crate::store::bitmaps::{decode_chunk, decode_log, encode_chunk, encode_log, LogChange};
-use crate::store::records::{AttributesRecord, PersonRecord};
-use crate::store::{corrupted, BitmapLogF, BitmapsF, Family, KeyBuf, Store};
+use crate::store::records::{AttributesRecord, MetaValue, PersonRecord};
+use crate::store::{corrupted, meta_keys, BitmapLogF, BitmapsF, Family, KeyBuf, MetaF, Store};
 
 /// The largest log record a commit writes, estimated as 5 bytes per pid plus the ids: a
 /// bigger commit splits its changes over several parts (keys `seq + part`). Far under
@@ -65,6 +66,45 @@ pub fn hour_of(unix_seconds: i64) -> i64 {
     unix_seconds.div_euclid(3_600)
 }
 
+/// The day number (days since 1970-01-01, UTC) of a unix time.
+pub fn day_of(unix_seconds: i64) -> i64 {
+    unix_seconds.div_euclid(86_400)
+}
+
+/// How many days back from the clock's today the per-event-name occurrence bitmaps are
+/// kept per hour: the days before are rolled up into one bitmap a day, so the number of
+/// these bitmaps grows by one a day and name with history, not 24. A `within` window of
+/// up to 35 days starts inside the hours, so only the people seen in its first hour
+/// alone are checked one by one; a longer one checks those seen on its first day alone.
+pub const HOUR_DAYS: i64 = 35;
+
+/// The occurrence bitmap of an event of `kind`/`name` in hour `hour`, when the days
+/// before `hours_from` are kept in days.
+pub fn event_bucket(kind: &str, name: &str, hour: i64, hours_from: i64) -> BitmapKey {
+    let day = hour.div_euclid(24);
+    if day < hours_from {
+        BitmapKey::EventDay(kind.to_owned(), name.to_owned(), day)
+    } else {
+        BitmapKey::EventHour(kind.to_owned(), name.to_owned(), hour)
+    }
+}
+
+/// The first and past-the-last unix second of an occurrence bitmap's bucket (`None` for
+/// any other bitmap).
+pub fn bucket_span(key: &BitmapKey) -> Option<(i64, i64)> {
+    let span = |n: i64, len: i64| {
+        (
+            n.saturating_mul(len),
+            n.saturating_add(1).saturating_mul(len),
+        )
+    };
+    match key {
+        BitmapKey::EventHour(_, _, hour) => Some(span(*hour, 3_600)),
+        BitmapKey::EventDay(_, _, day) => Some(span(*day, 86_400)),
+        _ => None,
+    }
+}
+
 /// The members of `bitmap` in chunk `chunk`.
 pub fn chunk_of(bitmap: &RoaringBitmap, chunk: u16) -> RoaringBitmap {
     let lo = u32::from(chunk) << 16;
@@ -74,9 +114,21 @@ pub fn chunk_of(bitmap: &RoaringBitmap, chunk: u16) -> RoaringBitmap {
 }
 
 /// Every bitmap, in memory.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Bitmaps {
     map: HashMap<BitmapKey, RoaringBitmap>,
+    /// The first day whose occurrences are kept per hour (`meta/buckets`); `i64::MIN`
+    /// when nothing was rolled up yet.
+    hours_from: i64,
+}
+
+impl Default for Bitmaps {
+    fn default() -> Bitmaps {
+        Bitmaps {
+            map: HashMap::new(),
+            hours_from: i64::MIN,
+        }
+    }
 }
 
 impl Bitmaps {
@@ -90,6 +142,17 @@ impl Bitmaps {
     /// batch) and is [`Error::Corrupted`](crate::Error::Corrupted).
     pub fn load(store: &Store, commit_seq: u64) -> Result<(Bitmaps, LogState)> {
         let mut bitmaps = Bitmaps::default();
+        match store.get::<MetaF>(meta_keys::BUCKETS)? {
+            Some(MetaValue::Buckets { hours_from }) => bitmaps.hours_from = hours_from,
+            Some(_) => {
+                return Err(corrupted(
+                    Family::Meta,
+                    meta_keys::BUCKETS,
+                    "expected where the per-hour event bitmaps begin",
+                ))
+            }
+            None => {}
+        }
         for item in store.scan::<BitmapsF>(&[], false, None) {
             let (key, bytes) = item?;
             let (bk, chunk) = BitmapKey::decode_chunk_key(&key)?;
@@ -168,6 +231,75 @@ impl Bitmaps {
         self.map.iter()
     }
 
+    /// The first day whose occurrences are kept per hour (`i64::MIN`: every day).
+    pub fn hours_from(&self) -> i64 {
+        self.hours_from
+    }
+
+    /// The people with an occurrence of `kind`/`name` at or after `since`, from the
+    /// occurrence bitmaps: those certain to have one (in a bucket that starts at or after
+    /// `since`), and those who may (in the bucket `since` falls inside only, to be checked
+    /// one by one).
+    pub fn occurrences_since(
+        &self,
+        kind: &str,
+        name: &str,
+        since: i64,
+    ) -> (RoaringBitmap, RoaringBitmap) {
+        let mut later: Vec<&RoaringBitmap> = Vec::new();
+        let mut edge = RoaringBitmap::new();
+        for (key, members) in &self.map {
+            let (BitmapKey::EventHour(k, n, _) | BitmapKey::EventDay(k, n, _)) = key else {
+                continue;
+            };
+            if k != kind || n != name {
+                continue;
+            }
+            let Some((start, end)) = bucket_span(key) else {
+                continue;
+            };
+            if start >= since {
+                later.push(members);
+            } else if end > since {
+                edge |= members;
+            }
+        }
+        // One multi-way union of the many small bitmaps, not one merge per bucket.
+        let sure = roaring::MultiOps::union(later);
+        edge -= &sure;
+        (sure, edge)
+    }
+
+    /// The changes that roll the hours of the days before `today - HOUR_DAYS` up into
+    /// days, `None` when those are rolled up already: every member of such an hour's
+    /// bitmap joins its day's and leaves the hour's, and the delta carries the new start
+    /// of the hours (written to `meta/buckets` by its commit).
+    pub fn roll_up(&self, now: i64) -> Option<Delta> {
+        let from = day_of(now).saturating_sub(HOUR_DAYS);
+        if from <= self.hours_from {
+            return None;
+        }
+        let mut delta = Delta {
+            hours_from: Some(from),
+            ..Delta::default()
+        };
+        for (key, members) in &self.map {
+            let BitmapKey::EventHour(kind, name, hour) = key else {
+                continue;
+            };
+            let day = hour.div_euclid(24);
+            if day >= from {
+                continue;
+            }
+            let into = BitmapKey::EventDay(kind.clone(), name.clone(), day);
+            for pid in members {
+                delta.set(into.clone(), pid, true);
+                delta.set(key.clone(), pid, false);
+            }
+        }
+        Some(delta)
+    }
+
     /// Adds a chunk read from disk.
     pub fn load_chunk(&mut self, key: BitmapKey, chunk: RoaringBitmap) {
         *self.map.entry(key).or_default() |= chunk;
@@ -175,6 +307,9 @@ impl Bitmaps {
 
     /// Applies committed changes.
     pub fn apply(&mut self, delta: &Delta) {
+        if let Some(from) = delta.hours_from {
+            self.hours_from = from;
+        }
         for (key, members) in &delta.changes {
             let b = self.map.entry(key.clone()).or_default();
             for (pid, add) in members {
@@ -207,9 +342,27 @@ pub type LogRecords = Vec<(Vec<u8>, crate::store::bitmaps::LogEntries)>;
 #[derive(Debug, Default, Clone)]
 pub struct Delta {
     changes: HashMap<BitmapKey, BTreeMap<u32, bool>>,
+    /// A new start of the per-hour occurrence bitmaps ([`Bitmaps::roll_up`]).
+    hours_from: Option<i64>,
 }
 
 impl Delta {
+    /// The new start of the per-hour occurrence bitmaps this delta sets, if any.
+    pub fn hours_from(&self) -> Option<i64> {
+        self.hours_from
+    }
+
+    /// Adds `later`'s changes over these: where both change one (bitmap, person),
+    /// `later` has the last word.
+    pub fn extend(&mut self, later: Delta) {
+        for (key, members) in later.changes {
+            self.changes.entry(key).or_default().extend(members);
+        }
+        if later.hours_from.is_some() {
+            self.hours_from = later.hours_from;
+        }
+    }
+
     /// Records that `pid` is (`add`) or is not in `key` after the batch.
     pub fn set(&mut self, key: BitmapKey, pid: u32, add: bool) {
         self.changes.entry(key).or_default().insert(pid, add);
@@ -217,7 +370,7 @@ impl Delta {
 
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.changes.values().all(BTreeMap::is_empty)
+        self.hours_from.is_none() && self.changes.values().all(BTreeMap::is_empty)
     }
 
     /// Membership of `pid` in `key` after the batch, given the committed bitmaps.
@@ -366,7 +519,11 @@ impl Delta {
             }
         }
         let mut parts = Vec::new();
-        let mut cur = Delta::default();
+        // The new start of the hours, if any, goes with the first part.
+        let mut cur = Delta {
+            hours_from: self.hours_from,
+            ..Delta::default()
+        };
         let mut n = 0;
         for (pid, changes) in by_pid {
             for (key, add) in changes {
@@ -633,12 +790,14 @@ impl Touches {
 
 /// Computes the bitmap changes of a batch from what it touched, reading the staged
 /// state (after) and the stored state (before) through `txn`, and the committed bitmaps.
+/// `hours_from`: the first day whose occurrences are kept per hour after the batch.
 pub fn plan(
     txn: &mut crate::store::Txn<'_>,
     touches: &Touches,
     bitmaps: &Bitmaps,
     indexed: &BTreeSet<String>,
     ranged: &BTreeSet<String>,
+    hours_from: i64,
 ) -> Result<Delta> {
     use crate::store::{pid_key, AttributesF, DevicesF, PeopleF, RelationshipsF};
     let mut delta = Delta::default();
@@ -710,15 +869,11 @@ pub fn plan(
         }
         for (kind, name, hour) in &t.events {
             delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, true);
-            delta.set(
-                BitmapKey::EventHour(kind.clone(), name.clone(), *hour),
-                pid,
-                true,
-            );
+            delta.set(event_bucket(kind, name, *hour, hours_from), pid, true);
         }
         // What is left of the person's events after this commit, read once from their
-        // timeline when any left: (kind, name) → the hours with an occurrence.
-        let mut left: BTreeMap<(String, String), BTreeSet<i64>> = BTreeMap::new();
+        // timeline when any left: (kind, name) → the buckets with an occurrence.
+        let mut left: BTreeMap<(String, String), BTreeSet<BitmapKey>> = BTreeMap::new();
         if !t.events_gone.is_empty() {
             let timeline = txn.values_between::<crate::store::ActivityF>(
                 crate::store::prefix_bounds(&pid_key(pid)),
@@ -728,7 +883,7 @@ pub fn plan(
                     let time = crate::store::ActivityF::decode_key(&key)?.1;
                     left.entry((kind.to_owned(), name.to_owned()))
                         .or_default()
-                        .insert(hour_of(time));
+                        .insert(event_bucket(kind, name, hour_of(time), hours_from));
                 }
             }
         }
@@ -736,13 +891,11 @@ pub fn plan(
             if t.events.contains(&(kind.clone(), name.clone(), *hour)) {
                 continue;
             }
-            let hours = left.get(&(kind.clone(), name.clone()));
-            delta.set(
-                BitmapKey::EventHour(kind.clone(), name.clone(), *hour),
-                pid,
-                hours.is_some_and(|h| h.contains(hour)),
-            );
-            if hours.is_none() {
+            let buckets = left.get(&(kind.clone(), name.clone()));
+            let bucket = event_bucket(kind, name, *hour, hours_from);
+            let member = buckets.is_some_and(|b| b.contains(&bucket));
+            delta.set(bucket, pid, member);
+            if buckets.is_none() {
                 delta.set(BitmapKey::Event(kind.clone(), name.clone()), pid, false);
             }
         }

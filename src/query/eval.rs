@@ -535,37 +535,6 @@ pub struct Explain {
     pub scanned: u64,
 }
 
-/// From the per-hour event bitmaps, the people with an occurrence of `kind`/`name` at or
-/// after `since`: those certain to have one (an occurrence in a later hour, or in the
-/// first hour when the window starts on the hour), and those who may (an occurrence in
-/// the window's first hour only, which must be checked one by one).
-fn hours_since(
-    bitmaps: &Bitmaps,
-    kind: &str,
-    name: &str,
-    since: i64,
-) -> (RoaringBitmap, RoaringBitmap) {
-    let first = crate::index::hour_of(since);
-    let whole_first = since.rem_euclid(3_600) == 0;
-    let mut later: Vec<&RoaringBitmap> = Vec::new();
-    let mut edge = RoaringBitmap::new();
-    for (key, members) in bitmaps.iter() {
-        if let BitmapKey::EventHour(k, n, hour) = key {
-            if k == kind && n == name {
-                if *hour > first || (*hour == first && whole_first) {
-                    later.push(members);
-                } else if *hour == first {
-                    edge |= members;
-                }
-            }
-        }
-    }
-    // One multi-way union of the many small hour bitmaps, not one merge per hour.
-    let sure = roaring::MultiOps::union(later);
-    edge -= &sure;
-    (sure, edge)
-}
-
 /// Whether an event atom holds exactly when one occurrence in its window exists.
 fn any_occurrence(occ: &Occurrence) -> bool {
     occ.filters.is_empty()
@@ -581,7 +550,7 @@ fn candidates(atom: &Atom, bitmaps: &Bitmaps, now: i64) -> Option<RoaringBitmap>
     match atom {
         Atom::Event(occ) if !admits_zero(occ.count) && occ.within.is_some() => {
             let since = now.saturating_sub(occ.within.unwrap_or_default());
-            let (sure, edge) = hours_since(bitmaps, "event", &occ.name, since);
+            let (sure, edge) = bitmaps.occurrences_since("event", &occ.name, since);
             Some(sure | edge)
         }
         Atom::AttrExists { path } => path.first().map(|n| get(&BitmapKey::HasAttr(n.clone()))),
@@ -740,13 +709,14 @@ pub fn eval(
             }
         }
         Cond::Scan(Atom::Event(occ)) if occ.within.is_some() && any_occurrence(occ) => {
-            // Everyone with an occurrence in an hour wholly inside the window holds; only
-            // those seen in the window's first hour alone are read one by one.
+            // Everyone with an occurrence in an hour (or a day) wholly inside the window
+            // holds; only those seen in the window's first hour (day) alone are read one
+            // by one.
             let since = now.saturating_sub(occ.within.unwrap_or_default());
-            let (sure, edge) = hours_since(bitmaps, "event", &occ.name, since);
+            let (sure, edge) = bitmaps.occurrences_since("event", &occ.name, since);
             let edge = within & &edge;
             explain.lines.push(format!(
-                "event:{} within: hour index, scan of {} candidates in the window's first hour",
+                "event:{} within: hour index, scan of {} candidates in the window's first bucket",
                 occ.name,
                 edge.len()
             ));

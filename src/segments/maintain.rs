@@ -26,7 +26,28 @@ pub(crate) fn stage(
     if touches.is_empty() {
         return Ok(Delta::default());
     }
-    let mut delta = crate::index::plan(txn, touches, bitmaps, &catalog.indexed, &catalog.ranged)?;
+    // Once a day, the hours of the day leaving the recent window roll up into days; this
+    // batch's own occurrences go where they belong after it.
+    let rolled = bitmaps.roll_up(now);
+    let hours_from = rolled
+        .as_ref()
+        .and_then(Delta::hours_from)
+        .unwrap_or(bitmaps.hours_from());
+    let planned = crate::index::plan(
+        txn,
+        touches,
+        bitmaps,
+        &catalog.indexed,
+        &catalog.ranged,
+        hours_from,
+    )?;
+    let mut delta = match rolled {
+        Some(mut rolled) => {
+            rolled.extend(planned);
+            rolled
+        }
+        None => planned,
+    };
     maintain(txn, touches, bitmaps, &mut delta, catalog, now, counters)?;
     delta.prune(bitmaps);
     // The changes themselves are persisted by the commit, as one `bitmap_log` record.

@@ -39,9 +39,18 @@ pub enum BitmapKey {
     AttrEq(String, String),
     /// Tracked an event of kind and name in the hour ([`hour_of`]) — exact: a person
     /// leaves it when their last occurrence in that hour expires. `within` conditions are
-    /// answered from these: every hour after the window's first is wholly inside it, so
-    /// only people seen in that first hour alone are checked one by one.
+    /// answered from these and [`EventDay`](BitmapKey::EventDay): every bucket after the
+    /// window's first is wholly inside it, so only people seen in that first bucket alone
+    /// are checked one by one. Kept for the recent days only (see
+    /// [`HOUR_DAYS`](crate::index::HOUR_DAYS)).
+    ///
+    /// [`hour_of`]: crate::index::hour_of
     EventHour(String, String, i64),
+    /// Tracked an event of kind and name on the day ([`day_of`]), for the days before
+    /// those kept in hours — exact like [`EventHour`](BitmapKey::EventHour).
+    ///
+    /// [`day_of`]: crate::index::day_of
+    EventDay(String, String, i64),
     /// A bit slice of a ranged attribute's ordered index: the people whose value's
     /// 64-bit orderable encoding (`index::range::encode`) has bit N (0 = least
     /// significant, at most 63) set.
@@ -72,6 +81,7 @@ impl BitmapKey {
             BitmapKey::EventHour(..) => 12,
             BitmapKey::RangeBit(..) => 13,
             BitmapKey::RangeHas(_) => 14,
+            BitmapKey::EventDay(..) => 15,
         }
     }
 
@@ -91,7 +101,9 @@ impl BitmapKey {
             | BitmapKey::RangeHas(s) => k.str16(s),
             BitmapKey::RangeBit(s, bit) => k.str16(s).byte(*bit),
             BitmapKey::Event(a, b) | BitmapKey::AttrEq(a, b) => k.str16(a).str16(b),
-            BitmapKey::EventHour(a, b, hour) => k.str16(a).str16(b).time(*hour),
+            BitmapKey::EventHour(a, b, t) | BitmapKey::EventDay(a, b, t) => {
+                k.str16(a).str16(b).time(*t)
+            }
         }
         .done()
     }
@@ -145,11 +157,16 @@ impl BitmapKey {
                 };
                 (bk, r)
             }
-            12 => {
+            12 | 15 => {
                 let (a, r) = r.str16()?;
                 let (b, r) = r.str16()?;
-                let (hour, r) = r.time()?;
-                (BitmapKey::EventHour(a, b, hour), r)
+                let (t, r) = r.time()?;
+                let bk = if tag == 12 {
+                    BitmapKey::EventHour(a, b, t)
+                } else {
+                    BitmapKey::EventDay(a, b, t)
+                };
+                (bk, r)
             }
             13 => {
                 let (s, r) = r.str16()?;
@@ -309,6 +326,8 @@ mod tests {
             BitmapKey::AttrEq("plan".into(), "\"pro\"".into()),
             BitmapKey::EventHour("event".into(), "purchase".into(), 490_896),
             BitmapKey::EventHour("page".into(), "/".into(), -3),
+            BitmapKey::EventDay("event".into(), "purchase".into(), 20_454),
+            BitmapKey::EventDay("page".into(), "/".into(), -1),
             BitmapKey::RangeBit("age".into(), 0),
             BitmapKey::RangeBit("age".into(), 63),
             BitmapKey::RangeHas("age".into()),

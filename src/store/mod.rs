@@ -774,6 +774,8 @@ pub mod meta_keys {
     pub const RANGED: &[u8] = b"ranged";
     /// The change feed's settings and how far back it reaches (absent: the feed is off).
     pub const FEED: &[u8] = b"feed";
+    /// Where the per-hour event bitmaps begin (`MetaValue::Buckets`).
+    pub const BUCKETS: &[u8] = b"buckets";
 }
 
 /// Key of the `people` and `attributes` families: the pid, 4 bytes big-endian.

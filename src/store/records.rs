@@ -233,6 +233,14 @@ pub enum MetaValue {
         /// feed: a cursor before it is expired.
         since: u64,
     },
+    /// Key `buckets`: where the per-hour event bitmaps begin. An occurrence on a day
+    /// (days since 1970-01-01, UTC) before `hours_from` is in its day's bitmap (id `15`),
+    /// one on or after it in its hour's (id `12`). Absent: every occurrence is in its
+    /// hour's (a database that has not yet rolled hours up).
+    Buckets {
+        /// The first day kept in hours.
+        hours_from: i64,
+    },
 }
 
 /// `changes` family: one part of the change feed's record of one commit.
@@ -493,6 +501,16 @@ mod tests {
 
     fn arb_opt_string() -> impl Strategy<Value = Option<String>> {
         prop::option::of(".{0,20}")
+    }
+
+    #[test]
+    fn the_buckets_record_is_as_format_md_says() {
+        // Variant 4, then `hours_from` zig-zag encoded as a varint: 20_454 → 40_908,
+        // over 250, so `251` and the u16 little-endian.
+        let bytes = encode(1, b"buckets", &MetaValue::Buckets { hours_from: 20_454 }).unwrap();
+        assert_eq!(bytes.get(5..), Some(&[4u8, 251, 0xCC, 0x9F][..]));
+        let back: MetaValue = decode(1, b"buckets", &bytes).unwrap();
+        assert_eq!(back, MetaValue::Buckets { hours_from: 20_454 });
     }
 
     fn roundtrip<T: Encode + Decode<()> + PartialEq + std::fmt::Debug>(x: &T) {
