@@ -686,12 +686,17 @@ impl ProfileDb {
     /// `now`) at the current time, recording entered/exited activity for every change.
     /// Only people whose membership can change are visited: for a condition that can
     /// only turn false as time passes (`event:x within 7d`, `attr.t > now-1d`), the
-    /// current members; for one that can only turn true, the non-members.
+    /// current members; for one that can only turn true, the non-members. First, as a
+    /// commit of its own, the per-hour event bitmaps of the days that left the recent
+    /// ones are rolled up into one bitmap a day (a write that changes people does this
+    /// too, whichever comes first).
     ///
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage) when reading or committing fails.
     pub fn refresh(&self) -> Result<RefreshReport> {
         let now = self.now();
+        // Time passed: the hours that left the recent days become days first.
+        self.roll_up_hours(now)?;
         let catalog = self.catalog().clone();
         let mut working = self.read_gate().clone();
         let mut report = RefreshReport::default();

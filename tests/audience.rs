@@ -1038,12 +1038,12 @@ fn buckets(db: &ProfileDb) -> (usize, usize) {
 
 #[test]
 fn old_hours_roll_up_into_days_and_within_stays_exact() {
-    // Events over 120 days; the days more than 35 back are kept one bitmap a day, so
-    // windows that start in them are checked against the day's people, and events
+    // Events over 120 days; the days more than 8 back are kept one bitmap a day, so
+    // windows that start in them are checked against the day's event blocks, and events
     // tracked, expired or moved there afterwards go into the day bitmaps.
     const DAY: i64 = 86_400;
     let (dir, db, clock) = open();
-    let n = 80i64;
+    let n = 300i64;
     let who = |i: i64| u(&format!("p{i:02}"));
     for i in 0..n {
         db.identify(Identify::new(who(i))).unwrap();
@@ -1067,32 +1067,45 @@ fn old_hours_roll_up_into_days_and_within_stays_exact() {
         out.sort();
         out
     };
-    let check = |db: &ProfileDb, at: &str| {
-        let now = db.now();
-        for window in [
-            3_600,
-            DAY,
-            30 * DAY,
-            36 * DAY + 5_000,
-            50 * DAY + 77,
-            90 * DAY,
-            200 * DAY,
-        ] {
+    // How many windows started in a day kept whole with someone to check there.
+    let day_edges = std::cell::Cell::new(0);
+    let check =
+        |db: &ProfileDb, at: &str| {
+            let now = db.now();
+            for window in [
+                3_600,
+                DAY,
+                7 * DAY + 1_000,
+                8 * DAY + 4_000,
+                9 * DAY + 17,
+                30 * DAY,
+                36 * DAY + 5_000,
+                50 * DAY + 77,
+                90 * DAY,
+                200 * DAY,
+            ] {
+                let cond = format!("event:login within {window}s");
+                assert_eq!(
+                    ids(db, &cond),
+                    brute(db, now - window),
+                    "window {window}s {at}"
+                );
+                let explain = db.explain(&cond).unwrap();
+                if explain.lines.iter().any(|l| {
+                    l.contains("read from event blocks") && !l.ends_with("for 0 candidates")
+                }) {
+                    day_edges.set(day_edges.get() + 1);
+                }
+            }
             assert_eq!(
-                ids(db, &format!("event:login within {window}s")),
-                brute(db, now - window),
-                "window {window}s {at}"
+                ids(db, "segment:quarter"),
+                brute(db, now - 90 * DAY),
+                "{at}"
             );
-        }
-        assert_eq!(
-            ids(db, "segment:quarter"),
-            brute(db, now - 90 * DAY),
-            "{at}"
-        );
-        let report = db.verify().unwrap();
-        assert!(report.is_ok(), "{at}: {report:?}");
-    };
-    // The first commit after the events rolled the days before today - 35 up.
+            let report = db.verify().unwrap();
+            assert!(report.is_ok(), "{at}: {report:?}");
+        };
+    // The first commit after the events rolled the days before today - 8 up.
     let (hours, days) = buckets(&db);
     assert!(days > 0 && hours > 0, "{hours} hour and {days} day bitmaps");
     let hours_before = hours;
@@ -1146,11 +1159,20 @@ fn old_hours_roll_up_into_days_and_within_stays_exact() {
             want
         );
     }
+    assert!(day_edges.get() > 5, "{} day edges checked", day_edges.get());
     // A later track into a rolled-up day on the copy goes to its day bitmap.
     copy.track(Track::event(who(3), "login").timestamp(copy.now() - 60 * DAY))
         .unwrap();
     check(&copy, "after a track on the copy");
     let explain = copy.explain("event:login within 50d").unwrap();
+    assert!(
+        explain
+            .lines
+            .iter()
+            .any(|l| l.contains("read from event blocks")),
+        "{explain:?}"
+    );
+    let explain = copy.explain("event:login within 2d").unwrap();
     assert!(
         explain.lines.iter().any(|l| l.contains("first bucket")),
         "{explain:?}"

@@ -648,6 +648,24 @@ impl ProfileDb {
         Ok(())
     }
 
+    /// Rolls the hours of the days before `now`'s day minus
+    /// [`HOUR_DAYS`](crate::index::HOUR_DAYS) up into days, as one commit of its own,
+    /// when they are not yet (a commit that changes people does it too, so that the
+    /// hours stop growing without this).
+    pub(crate) fn roll_up_hours(&self, now: i64) -> Result<()> {
+        if self.read_gate().hours_from() >= crate::index::hours_start(now) {
+            return Ok(());
+        }
+        let mut writer = self.writer()?;
+        let Some(delta) = self.read_gate().roll_up(now, |_| false) else {
+            return Ok(());
+        };
+        let txn = Txn::new(&self.inner.store);
+        let counters = writer.counters;
+        self.commit(&mut writer, txn, counters, &delta)?;
+        self.release(writer)
+    }
+
     /// Restore hook for [`crate::export`]: commits what `stage` stages (with `counters`
     /// when given, else the current ones) as one unit; with `reload`, the in-memory
     /// bitmaps and catalog are then read afresh from the store, inside the commit gate.

@@ -74,9 +74,15 @@ pub fn day_of(unix_seconds: i64) -> i64 {
 /// How many days back from the clock's today the per-event-name occurrence bitmaps are
 /// kept per hour: the days before are rolled up into one bitmap a day, so the number of
 /// these bitmaps grows by one a day and name with history, not 24. A `within` window of
-/// up to 35 days starts inside the hours, so only the people seen in its first hour
-/// alone are checked one by one; a longer one checks those seen on its first day alone.
-pub const HOUR_DAYS: i64 = 35;
+/// up to 8 days starts inside the hours, so only the people seen in its first hour alone
+/// are checked (one by one); a longer one checks those seen on its first day alone,
+/// against that day's event blocks.
+pub const HOUR_DAYS: i64 = 8;
+
+/// The first day kept in hours at clock time `now`.
+pub fn hours_start(now: i64) -> i64 {
+    day_of(now).saturating_sub(HOUR_DAYS)
+}
 
 /// The occurrence bitmap of an event of `kind`/`name` in hour `hour`, when the days
 /// before `hours_from` are kept in days.
@@ -273,9 +279,10 @@ impl Bitmaps {
     /// The changes that roll the hours of the days before `today - HOUR_DAYS` up into
     /// days, `None` when those are rolled up already: every member of such an hour's
     /// bitmap joins its day's and leaves the hour's, and the delta carries the new start
-    /// of the hours (written to `meta/buckets` by its commit).
-    pub fn roll_up(&self, now: i64) -> Option<Delta> {
-        let from = day_of(now).saturating_sub(HOUR_DAYS);
+    /// of the hours (written to `meta/buckets` by its commit). `gone`: the people the
+    /// commit deletes, who join nothing.
+    pub fn roll_up(&self, now: i64, gone: impl Fn(u32) -> bool) -> Option<Delta> {
+        let from = hours_start(now);
         if from <= self.hours_from {
             return None;
         }
@@ -293,7 +300,9 @@ impl Bitmaps {
             }
             let into = BitmapKey::EventDay(kind.clone(), name.clone(), day);
             for pid in members {
-                delta.set(into.clone(), pid, true);
+                if !gone(pid) {
+                    delta.set(into.clone(), pid, true);
+                }
                 delta.set(key.clone(), pid, false);
             }
         }

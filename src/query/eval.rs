@@ -715,6 +715,23 @@ pub fn eval(
             let since = now.saturating_sub(occ.within.unwrap_or_default());
             let (sure, edge) = bitmaps.occurrences_since("event", &occ.name, since);
             let edge = within & &edge;
+            if crate::index::day_of(since) < bitmaps.hours_from() {
+                // The window starts in a day kept whole: who of that day's people has an
+                // occurrence at or after its start is read from the day's event blocks
+                // (every tracked event has its row there), not person by person.
+                let (found, rows) = if edge.is_empty() {
+                    (RoaringBitmap::new(), 0)
+                } else {
+                    day_edge("event", &occ.name, since, &edge, src)?
+                };
+                explain.lines.push(format!(
+                    "event:{} within: hour and day index, {rows} rows of the window's first day \
+                     read from event blocks for {} candidates",
+                    occ.name,
+                    edge.len()
+                ));
+                return Ok((within & &sure) | found);
+            }
             explain.lines.push(format!(
                 "event:{} within: hour index, scan of {} candidates in the window's first bucket",
                 occ.name,
@@ -905,6 +922,34 @@ impl Counts {
 /// An event atom (filters, a count, a window) answered set-at-a-time from the event's
 /// blocks of the days in its window, among `within`. Rows whose filtered properties a
 /// block does not hold are checked against their `activity` records.
+/// Who among `edge` has an occurrence of `kind`/`name` at or after `since` on the day
+/// `since` falls in, from that day's event blocks; with the rows read.
+fn day_edge(
+    kind: &str,
+    name: &str,
+    since: i64,
+    edge: &RoaringBitmap,
+    src: &mut dyn Source,
+) -> Result<(RoaringBitmap, u64)> {
+    let day = since.div_euclid(DAY_SECS);
+    let first_sec = since.saturating_sub(crate::store::day_start(day).unwrap_or(since));
+    let mut found = RoaringBitmap::new();
+    let mut rows = 0u64;
+    src.event_blocks(kind, name, Some(since), &mut |d, block| {
+        if d != day {
+            return Ok(false);
+        }
+        for (_, pid, sec, _) in block.rows() {
+            rows += 1;
+            if i64::from(sec) >= first_sec && edge.contains(pid) {
+                found.insert(pid);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok((found, rows))
+}
+
 fn from_blocks(
     occ: &Occurrence,
     within: &RoaringBitmap,
@@ -952,7 +997,7 @@ fn from_blocks(
                 None => unsure.push((pid, start.saturating_add(i64::from(sec)), seq)),
             }
         }
-        Ok(())
+        Ok(true)
     })?;
     let read = unsure.len();
     for (pid, t, seq) in unsure {

@@ -47,13 +47,14 @@ pub(crate) trait Source {
     /// An event's properties.
     fn event_data(&mut self, pid: u32, time: i64, seq: u64) -> Result<Option<Value>>;
     /// Every `event_blocks` block of `kind`/`name` from the day of `since` on (every day
-    /// when `None`), in key order, each with its day number.
+    /// when `None`), in key order, each with its day number, until `each` returns
+    /// `false`.
     fn event_blocks(
         &mut self,
         kind: &str,
         name: &str,
         since: Option<i64>,
-        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<bool>,
     ) -> Result<()>;
     /// Membership in a bitmap.
     fn member(&self, key: &BitmapKey, pid: u32) -> bool;
@@ -230,7 +231,7 @@ impl<R: Records> Source for Reader<'_, R> {
         kind: &str,
         name: &str,
         since: Option<i64>,
-        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<bool>,
     ) -> Result<()> {
         let prefix = EventBlocksF::prefix(kind, name);
         let lower = match since {
@@ -241,8 +242,7 @@ impl<R: Records> Source for Reader<'_, R> {
         self.records
             .each_between::<EventBlocksF>(bounds, &mut |key, block| {
                 let (_, _, day, _) = EventBlocksF::decode_key(key)?;
-                each(day, block)?;
-                Ok(true)
+                each(day, block)
             })
     }
     fn member(&self, key: &BitmapKey, pid: u32) -> bool {
@@ -392,7 +392,7 @@ impl Source for Cached<'_> {
         kind: &str,
         name: &str,
         since: Option<i64>,
-        each: &mut dyn FnMut(i64, EventBlock) -> Result<()>,
+        each: &mut dyn FnMut(i64, EventBlock) -> Result<bool>,
     ) -> Result<()> {
         self.inner.event_blocks(kind, name, since, each)
     }

@@ -28,7 +28,7 @@ pub(crate) fn stage(
     }
     // Once a day, the hours of the day leaving the recent window roll up into days; this
     // batch's own occurrences go where they belong after it.
-    let rolled = bitmaps.roll_up(now);
+    let rolled = bitmaps.roll_up(now, |pid| touches.is_deleted(pid));
     let hours_from = rolled
         .as_ref()
         .and_then(Delta::hours_from)
