@@ -710,6 +710,8 @@ const AGO: [i64; 4] = [0, 7_200, 40 * 86_400, 100 * 86_400 + 5_000];
 /// How far the model database's clock moves at each reopen: past the hours kept per hour,
 /// so the next write rolls some of them up into days.
 const REOPEN_ADVANCE: i64 = 20 * 86_400;
+/// How far back from the clock's now an expiry step cuts (each between two of `AGO`).
+const EXPIRE_AGO: [i64; 3] = [3_600, 9 * 86_400, 50 * 86_400];
 /// The `within` windows whose counts are checked against each person's own events.
 const WINDOWS: [i64; 4] = [3_600, 30 * 86_400, 60 * 86_400, 400 * 86_400];
 const TOKENS: [&str; 3] = ["t0", "t1", "t2"];
@@ -805,6 +807,8 @@ enum Step {
     Reopen,
     /// Compact the files (`ProfileDb::compact`): nothing the database shows changes.
     Compact,
+    /// Expire every occurrence older than the clock's now minus `EXPIRE_AGO[n]`.
+    Expire(usize),
 }
 
 fn read_write(input: &mut Input<'_>) -> Write {
@@ -870,6 +874,7 @@ fn read_steps(bytes: &[u8]) -> Vec<Step> {
             0 | 16 => Step::Reopen,
             // Rare: a compaction copies the whole database.
             31 => Step::Compact,
+            30 => Step::Expire(input.below(EXPIRE_AGO.len())),
             1 | 17 => {
                 let n = input.below(4) + 1;
                 let writes = (0..n).map(|_| read_write(&mut input)).collect();
@@ -893,6 +898,9 @@ struct MPerson {
     deliveries: BTreeMap<String, BTreeSet<String>>,
     related: BTreeSet<(u32, String)>,
     in_manual: bool,
+    /// Event name → the time of each occurrence (what an expiry removes; not compared:
+    /// `events` holds the counts the database shows).
+    times: BTreeMap<String, Vec<i64>>,
 }
 
 /// The model: people by `id` (the only identifier the test uses) and suppressed ids.
@@ -900,6 +908,8 @@ struct MPerson {
 struct Model {
     people: BTreeMap<String, MPerson>,
     suppressed: BTreeSet<String>,
+    /// The database clock's now, for the times of events.
+    now: i64,
 }
 
 /// The model's verdict on a write the database must refuse.
@@ -937,9 +947,14 @@ impl Model {
                 let p = self.get_or_create(pick(&WHO, who))?;
                 p.attrs.remove(pick(&ATTRS, attr));
             }
-            Write::Event { who, name, .. } => {
+            Write::Event { who, name, ago } => {
+                let now = self.now;
                 let p = self.get_or_create(pick(&WHO, who))?;
                 *p.events.entry(pick(&EVENTS, name).to_owned()).or_default() += 1;
+                p.times
+                    .entry(pick(&EVENTS, name).to_owned())
+                    .or_default()
+                    .push(now - AGO.get(ago).copied().unwrap_or(0));
             }
             Write::AddDevice { who, token, ios } => {
                 let who = pick(&WHO, who);
@@ -1024,6 +1039,9 @@ impl Model {
                 for (k, n) in sec.events {
                     *pri.events.entry(k).or_default() += n;
                 }
+                for (k, t) in sec.times {
+                    pri.times.entry(k).or_default().extend(t);
+                }
                 pri.devices.extend(sec.devices);
                 pri.deliveries.extend(sec.deliveries);
                 pri.related.extend(sec.related);
@@ -1042,6 +1060,21 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Every occurrence before `before` expires.
+    fn expire(&mut self, before: i64) {
+        for p in self.people.values_mut() {
+            for (name, times) in &mut p.times {
+                times.retain(|t| *t >= before);
+                let n = times.len() as u64;
+                if n == 0 {
+                    p.events.remove(name);
+                } else {
+                    p.events.insert(name.clone(), n);
+                }
+            }
+        }
     }
 
     /// The audience counts the test compares, by condition (`M`, `D1`, `D2` stand for
@@ -1249,6 +1282,7 @@ fn check(db: &ProfileDb, model: &Model, ids: &Segments, step: usize, steps: &[St
         if let (Some(seen), Some(want)) = (&seen, want) {
             let mut want_no_seg = want.clone();
             want_no_seg.in_manual = false;
+            want_no_seg.times.clear();
             assert!(
                 *seen == want_no_seg,
                 "person {who}: the database has {seen:?}, the model {want:?}; {}",
@@ -1337,7 +1371,8 @@ fn check(db: &ProfileDb, model: &Model, ids: &Segments, step: usize, steps: &[St
 
 /// An operation sequence read from the bytes (identify, attribute removal, event, device
 /// add/delete, delivery and metric, relationship add/delete, manual segment add/remove,
-/// merge, delete, suppress, unsuppress; reopen; compaction; and a crash step that fails a
+/// merge, delete, suppress, unsuppress; reopen (the clock moves 20 days); compaction;
+/// expiry of old events; and a crash step that fails a
 /// key write mid-batch through [`Faults`]) run against a fresh database and a plain in-memory model
 /// of three people addressed by `id`. After every step each person's profile (attributes,
 /// event counts, devices, deliveries and their metrics, relationships, segments), their
@@ -1362,12 +1397,19 @@ pub fn ops_model(bytes: &[u8]) {
     let ids = setup().unwrap_or_else(|e| panic!("setting up segments failed: {e}"));
     let mut model = Model::default();
     for (i, step) in steps.iter().enumerate() {
+        model.now = db.now();
         match step {
             Step::Reopen => {
                 db.close().unwrap_or_else(|e| panic!("close failed: {e}"));
                 clock.advance(REOPEN_ADVANCE);
                 db = open_model_db(dir.path(), &faults, &clock);
                 feed_law(&db, i);
+            }
+            Step::Expire(n) => {
+                let before = db.now() - EXPIRE_AGO.get(*n).copied().unwrap_or(0);
+                db.expire(before)
+                    .unwrap_or_else(|e| panic!("step {i}: expire({before}) failed: {e}"));
+                model.expire(before);
             }
             Step::Compact => {
                 let done = db

@@ -1178,3 +1178,31 @@ fn old_hours_roll_up_into_days_and_within_stays_exact() {
         "{explain:?}"
     );
 }
+
+#[test]
+fn an_expiry_that_rolls_a_day_up_leaves_no_one_in_it_without_an_event() {
+    // The commit that expires a person's last occurrence on a day is also the one that
+    // rolls that day's hours up: the day bitmap must not gain them.
+    const DAY: i64 = 86_400;
+    let (_d, db, clock) = open();
+    db.track(Track::event(u("p"), "e").timestamp(T0 - 100))
+        .unwrap();
+    db.track(Track::event(u("q"), "e").timestamp(T0 - 50))
+        .unwrap();
+    db.track(Track::event(u("q"), "e").timestamp(T0 + 5 * DAY))
+        .unwrap();
+    clock.advance(10 * DAY);
+    db.expire(T0).unwrap();
+    let report = db.verify().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(ids(&db, "event:e within 30d"), ["q"]);
+    assert_eq!(ids(&db, "event:e within 9d"), ["q"]);
+    // Many days behind: each write rolls up one more, refresh the rest.
+    clock.advance(40 * DAY);
+    db.track(Track::event(u("r"), "e")).unwrap();
+    assert!(db.verify().unwrap().is_ok());
+    db.refresh().unwrap();
+    assert!(db.verify().unwrap().is_ok());
+    assert_eq!(ids(&db, "event:e within 60d"), ["q", "r"]);
+    assert_eq!(ids(&db, "event:e within 1d"), ["r"]);
+}

@@ -649,21 +649,21 @@ impl ProfileDb {
     }
 
     /// Rolls the hours of the days before `now`'s day minus
-    /// [`HOUR_DAYS`](crate::index::HOUR_DAYS) up into days, as one commit of its own,
-    /// when they are not yet (a commit that changes people does it too, so that the
-    /// hours stop growing without this).
+    /// [`HOUR_DAYS`](crate::index::HOUR_DAYS) up into days, a day a commit, until none
+    /// is left (a commit that changes people rolls up a day too, so that the hours stop
+    /// growing without this).
     pub(crate) fn roll_up_hours(&self, now: i64) -> Result<()> {
-        if self.read_gate().hours_from() >= crate::index::hours_start(now) {
-            return Ok(());
+        while self.read_gate().hours_from() < crate::index::hours_start(now) {
+            let mut writer = self.writer()?;
+            let Some(delta) = self.read_gate().roll_up(now, |_| false) else {
+                return Ok(());
+            };
+            let txn = Txn::new(&self.inner.store);
+            let counters = writer.counters;
+            self.commit(&mut writer, txn, counters, &delta)?;
+            self.release(writer)?;
         }
-        let mut writer = self.writer()?;
-        let Some(delta) = self.read_gate().roll_up(now, |_| false) else {
-            return Ok(());
-        };
-        let txn = Txn::new(&self.inner.store);
-        let counters = writer.counters;
-        self.commit(&mut writer, txn, counters, &delta)?;
-        self.release(writer)
+        Ok(())
     }
 
     /// Restore hook for [`crate::export`]: commits what `stage` stages (with `counters`

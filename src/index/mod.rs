@@ -276,26 +276,51 @@ impl Bitmaps {
         (sure, edge)
     }
 
-    /// The changes that roll the hours of the days before `today - HOUR_DAYS` up into
-    /// days, `None` when those are rolled up already: every member of such an hour's
-    /// bitmap joins its day's and leaves the hour's, and the delta carries the new start
-    /// of the hours (written to `meta/buckets` by its commit). `gone`: the people the
-    /// commit deletes, who join nothing.
+    /// The changes that roll the hours of one more day before `today - HOUR_DAYS` up into
+    /// a day, `None` when those are all rolled up already: every member of that day's
+    /// hour bitmaps joins its day bitmap and leaves the hour's, and the delta carries the
+    /// new start of the hours (written to `meta/buckets` by its commit): the day after
+    /// the one rolled up, or `today - HOUR_DAYS` when no hours before that are left. One
+    /// day at a time, so that no commit carries more than a day's occurrences (a
+    /// database of an earlier build, with hours for all time, catches up a day a
+    /// commit). `gone`: the people the commit deletes, who join nothing.
     pub fn roll_up(&self, now: i64, gone: impl Fn(u32) -> bool) -> Option<Delta> {
-        let from = hours_start(now);
-        if from <= self.hours_from {
+        let target = hours_start(now);
+        if target <= self.hours_from {
             return None;
         }
+        let hour_day = |key: &BitmapKey| match key {
+            BitmapKey::EventHour(_, _, hour) => Some(hour.div_euclid(24)),
+            _ => None,
+        };
+        let day = self
+            .map
+            .keys()
+            .filter_map(hour_day)
+            .filter(|d| *d < target)
+            .min();
+        let later = day.and_then(|d| {
+            self.map
+                .keys()
+                .filter_map(hour_day)
+                .filter(|e| *e > d && *e < target)
+                .min()
+        });
         let mut delta = Delta {
-            hours_from: Some(from),
+            // Past the day rolled up, up to the next day with hours (nothing between);
+            // never back (an hour bitmap before the start can only be damage, which
+            // this rolls up as well).
+            hours_from: Some(later.unwrap_or(target).max(self.hours_from)),
             ..Delta::default()
+        };
+        let Some(day) = day else {
+            return Some(delta);
         };
         for (key, members) in &self.map {
             let BitmapKey::EventHour(kind, name, hour) = key else {
                 continue;
             };
-            let day = hour.div_euclid(24);
-            if day >= from {
+            if hour.div_euclid(24) != day {
                 continue;
             }
             let into = BitmapKey::EventDay(kind.clone(), name.clone(), day);
@@ -922,6 +947,8 @@ pub fn plan(
             delta.set(BitmapKey::Segment(*id), pid, *member);
         }
     }
-    delta.prune(bitmaps);
+    // Not pruned here: the caller lays these changes over a roll-up's, where a change
+    // that is a no-op against the committed bitmaps (leaving a day bitmap not yet
+    // written) still has the last word; it prunes the whole.
     Ok(delta)
 }
