@@ -476,7 +476,7 @@ impl ProfileDb {
                 Ok(())
             })?;
         }
-        // The timeline goes through the write path, so the per-hour event bitmaps and the
+        // The timeline goes through the write path, so the event bitmaps (hours, days) and the
         // segments that read these events follow in the same commits.
         for chunk in gone.chunks(10_000) {
             self.run(|cx| {
