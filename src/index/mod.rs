@@ -95,20 +95,16 @@ pub fn event_bucket(kind: &str, name: &str, hour: i64, hours_from: i64) -> Bitma
     }
 }
 
-/// The first and past-the-last unix second of an occurrence bitmap's bucket (`None` for
-/// any other bitmap).
-pub fn bucket_span(key: &BitmapKey) -> Option<(i64, i64)> {
-    let span = |n: i64, len: i64| {
-        (
-            n.saturating_mul(len),
-            n.saturating_add(1).saturating_mul(len),
-        )
+/// An occurrence bitmap's kind, name, and the first and past-the-last unix second of
+/// its bucket (`None` for any other bitmap).
+fn bucket(key: &BitmapKey) -> Option<(&str, &str, i64, i64)> {
+    let (kind, name, n, len) = match key {
+        BitmapKey::EventHour(kind, name, hour) => (kind, name, *hour, 3_600),
+        BitmapKey::EventDay(kind, name, day) => (kind, name, *day, 86_400),
+        _ => return None,
     };
-    match key {
-        BitmapKey::EventHour(_, _, hour) => Some(span(*hour, 3_600)),
-        BitmapKey::EventDay(_, _, day) => Some(span(*day, 86_400)),
-        _ => None,
-    }
+    let start = n.saturating_mul(len);
+    Some((kind, name, start, n.saturating_add(1).saturating_mul(len)))
 }
 
 /// The members of `bitmap` in chunk `chunk`.
@@ -255,15 +251,12 @@ impl Bitmaps {
         let mut later: Vec<&RoaringBitmap> = Vec::new();
         let mut edge = RoaringBitmap::new();
         for (key, members) in &self.map {
-            let (BitmapKey::EventHour(k, n, _) | BitmapKey::EventDay(k, n, _)) = key else {
+            let Some((k, n, start, end)) = bucket(key) else {
                 continue;
             };
             if k != kind || n != name {
                 continue;
             }
-            let Some((start, end)) = bucket_span(key) else {
-                continue;
-            };
             if start >= since {
                 later.push(members);
             } else if end > since {
@@ -289,23 +282,18 @@ impl Bitmaps {
         if target <= self.hours_from {
             return None;
         }
-        let hour_day = |key: &BitmapKey| match key {
-            BitmapKey::EventHour(_, _, hour) => Some(hour.div_euclid(24)),
-            _ => None,
-        };
-        let day = self
+        // The days before the target that still have hours, in order.
+        let days: BTreeSet<i64> = self
             .map
             .keys()
-            .filter_map(hour_day)
+            .filter_map(|key| match key {
+                BitmapKey::EventHour(_, _, hour) => Some(hour.div_euclid(24)),
+                _ => None,
+            })
             .filter(|d| *d < target)
-            .min();
-        let later = day.and_then(|d| {
-            self.map
-                .keys()
-                .filter_map(hour_day)
-                .filter(|e| *e > d && *e < target)
-                .min()
-        });
+            .collect();
+        let mut days = days.into_iter();
+        let (day, later) = (days.next(), days.next());
         let mut delta = Delta {
             // Past the day rolled up, up to the next day with hours (nothing between);
             // never back (an hour bitmap before the start can only be damage, which
