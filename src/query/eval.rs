@@ -710,8 +710,8 @@ pub fn eval(
         }
         Cond::Scan(Atom::Event(occ)) if occ.within.is_some() && any_occurrence(occ) => {
             // Everyone with an occurrence in an hour (or a day) wholly inside the window
-            // holds; only those seen in the window's first hour (day) alone are read one
-            // by one.
+            // holds; only those seen in the bucket the window starts inside alone are
+            // checked: an hour's person by person, a day's against its event blocks.
             let since = now.saturating_sub(occ.within.unwrap_or_default());
             let (sure, edge) = bitmaps.occurrences_since("event", &occ.name, since);
             let edge = within & &edge;
@@ -919,9 +919,6 @@ impl Counts {
     }
 }
 
-/// An event atom (filters, a count, a window) answered set-at-a-time from the event's
-/// blocks of the days in its window, among `within`. Rows whose filtered properties a
-/// block does not hold are checked against their `activity` records.
 /// Who among `edge` has an occurrence of `kind`/`name` at or after `since` on the day
 /// `since` falls in, from that day's event blocks; with the rows read.
 fn day_edge(
@@ -950,6 +947,9 @@ fn day_edge(
     Ok((found, rows))
 }
 
+/// An event atom (filters, a count, a window) answered set-at-a-time from the event's
+/// blocks of the days in its window, among `within`. Rows whose filtered properties a
+/// block does not hold are checked against their `activity` records.
 fn from_blocks(
     occ: &Occurrence,
     within: &RoaringBitmap,
