@@ -86,6 +86,11 @@ pub trait Kv: Send + Sync {
     /// Closes and reopens the store so that its recovery starts from here (see
     /// [`SledKv::checkpoint`]); `Ok(false)` when it could not run without waiting.
     fn checkpoint(&self) -> Result<bool, StorageError>;
+    /// The page cache, in bytes, the store was last opened with.
+    fn cache_bytes(&self) -> u64;
+    /// The page cache, in bytes, of the store's next reopen (a checkpoint or a
+    /// compaction): sled sizes its cache when it opens and cannot resize it after.
+    fn set_cache_bytes(&self, bytes: u64);
     /// Rewrites the store into fresh files holding only its live records, and swaps
     /// them in (see [`SledKv::compact`]). Everything committed must be durable first.
     /// `Ok(None)` when reads in progress kept it from starting.
@@ -120,7 +125,10 @@ pub struct SledKv {
     /// and reopen sled. `Err` (why) only after a reopen failed.
     sled: RwLock<Result<Sled, String>>,
     dir: PathBuf,
-    cache_bytes: u64,
+    /// The page cache of the next reopen ([`Kv::set_cache_bytes`]).
+    cache_bytes: AtomicU64,
+    /// The page cache of the open instance.
+    opened_cache: AtomicU64,
     /// Bytes of keys and values committed since sled last wrote its snapshot.
     since_checkpoint: AtomicU64,
     /// Every file and directory under `dir` as of the last full sync: while it is
@@ -187,7 +195,8 @@ impl SledKv {
         Ok(SledKv {
             sled: RwLock::new(Ok(Self::open_locked(dir, cache_bytes, attempts)?)),
             dir: dir.to_path_buf(),
-            cache_bytes,
+            cache_bytes: AtomicU64::new(cache_bytes),
+            opened_cache: AtomicU64::new(cache_bytes),
             since_checkpoint: AtomicU64::new(0),
             synced: Mutex::new(Vec::new()),
             data_file: Mutex::new(None),
@@ -268,6 +277,7 @@ impl SledKv {
             Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
+        let cache = self.cache_bytes.load(Ordering::Relaxed);
         let old = std::mem::replace(&mut *guard, Err("closed mid-checkpoint".to_owned()));
         let old = old.map_err(|why| closed(&why))?;
         // Dropping the last handles stops sled's flusher thread and releases its lock
@@ -276,7 +286,7 @@ impl SledKv {
             drop(old);
             Ok(())
         })
-        .and_then(|()| Self::open_locked(&self.dir, self.cache_bytes, 250));
+        .and_then(|()| Self::open_locked(&self.dir, cache, 250));
         let sled = match reopened {
             Ok(sled) => sled,
             Err(e) => {
@@ -285,6 +295,7 @@ impl SledKv {
             }
         };
         *guard = Ok(sled);
+        self.opened_cache.store(cache, Ordering::Relaxed);
         self.since_checkpoint.store(0, Ordering::Relaxed);
         Ok(true)
     }
@@ -341,7 +352,7 @@ impl SledKv {
             Ok(sled) => contain("compact", || {
                 let fresh = sled::Config::new()
                     .path(&new_dir)
-                    .cache_capacity(self.cache_bytes)
+                    .cache_capacity(self.cache_bytes.load(Ordering::Relaxed))
                     .flush_every_ms(None)
                     .open()?;
                 let tree = fresh.open_tree(TREE)?;
@@ -405,13 +416,15 @@ impl SledKv {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         // Whatever happened, `dir` holds a whole database: open it again.
-        let reopened = Self::open_locked(&self.dir, self.cache_bytes, 250).and_then(|sled| {
+        let cache = self.cache_bytes.load(Ordering::Relaxed);
+        let reopened = Self::open_locked(&self.dir, cache, 250).and_then(|sled| {
             let after = contain("size_on_disk", || Ok(sled.db.size_on_disk()?))?;
             Ok((sled, after))
         });
         match (swapped, reopened) {
             (Ok(()), Ok((sled, after))) => {
                 *guard = Ok(sled);
+                self.opened_cache.store(cache, Ordering::Relaxed);
                 self.since_checkpoint.store(0, Ordering::Relaxed);
                 drop(guard);
                 remove_dir_if_present(&new_dir)?;
@@ -424,6 +437,7 @@ impl SledKv {
             }
             (Err(e), Ok((sled, _))) => {
                 *guard = Ok(sled);
+                self.opened_cache.store(cache, Ordering::Relaxed);
                 drop(guard);
                 let _ = remove_dir_if_present(&new_dir);
                 Err(e)
@@ -556,6 +570,14 @@ impl Kv for SledKv {
 
     fn checkpoint(&self) -> Result<bool, StorageError> {
         SledKv::checkpoint(self)
+    }
+
+    fn cache_bytes(&self) -> u64 {
+        self.opened_cache.load(Ordering::Relaxed)
+    }
+
+    fn set_cache_bytes(&self, bytes: u64) {
+        self.cache_bytes.store(bytes, Ordering::Relaxed);
     }
 
     fn compact(&self) -> Result<Option<Compacted>, StorageError> {
@@ -1016,6 +1038,11 @@ impl Kv for FaultKv {
         size_on_disk -> Result<u64, StorageError>;
         since_checkpoint -> u64;
         checkpoint -> Result<bool, StorageError>;
+        cache_bytes -> u64;
+    }
+
+    fn set_cache_bytes(&self, bytes: u64) {
+        self.inner.set_cache_bytes(bytes);
     }
 
     fn compact(&self) -> Result<Option<Compacted>, StorageError> {

@@ -679,6 +679,11 @@ impl Kv for Blocked {
         since_checkpoint -> u64;
         checkpoint -> Result<bool, StorageError>;
         compact -> Result<Option<Compacted>, StorageError>;
+        cache_bytes -> u64;
+    }
+
+    fn set_cache_bytes(&self, bytes: u64) {
+        self.inner.set_cache_bytes(bytes);
     }
 }
 
