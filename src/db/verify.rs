@@ -176,6 +176,13 @@ impl ProfileDb {
                 stored.hours_from()
             ));
         }
+        if bitmaps.heap_bytes() != bitmaps.recount_bytes() {
+            problems.push(format!(
+                "the bitmaps' memory is kept as {} bytes and counts {} bytes",
+                bitmaps.heap_bytes(),
+                bitmaps.recount_bytes()
+            ));
+        }
         for key in keys {
             if bitmaps.get(key) != stored.get(key) {
                 problems.push(format!(

@@ -115,6 +115,18 @@ pub fn chunk_of(bitmap: &RoaringBitmap, chunk: u16) -> RoaringBitmap {
     bitmap & mask
 }
 
+/// What one bitmap is estimated to take in memory: its serialized size (which follows
+/// its containers as they are held: 2 bytes a member of an array, 8 KiB a bitset, 4
+/// bytes a run, 8 bytes a container's header), its key's stored form, and
+/// [`ENTRY_BYTES`] for the map entry.
+pub fn footprint(key: &BitmapKey, bitmap: &RoaringBitmap) -> u64 {
+    (bitmap.serialized_size() + key.chunk_key(0).len()) as u64 + ENTRY_BYTES
+}
+
+/// The map entry of one bitmap: its key, the bitmap's own header and the hash map's
+/// slot.
+pub const ENTRY_BYTES: u64 = 96;
+
 /// Every bitmap, in memory.
 #[derive(Debug, Clone)]
 pub struct Bitmaps {
@@ -122,6 +134,8 @@ pub struct Bitmaps {
     /// The first day whose occurrences are kept per hour (`meta/buckets`); `i64::MIN`
     /// when nothing was rolled up yet.
     hours_from: i64,
+    /// The sum of every bitmap's [`footprint`], kept by each change.
+    bytes: u64,
 }
 
 impl Default for Bitmaps {
@@ -129,6 +143,7 @@ impl Default for Bitmaps {
         Bitmaps {
             map: HashMap::new(),
             hours_from: i64::MIN,
+            bytes: 0,
         }
     }
 }
@@ -195,6 +210,7 @@ impl Bitmaps {
             log.keys.push(key);
         }
         bitmaps.map.retain(|_, b| !b.is_empty());
+        bitmaps.bytes = bitmaps.recount_bytes();
         Ok((bitmaps, log))
     }
 
@@ -231,6 +247,17 @@ impl Bitmaps {
     /// Every (key, bitmap).
     pub fn iter(&self) -> impl Iterator<Item = (&BitmapKey, &RoaringBitmap)> {
         self.map.iter()
+    }
+
+    /// The memory the bitmaps are estimated to take (the sum of their [`footprint`]s),
+    /// kept as they change.
+    pub fn heap_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// [`heap_bytes`](Self::heap_bytes) counted afresh, bitmap by bitmap.
+    pub fn recount_bytes(&self) -> u64 {
+        self.map.iter().map(|(k, b)| footprint(k, b)).sum()
     }
 
     /// The first day whose occurrences are kept per hour (`i64::MIN`: every day).
@@ -322,8 +349,8 @@ impl Bitmaps {
         Some(delta)
     }
 
-    /// Adds a chunk read from disk.
-    pub fn load_chunk(&mut self, key: BitmapKey, chunk: RoaringBitmap) {
+    /// Adds a chunk read from disk (its footprint is counted once the load is whole).
+    fn load_chunk(&mut self, key: BitmapKey, chunk: RoaringBitmap) {
         *self.map.entry(key).or_default() |= chunk;
     }
 
@@ -334,6 +361,7 @@ impl Bitmaps {
         }
         for (key, members) in &delta.changes {
             let b = self.map.entry(key.clone()).or_default();
+            let before = if b.is_empty() { 0 } else { footprint(key, b) };
             for (pid, add) in members {
                 if *add {
                     b.insert(*pid);
@@ -341,19 +369,28 @@ impl Bitmaps {
                     b.remove(*pid);
                 }
             }
-            if b.is_empty() {
+            let after = if b.is_empty() { 0 } else { footprint(key, b) };
+            if after == 0 {
                 self.map.remove(key);
             }
+            self.bytes = self.bytes.saturating_sub(before).saturating_add(after);
         }
     }
 
     /// Replaces one bitmap whole (segment rebuilds).
     pub fn set(&mut self, key: BitmapKey, bitmap: RoaringBitmap) {
+        let before = self.map.get(&key).map_or(0, |b| footprint(&key, b));
+        let after = if bitmap.is_empty() {
+            0
+        } else {
+            footprint(&key, &bitmap)
+        };
         if bitmap.is_empty() {
             self.map.remove(&key);
         } else {
             self.map.insert(key, bitmap);
         }
+        self.bytes = self.bytes.saturating_sub(before).saturating_add(after);
     }
 }
 
