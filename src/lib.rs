@@ -126,6 +126,16 @@
 //! so the next open replays almost nothing, and after a crash at most one interval.
 //! [`ProfileDb::checkpoint`] runs one on demand.
 //!
+//! # Memory
+//! What an open handle keeps in memory: sled's page cache ([`Builder::cache_bytes`],
+//! 64 MiB by default), the bitmaps every audience count reads (whole, for every
+//! person: about 1.5 MiB at 100,000 synthetic people, 12 MiB at a million), and sled's
+//! table of where each page is (about 400 bytes a page, a page holding at most 16 keys:
+//! about 25 MiB at 100,000 people, 200 MiB at a million; no setting of sled 0.34.7
+//! bounds it). [`Builder::memory_budget`] bounds the first two together: the cache gets
+//! what the bitmaps leave, sized again at every reopen of sled, and
+//! [`ProfileDb::memory`] reports both.
+//!
 //! # Compaction
 //! sled reclaims the space of its log only from segments that are mostly dead, so after
 //! heavy writing its files hold two to three times the bytes of the live records (4.3 GB
@@ -207,7 +217,10 @@ mod workspace;
 pub use activity::{Track, EVENT_TIME_MAX, EVENT_TIME_MIN, MAX_EVENT_ID_BYTES};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counts::Counts;
-pub use db::{Builder, Compaction, Durability, Op, ProfileDb, Stats, VerifyReport, FORMAT_VERSION};
+pub use db::{
+    Builder, Compaction, Durability, MemoryUse, Op, ProfileDb, Stats, VerifyReport, CACHE_FLOOR,
+    FORMAT_VERSION, MIN_BUDGET,
+};
 pub use deliveries::{Metric, NewDelivery, MAX_DELIVERY_ID_BYTES};
 pub use devices::{DeviceInput, PushResult, MAX_TOKEN_BYTES, RESERVED_DEVICE_ATTRIBUTES};
 pub use error::{Error, InputError, InputReason, OpenError, Result, StorageError};

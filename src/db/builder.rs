@@ -41,6 +41,7 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct Builder {
     pub(crate) cache_bytes: u64,
+    pub(crate) memory_budget: Option<u64>,
     pub(crate) durability: Durability,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
@@ -57,6 +58,7 @@ impl Default for Builder {
     fn default() -> Self {
         Builder {
             cache_bytes: 64 << 20,
+            memory_budget: None,
             durability: Durability::Flush,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
@@ -71,9 +73,31 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// sled's page cache size in bytes. Default 64 MiB.
+    /// sled's page cache size in bytes. Default 64 MiB. A
+    /// [memory budget](Builder::memory_budget) sizes the cache instead.
     pub fn cache_bytes(mut self, bytes: u64) -> Builder {
         self.cache_bytes = bytes;
+        self
+    }
+
+    /// Bounds sled's page cache and the in-memory bitmaps together to `bytes` (at least
+    /// [`MIN_BUDGET`](crate::MIN_BUDGET), 2 MiB), for an app that must stay within a
+    /// memory limit. The bitmaps are the index every audience count reads and stay
+    /// whole in memory; the cache gets what they leave, less a sixteenth of the budget
+    /// for them to grow into, and never less than
+    /// [`CACHE_FLOOR`](crate::CACHE_FLOOR) (1 MiB).
+    ///
+    /// sled sizes its cache when it opens: the open starts it with half the budget,
+    /// reads the bitmaps, and opens sled again with a smaller cache only when the two
+    /// together pass the budget (which costs one more open of sled's files). Each later
+    /// reopen of sled (a [checkpoint](crate#checkpoints), a compaction) sizes the cache
+    /// afresh, and a commit that leaves the two over the budget checkpoints to shrink
+    /// it. [`ProfileDb::memory`] reports the sizes. Not covered: sled's table of where
+    /// each page is, which grows with the number of keys (about 200 MiB at a million
+    /// people) and which no setting of sled 0.34.7 bounds. Default: no budget, the cache
+    /// as [`cache_bytes`](Builder::cache_bytes) says.
+    pub fn memory_budget(mut self, bytes: u64) -> Builder {
+        self.memory_budget = Some(bytes);
         self
     }
 

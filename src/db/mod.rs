@@ -7,7 +7,8 @@
 //!   durability, checkpoints); it knows no operation;
 //! - [`ops`]: [`Op`] and the single-operation write methods, dispatched to the
 //!   operation modules (`people`, `activity`, `devices`, ...), which use the write path;
-//! - [`read`]: person reads; [`verify`]: stats, the fsck and raw records.
+//! - [`read`]: person reads; [`verify`]: stats, the fsck and raw records;
+//! - [`memory`]: the memory budget and [`MemoryUse`].
 //!
 //! The rest of the handle's API is beside the data it serves: `profile.rs` (the
 //! profile and its parts), `workspace.rs` (topics, segments, queries, the catalogue),
@@ -22,6 +23,7 @@ use crate::segments::Catalog;
 use crate::store::Store;
 
 pub(crate) mod builder;
+pub(crate) mod memory;
 pub(crate) mod open;
 pub(crate) mod ops;
 pub(crate) mod read;
@@ -29,6 +31,7 @@ pub(crate) mod verify;
 pub(crate) mod write;
 
 pub use builder::{Builder, Durability};
+pub use memory::{MemoryUse, CACHE_FLOOR, MIN_BUDGET};
 pub use ops::Op;
 pub use verify::{Stats, VerifyReport};
 pub use write::Compaction;

@@ -95,6 +95,7 @@ impl ProfileDb {
     }
 
     pub(crate) fn open_with(config: Builder, dir: &Path) -> Result<ProfileDb> {
+        super::memory::check(&config)?;
         let fresh = match fs::read_dir(dir) {
             Ok(mut entries) => entries.next().is_none(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -140,7 +141,10 @@ impl ProfileDb {
         // sled 0.34 releases its file lock only when its background threads let go of
         // the database, a moment after the last handle is dropped; so a reopen right
         // after a close retries for up to a second before calling the database locked.
-        let sled = match SledKv::open_waiting(&sled_dir, config.cache_bytes, 50) {
+        let cache = config
+            .memory_budget
+            .map_or(config.cache_bytes, super::memory::first_cache);
+        let sled = match SledKv::open_waiting(&sled_dir, cache, 50) {
             Ok(kv) => kv,
             Err(e) if is_lock_error(&e) => {
                 return Err(Error::Open(OpenError::Locked {
@@ -300,6 +304,14 @@ impl ProfileDb {
         }
         if let Some(setting) = db.inner.config.change_feed {
             db.set_change_feed(setting)?;
+        }
+        // Under a budget, the cache sled opened with and the bitmaps now read may pass
+        // it: open sled again with the cache they leave. Otherwise the next reopen
+        // sizes it.
+        if db.cache_over_budget() {
+            db.checkpoint()?;
+        } else {
+            db.size_cache();
         }
         Ok(db)
     }

@@ -295,11 +295,14 @@ impl ProfileDb {
         self.after_commit_feed(writer, seq)?;
         let every = self.inner.config.checkpoint_bytes;
         let since = self.inner.store.kv().since_checkpoint();
-        if every > 0 && since >= every {
+        let due = every > 0 && since >= every;
+        // A commit whose bitmaps grew past a memory budget checkpoints too: the reopen
+        // gives sled the smaller cache the budget now leaves.
+        if due || self.cache_over_budget() {
             // One try; once twice overdue (reads kept it from running), keep trying for
             // up to 100 ms. The commit stands, but as when a durable write's flush fails,
             // a failed checkpoint is this write's error and poisons the handle.
-            let tries = if since >= every.saturating_mul(2) {
+            let tries = if due && since >= every.saturating_mul(2) {
                 100
             } else {
                 1
@@ -335,6 +338,7 @@ impl ProfileDb {
         self.fold_locked(writer)?;
         self.prune_expired(writer)?;
         self.make_durable()?;
+        self.size_cache();
         match self.inner.store.kv().checkpoint() {
             Ok(done) => {
                 if done {
@@ -490,6 +494,7 @@ impl ProfileDb {
         self.fold_locked(&mut writer)?;
         self.prune_expired(&mut writer)?;
         self.make_durable()?;
+        self.size_cache();
         let done = self.inner.store.kv().compact()?;
         if done.is_some_and(|d| d.swapped) {
             // The reopen wrote sled's snapshot: it counts as a checkpoint.
