@@ -770,8 +770,15 @@ fn stats_counts_every_kind() {
     let dir = fixture();
     let v = json(&run(dir.path(), &["stats", "--json"]));
     let mut want = COUNT_KEYS.to_vec();
-    want.push("bytes_on_disk");
+    want.extend(["bytes_on_disk", "memory"]);
     assert_eq!(keys(&v), sorted(&want));
+    assert_eq!(
+        keys(&v["memory"]),
+        sorted(&["budget", "cache_bytes", "bitmap_bytes"])
+    );
+    assert_eq!(v["memory"]["budget"], Json::Null);
+    assert_eq!(v["memory"]["cache_bytes"], 64 << 20);
+    assert!(v["memory"]["bitmap_bytes"].as_u64().unwrap() > 0);
     assert_eq!(v["people"], 3);
     assert_eq!(v["objects"], 1);
     assert_eq!(v["events"], 2);
@@ -780,6 +787,33 @@ fn stats_counts_every_kind() {
     assert_eq!(v["segments"], 2);
     assert!(v["bytes_on_disk"].as_u64().unwrap() > 0);
     assert!(ok(&run(dir.path(), &["stats"])).contains("people"));
+}
+
+#[test]
+fn a_memory_budget_sizes_the_cache_and_a_bad_one_is_a_usage_error() {
+    let dir = fixture();
+    let v = json(&run(
+        dir.path(),
+        &["--memory-budget-mib", "8", "stats", "--json"],
+    ));
+    assert_eq!(v["memory"]["budget"], 8 << 20);
+    // Half the budget at open: the fixture's bitmaps fit beside it.
+    assert_eq!(v["memory"]["cache_bytes"], 4 << 20);
+    let text = ok(&run(dir.path(), &["--memory-budget-mib", "8", "stats"]));
+    assert!(text.contains("memory budget"), "{text}");
+    let err = fails(&run(dir.path(), &["--memory-budget-mib", "1", "stats"]), 2);
+    assert!(
+        err.contains("--memory-budget-mib") && err.contains("`memory_budget`"),
+        "{err}"
+    );
+    let err = fails(
+        &run(
+            dir.path(),
+            &["--memory-budget-mib", "18446744073709551615", "stats"],
+        ),
+        2,
+    );
+    assert!(err.contains("more bytes than"), "{err}");
 }
 
 #[test]

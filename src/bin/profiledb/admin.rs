@@ -122,6 +122,7 @@ pub fn stats(ctx: &Context, json: bool) -> CmdResult {
     let db = ctx.open_existing()?;
     let stats = db.stats()?;
     let counts = db.counts()?;
+    let memory = db.memory();
     if json {
         print_json(&json!({
             "people": stats.people,
@@ -131,6 +132,11 @@ pub fn stats(ctx: &Context, json: bool) -> CmdResult {
             "devices": counts.devices,
             "segments": counts.segments,
             "bytes_on_disk": stats.size_on_disk,
+            "memory": {
+                "budget": memory.budget,
+                "cache_bytes": memory.cache_bytes,
+                "bitmap_bytes": memory.bitmap_bytes,
+            },
         }))?;
     } else {
         outln!("  {:<14} {:>12}", "people", stats.people);
@@ -141,6 +147,11 @@ pub fn stats(ctx: &Context, json: bool) -> CmdResult {
         outln!("  {:<14} {:>12}", "segments", counts.segments);
         outln!("  {:<14} {:>12}", "bytes on disk", stats.size_on_disk);
         outln!("  {:<14} {:>12}", "commits", stats.commit_seq);
+        outln!("  {:<14} {:>12}", "page cache", memory.cache_bytes);
+        outln!("  {:<14} {:>12}", "bitmaps", memory.bitmap_bytes);
+        if let Some(budget) = memory.budget {
+            outln!("  {:<14} {:>12}", "memory budget", budget);
+        }
     }
     context::close(db)
 }

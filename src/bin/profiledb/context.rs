@@ -20,14 +20,17 @@ pub struct Context {
     pub dir: PathBuf,
     /// `--now`: a fixed clock.
     pub now: Option<i64>,
+    /// `--memory-budget-mib`: a memory budget, in MiB.
+    pub memory_budget_mib: Option<u64>,
 }
 
 impl Context {
     /// The options as given.
-    pub fn new(db: Option<PathBuf>, now: Option<i64>) -> Context {
+    pub fn new(db: Option<PathBuf>, now: Option<i64>, memory_budget_mib: Option<u64>) -> Context {
         Context {
             dir: db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
             now,
+            memory_budget_mib,
         }
     }
 
@@ -59,10 +62,26 @@ impl Context {
     /// Opens with `durability`, creating the database when the directory is missing or
     /// empty.
     pub fn open(&self, durability: Durability) -> Result<ProfileDb, Failure> {
-        Ok(ProfileDb::builder()
+        let mut builder = ProfileDb::builder()
             .clock(self.clock())
-            .durability(durability)
-            .open(&self.dir)?)
+            .durability(durability);
+        if let Some(mib) = self.memory_budget_mib {
+            let bytes = mib.checked_mul(1 << 20).ok_or_else(|| Failure {
+                code: 2,
+                message: format!(
+                    "--memory-budget-mib {mib} is more bytes than a 64-bit count holds"
+                ),
+            })?;
+            builder = builder.memory_budget(bytes);
+        }
+        builder.open(&self.dir).map_err(|e| match &e {
+            // A malformed argument: a usage error, with the library's reason.
+            profiledb::Error::Input(input) if input.field == "memory_budget" => Failure {
+                code: 2,
+                message: format!("--memory-budget-mib: {e}"),
+            },
+            _ => e.into(),
+        })
     }
 }
 

@@ -80,6 +80,10 @@ struct Cli {
         allow_hyphen_values = true
     )]
     now: Option<i64>,
+    /// Bound sled's page cache and the in-memory bitmaps together to this many MiB (at
+    /// least 2); `stats` shows what each takes [default: no budget, a 64 MiB cache]
+    #[arg(long, global = true, value_name = "MIB")]
+    memory_budget_mib: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -218,7 +222,7 @@ fn main() -> ExitCode {
     // is reported below as one line.
     std::panic::set_hook(Box::new(|_| {}));
     let cli = Cli::parse();
-    let ctx = Context::new(cli.db, cli.now);
+    let ctx = Context::new(cli.db, cli.now, cli.memory_budget_mib);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run(&ctx, cli.command).and_then(|()| output::finish())
     }))
