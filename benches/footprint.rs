@@ -6,11 +6,13 @@
 //! ```
 //! Builds a synthetic database of `--people N` (default 100 000; topics, 10 data-driven
 //! segments, the synthetic people) in `--db DIR` (default: a temporary directory) unless
-//! DIR already holds one, then, for each page-cache size in `--cache-mib` (default
-//! `64,8`: the default, and a small budget), opens it in a fresh child process and
-//! reports the process's resident memory (`VmRSS`) after open, after one profile read,
-//! and after three audience counts, with the peak (`VmHWM`), the open time, and the time
-//! of `counts()` (what `profiledb stats` prints: kept, not walked, since format 3).
+//! DIR already holds one, then, for each memory setting in `--budget-mib` (default
+//! `none,16`: no budget, so sled's default 64 MiB cache, and a 16 MiB
+//! `Builder::memory_budget`), opens it in a fresh child process and reports what
+//! `ProfileDb::memory` says (sled's cache and the bitmaps) and the process's resident
+//! memory (`VmRSS`) after open, after one profile read, and after three audience
+//! counts, with the peak (`VmHWM`), the open time, and the time of `counts()` (what
+//! `profiledb stats` prints: kept, not walked, since format 3).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
 use std::path::{Path, PathBuf};
@@ -42,10 +44,17 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
-/// The child: open with `cache` bytes of page cache, read, count, print one table row.
-fn child(dir: &Path, cache: u64, people: u64) {
+/// The child: open under `budget` (bytes; `None`: no budget), read, count, print one
+/// table row.
+fn child(dir: &Path, budget: Option<u64>, people: u64) {
     let t = Instant::now();
-    let db = ProfileDb::builder().cache_bytes(cache).open(dir).unwrap();
+    let builder = ProfileDb::builder();
+    let db = match budget {
+        Some(b) => builder.memory_budget(b),
+        None => builder,
+    }
+    .open(dir)
+    .unwrap();
     let open = t.elapsed();
     let after_open = status("VmRSS:");
     let n = synth::mix(7) % people.max(1);
@@ -60,9 +69,12 @@ fn child(dir: &Path, cache: u64, people: u64) {
     let kept = db.counts().unwrap();
     let stats = t.elapsed();
     assert!(kept.people >= people, "{kept:?}");
+    let memory = db.memory();
     println!(
-        "| {} | {:.0} ms | {:.1} µs | {} | {} | {} | {} |",
-        mib(cache),
+        "| {} | {} | {} | {:.0} ms | {:.1} µs | {} | {} | {} | {} |",
+        budget.map_or_else(|| "none".to_owned(), mib),
+        mib(memory.cache_bytes),
+        mib(memory.bitmap_bytes),
         open.as_secs_f64() * 1e3,
         stats.as_secs_f64() * 1e6,
         mib(after_open),
@@ -105,8 +117,9 @@ fn main() {
             .and_then(|i| argv.get(i + 1).cloned())
     };
     let people: u64 = get("--people").map_or(100_000, |v| v.parse().expect("--people N"));
-    if let (Some(dir), Some(cache)) = (get("--child"), get("--cache")) {
-        child(Path::new(&dir), cache.parse().expect("--cache"), people);
+    if let (Some(dir), Some(budget)) = (get("--child"), get("--budget")) {
+        let budget = (budget != "none").then(|| budget.parse().expect("--budget"));
+        child(Path::new(&dir), budget, people);
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -120,15 +133,18 @@ fn main() {
     let people = ProfileDb::open(&dir).unwrap().stats().unwrap().people;
     println!("footprint of {} ({people} people)\n", dir.display());
     println!(
-        "| page cache | open | `counts()` | RSS after open | after a profile | after 3 counts | peak |"
+        "| budget | cache | bitmaps | open | `counts()` | RSS after open | after a profile | after 3 counts | peak |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    let caches = get("--cache-mib").unwrap_or_else(|| "64,8".to_owned());
-    for c in caches.split(',') {
-        let cache: u64 = c.trim().parse::<u64>().expect("--cache-mib M,M") << 20;
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let budgets = get("--budget-mib").unwrap_or_else(|| "none,16".to_owned());
+    for b in budgets.split(',') {
+        let budget = match b.trim() {
+            "none" => "none".to_owned(),
+            n => (n.parse::<u64>().expect("--budget-mib none,M,M") << 20).to_string(),
+        };
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["--child", &dir.display().to_string()])
-            .args(["--cache", &cache.to_string()])
+            .args(["--budget", &budget])
             .args(["--people", &people.to_string()])
             // As in peer_scale: mimalloc without transparent huge pages unless the
             // caller says otherwise (the README's Allocator section).
