@@ -124,7 +124,10 @@
 //! the last handle) checkpoints when an eighth of the interval or more was committed
 //! since the last one, as SQLite checkpoints its WAL when the last connection closes;
 //! so the next open replays almost nothing, and after a crash at most one interval.
-//! [`ProfileDb::checkpoint`] runs one on demand.
+//! [`ProfileDb::checkpoint`] runs one on demand. Under a
+//! [memory budget](Builder::memory_budget), a write that leaves sled's cache and the
+//! bitmaps over the budget checkpoints too (whatever [`Builder::checkpoint_bytes`]
+//! says), so that sled reopens with a smaller cache.
 //!
 //! # Memory
 //! What an open handle keeps in memory: sled's page cache ([`Builder::cache_bytes`],
@@ -132,9 +135,9 @@
 //! person: about 1.5 MiB at 100,000 synthetic people, 12 MiB at a million), and sled's
 //! table of where each page is (about 400 bytes a page, a page holding at most 16 keys:
 //! about 25 MiB at 100,000 people, 200 MiB at a million; no setting of sled 0.34.7
-//! bounds it). [`Builder::memory_budget`] bounds the first two together: the cache gets
-//! what the bitmaps leave, sized again at every reopen of sled, and
-//! [`ProfileDb::memory`] reports both.
+//! bounds it). [`Builder::memory_budget`] bounds the first two together as far as
+//! sled's cache keeps to its capacity: the cache gets what the bitmaps leave, sized
+//! again at every reopen of sled, and [`ProfileDb::memory`] reports both.
 //!
 //! # Compaction
 //! sled reclaims the space of its log only from segments that are mostly dead, so after

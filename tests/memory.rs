@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use profiledb::{
-    Durability, Error, Ident, InputReason, ManualClock, MemoryUse, Op, ProfileDb, Track,
+    Durability, Error, Faults, Ident, InputReason, ManualClock, MemoryUse, Op, ProfileDb, Track,
     CACHE_FLOOR,
 };
 
@@ -152,4 +152,35 @@ fn a_budget_under_the_least_is_refused_before_anything_is_written() {
     }
     assert!(err.to_string().contains("the least is 2097152"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_checkpoint_that_cannot_run_defers_the_shrink_and_a_later_commit_does_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let db = builder()
+        .faults(faults.clone())
+        .memory_budget(4 * MIB)
+        .open(dir.path())
+        .unwrap();
+    // As when a read in progress holds the store: sled cannot reopen, the bitmaps pass
+    // the budget and the cache stays.
+    faults.busy_checkpoints(true);
+    add_people(&db, 0, 10_000);
+    let memory = db.memory();
+    assert!(memory.over_budget(), "{memory:?}");
+    assert_eq!(memory.cache_bytes, 2 * MIB);
+    faults.busy_checkpoints(false);
+    // The commit after the last refused try waits 64 commits before trying again.
+    let mut n = 10_000;
+    while db.memory().cache_bytes == 2 * MIB {
+        assert!(n < 10_000 + 65, "no shrink after {} commits", n - 10_000);
+        add_people(&db, n, n + 1);
+        n += 1;
+    }
+    assert!(n > 10_000 + 1, "tried again at once");
+    let memory = db.memory();
+    assert!(!memory.over_budget(), "{memory:?}");
+    assert!(db.verify().unwrap().is_ok());
+    db.close().unwrap();
 }

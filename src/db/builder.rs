@@ -92,7 +92,12 @@ impl Builder {
     /// together pass the budget (which costs one more open of sled's files). Each later
     /// reopen of sled (a [checkpoint](crate#checkpoints), a compaction) sizes the cache
     /// afresh, and a commit that leaves the two over the budget checkpoints to shrink
-    /// it. [`ProfileDb::memory`] reports the sizes. Not covered: sled's table of where
+    /// it (when a read in progress keeps that checkpoint from running, the handle stays
+    /// over until one 64 commits later, or a [`ProfileDb::checkpoint`], succeeds).
+    /// [`ProfileDb::memory`] reports the sizes. A compaction opens its copy with the
+    /// cache beside the open one, so while it runs there are two. Not covered: sled's
+    /// page cache admitting more than its capacity (it evicts in batches: see the README's
+    /// Memory footprint), and sled's table of where
     /// each page is, which grows with the number of keys (about 200 MiB at a million
     /// people) and which no setting of sled 0.34.7 bounds. Default: no budget, the cache
     /// as [`cache_bytes`](Builder::cache_bytes) says.
@@ -102,7 +107,9 @@ impl Builder {
     }
 
     /// How many bytes of records a handle commits before it checkpoints (see the
-    /// [module docs](crate#checkpoints)); `0` never checkpoints automatically.
+    /// [module docs](crate#checkpoints)); `0` never checkpoints automatically for
+    /// bytes written (a [memory budget](Builder::memory_budget) still checkpoints to
+    /// shrink the cache).
     /// Default 192 MiB, which keeps an open of a database after any amount of writing
     /// well under a second. Smaller costs more write time; larger, longer opens.
     pub fn checkpoint_bytes(mut self, bytes: u64) -> Builder {

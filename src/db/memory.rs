@@ -11,7 +11,12 @@
 
 use crate::error::{Error, InputError, Result};
 
+use super::write::Writer;
 use super::{Builder, ProfileDb};
+
+/// Commits between two tries of a checkpoint for the budget that reads kept from
+/// running.
+const BUDGET_RETRY_COMMITS: u64 = 64;
 
 /// sled's page cache never goes below this, whatever the budget: under it sled spends
 /// its time rebuilding the pages it just dropped.
@@ -31,7 +36,9 @@ pub struct MemoryUse {
     /// The capacity of sled's page cache, as sled was last opened.
     pub cache_bytes: u64,
     /// The in-memory bitmaps, estimated from their containers (each bitmap's serialized
-    /// size, its key and its map entry).
+    /// size, its key and its map entry). Exact in shape for bitmaps as loaded at open;
+    /// one grown since by single inserts may hold up to twice its arrays' size in spare
+    /// capacity.
     pub bitmap_bytes: u64,
 }
 
@@ -41,10 +48,12 @@ impl MemoryUse {
         self.cache_bytes.saturating_add(self.bitmap_bytes)
     }
 
-    /// Whether the cache and the bitmaps together pass the budget. They do only when the
+    /// Whether the cache and the bitmaps together pass the budget. They do when the
     /// bitmaps alone leave less than [`CACHE_FLOOR`] of it (the bitmaps are the index
-    /// every audience count reads, and are never evicted), or for a moment after a
-    /// commit, until the checkpoint it asked for shrinks the cache.
+    /// every audience count reads, and are never evicted), and after a commit that grew
+    /// the bitmaps past it until a checkpoint shrinks the cache: the commit's own, or,
+    /// when a read in progress kept that from running, one tried 64 commits later (or
+    /// [`ProfileDb::checkpoint`] called by the app).
     pub fn over_budget(&self) -> bool {
         self.budget.is_some_and(|b| self.total() > b)
     }
@@ -109,6 +118,23 @@ impl ProfileDb {
     pub(crate) fn cache_over_budget(&self) -> bool {
         let memory = self.memory();
         memory.over_budget() && memory.cache_bytes > CACHE_FLOOR
+    }
+
+    /// After a commit, under the writer lock (`release`): when the cache and the
+    /// bitmaps pass the budget, checkpoints, so that sled reopens with the cache the
+    /// bitmaps now leave. When a read in progress keeps the checkpoint from running, the
+    /// next 64 commits do not try again (each try folds the log and flushes first).
+    ///
+    /// # Errors
+    /// As [`ProfileDb::checkpoint`]: a failed checkpoint poisons the handle.
+    pub(crate) fn fit_budget(&self, writer: &mut Writer) -> Result<()> {
+        if writer.commit_seq < writer.budget_retry || !self.cache_over_budget() {
+            return Ok(());
+        }
+        if !self.checkpoint_locked(writer)? {
+            writer.budget_retry = writer.commit_seq.saturating_add(BUDGET_RETRY_COMMITS);
+        }
+        Ok(())
     }
 
     /// Sets the cache of sled's next reopen to what the budget leaves beside the

@@ -237,6 +237,7 @@ impl ProfileDb {
                     commit_seq,
                     log,
                     feed,
+                    budget_retry: 0,
                 }),
                 gate: RwLock::new(bitmaps),
                 catalog: RwLock::new(catalog),
@@ -308,10 +309,12 @@ impl ProfileDb {
         // Under a budget, the cache sled opened with and the bitmaps now read may pass
         // it: open sled again with the cache they leave. Otherwise the next reopen
         // sizes it.
+        db.size_cache();
         if db.cache_over_budget() {
-            db.checkpoint()?;
-        } else {
-            db.size_cache();
+            // Only the reopen: no fold, no pruning, not counted as a checkpoint. Nothing
+            // else holds the handle yet, so no read keeps it from running.
+            db.make_durable()?;
+            db.inner.store.kv().checkpoint()?;
         }
         Ok(db)
     }

@@ -35,6 +35,9 @@ pub(crate) struct Writer {
     pub(crate) commit_seq: u64,
     /// The `bitmap_log` records not yet folded into the chunks, and the chunks they dirty.
     pub(crate) log: LogState,
+    /// No checkpoint for the memory budget before this commit, after one that reads
+    /// kept from running ([`ProfileDb::fit_budget`]).
+    pub(crate) budget_retry: u64,
     /// The change feed, when it is on.
     pub(crate) feed: Option<FeedState>,
 }
@@ -295,14 +298,11 @@ impl ProfileDb {
         self.after_commit_feed(writer, seq)?;
         let every = self.inner.config.checkpoint_bytes;
         let since = self.inner.store.kv().since_checkpoint();
-        let due = every > 0 && since >= every;
-        // A commit whose bitmaps grew past a memory budget checkpoints too: the reopen
-        // gives sled the smaller cache the budget now leaves.
-        if due || self.cache_over_budget() {
+        if every > 0 && since >= every {
             // One try; once twice overdue (reads kept it from running), keep trying for
             // up to 100 ms. The commit stands, but as when a durable write's flush fails,
             // a failed checkpoint is this write's error and poisons the handle.
-            let tries = if due && since >= every.saturating_mul(2) {
+            let tries = if since >= every.saturating_mul(2) {
                 100
             } else {
                 1
@@ -751,7 +751,8 @@ impl ProfileDb {
 
     /// Ends a commit: releases the writer lock and, with [`Durability::Flush`], makes
     /// the commit durable before the call returns.
-    pub(crate) fn release(&self, writer: MutexGuard<'_, Writer>) -> Result<()> {
+    pub(crate) fn release(&self, mut writer: MutexGuard<'_, Writer>) -> Result<()> {
+        self.fit_budget(&mut writer)?;
         drop(writer);
         if self.inner.config.durability == Durability::Flush {
             self.make_durable()?;

@@ -874,6 +874,7 @@ struct FaultState {
     fail_read_at: AtomicU64,
     fail_reads: AtomicBool,
     fail_flush: AtomicBool,
+    busy_checkpoints: AtomicBool,
     corrupt: Mutex<Vec<(Family, Vec<u8>)>>,
 }
 
@@ -911,6 +912,12 @@ impl Faults {
     /// Makes every flush fail (or stop failing).
     pub fn fail_flush(&self, on: bool) {
         self.0.fail_flush.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, a checkpoint does not run and reports `Ok(false)`, as when a read in
+    /// progress holds the store.
+    pub fn busy_checkpoints(&self, on: bool) {
+        self.0.busy_checkpoints.store(on, Ordering::SeqCst);
     }
 
     /// Flips a bit in the value of `key` in `family` whenever it is read.
@@ -1037,8 +1044,14 @@ impl Kv for FaultKv {
     pass_to_inner! {
         size_on_disk -> Result<u64, StorageError>;
         since_checkpoint -> u64;
-        checkpoint -> Result<bool, StorageError>;
         cache_bytes -> u64;
+    }
+
+    fn checkpoint(&self) -> Result<bool, StorageError> {
+        if self.faults.0.busy_checkpoints.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.inner.checkpoint()
     }
 
     fn set_cache_bytes(&self, bytes: u64) {
