@@ -120,7 +120,12 @@ pub fn chunk_of(bitmap: &RoaringBitmap, chunk: u16) -> RoaringBitmap {
 /// bytes a run, 8 bytes a container's header), its key's stored form, and
 /// [`ENTRY_BYTES`] for the map entry.
 pub fn footprint(key: &BitmapKey, bitmap: &RoaringBitmap) -> u64 {
-    (bitmap.serialized_size() + key.chunk_key(0).len()) as u64 + ENTRY_BYTES
+    entry_bytes(key) + bitmap.serialized_size() as u64
+}
+
+/// The part of a bitmap's [`footprint`] that does not depend on its members.
+fn entry_bytes(key: &BitmapKey) -> u64 {
+    key.chunk_key(0).len() as u64 + ENTRY_BYTES
 }
 
 /// The map entry of one bitmap: its key, the bitmap's own header and the hash map's
@@ -361,7 +366,16 @@ impl Bitmaps {
         }
         for (key, members) in &delta.changes {
             let b = self.map.entry(key.clone()).or_default();
-            let before = if b.is_empty() { 0 } else { footprint(key, b) };
+            // The key's share once; the members' before and after.
+            let entry = entry_bytes(key);
+            let size = |b: &RoaringBitmap| {
+                if b.is_empty() {
+                    0
+                } else {
+                    entry + b.serialized_size() as u64
+                }
+            };
+            let before = size(b);
             for (pid, add) in members {
                 if *add {
                     b.insert(*pid);
@@ -369,7 +383,7 @@ impl Bitmaps {
                     b.remove(*pid);
                 }
             }
-            let after = if b.is_empty() { 0 } else { footprint(key, b) };
+            let after = size(b);
             if after == 0 {
                 self.map.remove(key);
             }
