@@ -128,7 +128,11 @@ impl ProfileDb {
     /// # Errors
     /// As [`ProfileDb::checkpoint`]: a failed checkpoint poisons the handle.
     pub(crate) fn fit_budget(&self, writer: &mut Writer) -> Result<()> {
-        if writer.commit_seq < writer.budget_retry || !self.cache_over_budget() {
+        // Without a budget, nothing to check: no lock taken on every write.
+        if self.inner.config.memory_budget.is_none()
+            || writer.commit_seq < writer.budget_retry
+            || !self.cache_over_budget()
+        {
             return Ok(());
         }
         if !self.checkpoint_locked(writer)? {
